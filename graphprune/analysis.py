@@ -1,0 +1,278 @@
+"""Dependency analysis: walk the graph once, let each op's rule label, couple and freeze slots.
+
+The result lists the *members* (constant tensors sliced when a slot goes), the *edits* (size
+encodings fixed at rewrite time) and the *groups* (units that share the same members).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+
+from .ir import Dim, Graph
+from .rules import registry
+from .slots import Span, UnionFind, constant_along
+
+if TYPE_CHECKING:
+    from graphprune.passes.rewrite import Rewriter
+
+SHAPE_AWARE = frozenset(
+    {"Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity", "Reshape"}
+)
+"""Ops that may carry *marks* (channel sizes read through Shape) without freezing them."""
+
+
+@dataclass(eq=False)
+class Member:
+    """Input `index` of node `node` is a constant sliced along `span` when slots go."""
+
+    node: int
+    index: int
+    span: Span
+    role: str  # "source" (produces units), "sink" (contracts them), "param" (per-unit values)
+
+
+@dataclass
+class Edit:
+    """A size encoding of node `node` fixed at rewrite time by `fn`."""
+
+    node: int
+    what: str
+    fn: Callable[[Rewriter], None]
+
+
+@dataclass(eq=False)
+class Group:
+    """Units (slot roots) sharing the same members: ratios apply per group."""
+
+    name: str
+    units: list[int]
+    frozen: dict[int, list[str]]
+    members: list[Member]
+    inexact: bool = False
+
+    @property
+    def prunable(self) -> list[int]:
+        return [u for u in self.units if u not in self.frozen]
+
+    def to_dict(self, graph: Graph) -> dict[str, Any]:
+        reasons = sorted({r for rs in self.frozen.values() for r in rs})
+        return {
+            "name": self.name,
+            "units": len(self.units),
+            "prunable": len(self.prunable),
+            "members": sorted({f"{graph.node_name(m.node)}[{m.index}]" for m in self.members}),
+            "frozen_reasons": reasons,
+        }
+
+
+@dataclass
+class Analysis:
+    graph: Graph
+    uf: UnionFind
+    spans: dict[str, list[Span]]
+    members: list[Member]
+    edits: list[Edit]
+    blockers: Counter
+    groups: list[Group] = field(default_factory=list)
+    roots: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+
+class Ctx:
+    """What a rule sees of one node: its inputs' spans and constants, and ways to record."""
+
+    def __init__(self, an: _Analyzer, index: int) -> None:
+        self.an = an
+        self.index = index
+        self.node: onnx.NodeProto = an.graph.nodes[index]
+        self.graph = an.graph
+        self.uf = an.uf
+        self.opset = an.graph.opset
+
+    # -- reading ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.graph.node_name(self.index)
+
+    def n_inputs(self) -> int:
+        return len(self.node.input)
+
+    def input(self, i: int) -> str:
+        return self.node.input[i] if i < len(self.node.input) else ""
+
+    def spans(self, i: int) -> list[Span]:
+        return self.an.spans.get(self.input(i), [])
+
+    def out_spans(self, i: int = 0) -> list[Span]:
+        return self.an.spans.get(self.node.output[i], [])
+
+    def marks(self, i: int) -> list[np.ndarray | None] | None:
+        return self.an.marks.get(self.input(i))
+
+    def const(self, i: int) -> np.ndarray | None:
+        return self.graph.const(self.input(i))
+
+    def shape(self, i: int) -> list[Dim] | None:
+        return self.graph.shape(self.input(i))
+
+    def out_shape(self, i: int = 0) -> list[Dim] | None:
+        return self.graph.shape(self.node.output[i]) if i < len(self.node.output) else None
+
+    def rank(self, i: int) -> int | None:
+        s = self.shape(i)
+        return None if s is None else len(s)
+
+    def used(self, out: int) -> bool:
+        if out >= len(self.node.output) or not self.node.output[out]:
+            return False
+        name = self.node.output[out]
+        return bool(self.graph.uses(name)) or name in self.graph.outputs
+
+    # -- recording -------------------------------------------------------------------------
+    def set_out(self, i: int, spans: list[Span]) -> None:
+        if spans and i < len(self.node.output) and self.node.output[i]:
+            self.an.spans[self.node.output[i]] = spans
+
+    def set_marks(self, i: int, marks: list[np.ndarray | None]) -> None:
+        if any(m is not None for m in marks):
+            self.an.marks[self.node.output[i]] = marks
+
+    def fresh(self, n: int) -> np.ndarray:
+        return self.uf.fresh(n)
+
+    def unify(self, a: np.ndarray, b: np.ndarray) -> None:
+        self.uf.unify(a, b)
+
+    def freeze(self, ids: np.ndarray, why: str) -> None:
+        self.uf.freeze(ids, f"{why} ({self.node.op_type} {self.name})")
+
+    def freeze_spans(self, spans: list[Span], why: str) -> None:
+        for s in spans:
+            self.freeze(s.ids, why)
+
+    def freeze_inputs(self, why: str) -> None:
+        for i in range(self.n_inputs()):
+            self.freeze_spans(self.spans(i), why)
+            for m in self.marks(i) or []:
+                if m is not None:
+                    self.freeze(m, why)
+
+    def member(self, i: int, span: Span, role: str) -> None:
+        self.an.members.append(Member(self.index, i, span, role))
+
+    def edit(self, what: str, fn: Callable[[Rewriter], None]) -> None:
+        self.an.edits.append(Edit(self.index, what, fn))
+
+    def blocker(self, op: str | None = None) -> None:
+        self.an.blockers[op or self.node.op_type] += 1
+
+    def is_slotted(self, i: int) -> bool:
+        return bool(self.spans(i))
+
+
+class _Analyzer:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.uf = UnionFind()
+        self.spans: dict[str, list[Span]] = {}
+        self.marks: dict[str, list[np.ndarray | None]] = {}
+        self.members: list[Member] = []
+        self.edits: list[Edit] = []
+        self.blockers: Counter = Counter()
+
+    def run(self) -> Analysis:
+        g = self.graph
+        for i, node in g.iter_nodes():
+            ctx = Ctx(self, i)
+            fn = registry.lookup(node.domain, node.op_type, g.opset)
+            if node.op_type not in SHAPE_AWARE and any(ctx.marks(j) for j in range(len(node.input))):
+                ctx.freeze_inputs("channel count read as a value")
+            if fn is None:
+                if any(ctx.spans(j) for j in range(len(node.input))):
+                    ctx.blocker()
+                ctx.freeze_inputs(f"no rule for op {node.domain + '::' if node.domain else ''}"
+                                  f"{node.op_type}")
+            else:
+                fn(ctx)
+            for name in _subgraph_names(g, i):
+                for s in self.spans.get(name, []):
+                    self.uf.freeze(s.ids, f"used inside a subgraph of {node.op_type} {g.node_name(i)}")
+        for name in g.outputs:
+            for s in self.spans.get(name, []):
+                self.uf.freeze(s.ids, f"reaches graph output '{name}'")
+            for m in self.marks.get(name, []):
+                if m is not None:
+                    self.uf.freeze(m, f"reaches graph output '{name}'")
+        self._make_rectangular()
+        an = Analysis(g, self.uf, self.spans, self.members, self.edits, self.blockers)
+        an.roots = self.uf.roots()
+        an.groups = build_groups(an)
+        return an
+
+    def _make_rectangular(self) -> None:
+        """Collapse multi-axis spans so removal is a product pattern: keep the longest axis."""
+        changed = True
+        while changed:
+            changed = False
+            for spans in self.spans.values():
+                for s in spans:
+                    if len(s.axes) < 2:
+                        continue
+                    roots = np.vectorize(self.uf.find, otypes=[np.int64])(s.ids)
+                    if any(constant_along(roots, k) for k in range(roots.ndim)):
+                        continue
+                    keep = int(np.argmax(roots.shape))
+                    for k in range(roots.shape[keep]):
+                        self.uf.unify_all(np.take(roots, k, axis=keep))
+                    changed = True
+
+
+def _subgraph_names(graph: Graph, i: int) -> list[str]:
+    node = graph.nodes[i]
+    if not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for a in node.attribute):
+        return []
+    from .ir import _subgraph_references
+
+    return sorted(_subgraph_references(node))
+
+
+def build_groups(an: Analysis) -> list[Group]:
+    """Units with identical member sets form a group; order follows the graph."""
+    roots = an.roots
+    sig: dict[int, list[int]] = {}
+    for k, m in enumerate(an.members):
+        for r in dict.fromkeys(roots[m.span.ids.ravel()].tolist()):
+            sig.setdefault(r, []).append(k)
+    by_sig: dict[tuple[int, ...], list[int]] = {}
+    for r, ks in sig.items():
+        by_sig.setdefault(tuple(ks), []).append(r)
+    groups = []
+    for ks, units in by_sig.items():
+        members = [an.members[k] for k in ks]
+        anchor = next((m for m in members if m.role == "source"), members[0])
+        order = {r: n for n, r in enumerate(dict.fromkeys(roots[anchor.span.ids.ravel()].tolist()))}
+        units.sort(key=lambda r: order.get(r, len(order)))
+        frozen = {r: sorted(an.uf.reasons[r]) for r in units if r in an.uf.reasons}
+        groups.append(Group(an.graph.node_name(anchor.node), units, frozen, members))
+    _dedupe_names(groups)
+    return groups
+
+
+def _dedupe_names(groups: list[Group]) -> None:
+    seen: Counter = Counter()
+    for gr in groups:
+        seen[gr.name] += 1
+        if seen[gr.name] > 1:
+            gr.name = f"{gr.name}#{seen[gr.name]}"
+
+
+def analyze_graph(graph: Graph) -> Analysis:
+    from . import rules  # noqa: F401 - registers the op rules
+
+    return _Analyzer(graph).run()

@@ -1,0 +1,160 @@
+"""`graphprune` command line: a thin layer over the Python API.
+
+Exit codes: 0 success, 1 the exact check failed (nothing written), 2 bad input or usage,
+3 internal error (a bug: rerun with --verbose and report it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .errors import GraphpruneError, InputError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="graphprune",
+        description="Structured pruning for ONNX graphs, proven exact with onnxruntime.")
+    p.add_argument("--version", action="version", version=f"graphprune {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compress", help="prune a model and write a smaller dense ONNX file")
+    c.add_argument("model", help="input .onnx file (never modified)")
+    c.add_argument("-o", "--output", help="output path (default: <model>.pruned.onnx)")
+    c.add_argument("--ratio", type=float, default=0.4,
+                   help="fraction of each prunable group's units to remove (default 0.4)")
+    c.add_argument("--criterion", default="l1", help="l1 | l2 | random (default l1)")
+    c.add_argument("--round-to", type=int, default=1, metavar="N",
+                   help="keep unit counts at multiples of N where a group is large enough")
+    c.add_argument("--protect", metavar="REGEX", help="keep groups touching matching node names")
+    c.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
+                   help="concrete shape for a dynamic input during validation (repeatable)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--report", metavar="JSON", help="write the report as JSON here")
+    _common(c)
+
+    a = sub.add_parser("analyze", help="print the coupled groups and what blocks pruning")
+    a.add_argument("model")
+    a.add_argument("--all", action="store_true", help="list every group, not only the first 40")
+    _common(a)
+    return p
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON to stdout")
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+
+
+def _input_sizes(specs: list[str]) -> dict[str, list[int]]:
+    sizes = {}
+    for spec in specs:
+        name, _, dims = spec.rpartition(":")
+        try:
+            sizes[name] = [int(d) for d in dims.lower().split("x")]
+        except ValueError:
+            raise InputError(f"--input-shape '{spec}': expected NAME:DxDxD") from None
+        if not name:
+            raise InputError(f"--input-shape '{spec}': expected NAME:DxDxD")
+    return sizes
+
+
+def _check_output(src: Path, out: Path) -> None:
+    if out.resolve() == src.resolve():
+        raise InputError("output path is the input path; refusing to overwrite the input")
+    if not out.parent.is_dir():
+        raise InputError(f"output directory {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise InputError(f"output directory {out.parent} is not writable")
+
+
+def _check_writable(path: str | None) -> None:
+    if path:
+        parent = Path(path).resolve().parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise InputError(f"cannot write report to {path}")
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .io import file_size, save_atomic, uses_external_data
+    from .pipeline import compress
+
+    src = Path(args.model)
+    out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
+    if src.exists():
+        _check_output(src, out)
+    _check_writable(args.report)
+    say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
+    from .io import load
+
+    model = load(src)
+    pruned, report = compress(model, ratio=args.ratio, criterion=args.criterion,
+                              round_to=args.round_to, protect=args.protect, seed=args.seed,
+                              input_sizes=_input_sizes(args.input_shape), progress=say)
+    save_atomic(pruned, out, external=uses_external_data(model) or None)
+    report.bytes_before, report.bytes_after = file_size(src), file_size(out)
+    if args.report:
+        Path(args.report).write_text(report.to_json())
+    if args.json:
+        print(report.to_json())
+    elif not args.quiet:
+        print(report.render())
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .pipeline import analyze
+
+    result = analyze(args.model).to_dict()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    if args.quiet:
+        return 0
+    groups = result["groups"]
+    shown = groups if args.all else groups[:40]
+    print(f"{'group':<44}{'units':>6}{'prunable':>9}  frozen because")
+    for g in shown:
+        why = "; ".join(g["frozen_reasons"][:2]) or "-"
+        print(f"{g['name'][:44]:<44}{g['units']:>6}{g['prunable']:>9}  {why[:90]}")
+    if len(shown) < len(groups):
+        print(f"... {len(groups) - len(shown)} more groups (--all)")
+    s = result["summary"]
+    print(f"{s['total']} groups, {s['prunable']} prunable; "
+          f"{s['prunable_units']} of {s['units']} units prunable")
+    if result["blockers"]:
+        print("blockers (ops without a rule): "
+              + ", ".join(f"{k} ×{v}" for k, v in sorted(result["blockers"].items())))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handler = {"compress": cmd_compress, "analyze": cmd_analyze}[args.command]
+    try:
+        return handler(args)
+    except GraphpruneError as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"graphprune: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("graphprune: interrupted; nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 3
+        if args.verbose:
+            traceback.print_exc()
+        print(f"graphprune: internal error: {type(exc).__name__}: {exc} "
+              "(rerun with --verbose and report it)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())

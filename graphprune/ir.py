@@ -1,0 +1,254 @@
+"""A thin, read-mostly view of an ONNX graph for analysis and rewriting.
+
+We work on the ModelProto directly (no import/export round trip), so opset imports, metadata,
+functions, names and external-data references survive untouched. The view adds what the
+analysis needs: producers, copies of use lists, constant values and inferred shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .errors import GraphError
+
+Dim = int | str | None
+"""A dimension: an int when static, a symbol name when dynamic, None when unknown."""
+
+FOLDABLE_OPS = frozenset({"Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze"})
+"""Layout-only ops whose output we may evaluate when their data input is a constant.
+Casts and DequantizeLinear are deliberately absent: folding them would change stored dtypes."""
+
+
+@dataclass(frozen=True)
+class Use:
+    """One consumption of a tensor: node index and input slot."""
+
+    node: int
+    index: int
+
+
+class Graph:
+    """Index over `model.graph`; node order is the (topological) order of the file."""
+
+    def __init__(self, model: onnx.ModelProto, *, infer: bool = True) -> None:
+        self.model = model
+        self.g = model.graph
+        self.opset = _default_opset(model)
+        self.nodes: list[onnx.NodeProto] = list(self.g.node)
+        self.initializers = {t.name: t for t in self.g.initializer}
+        self.inputs = [i.name for i in self.g.input if i.name not in self.initializers]
+        self.outputs = [o.name for o in self.g.output]
+        self.producer: dict[str, int] = {}
+        self._uses: dict[str, list[Use]] = {}
+        self._const_cache: dict[str, np.ndarray | None] = {}
+        for i, node in enumerate(self.nodes):
+            for j, name in enumerate(node.input):
+                if name:
+                    self._uses.setdefault(name, []).append(Use(i, j))
+            for name in node.output:
+                if name:
+                    if name in self.producer:
+                        raise GraphError(f"tensor '{name}' is produced by two nodes")
+                    self.producer[name] = i
+            for name in _subgraph_references(node):
+                self._uses.setdefault(name, []).append(Use(i, -1))
+        self._toposort_check()
+        self.shapes: dict[str, list[Dim]] = {}
+        self.dtypes: dict[str, int] = {}
+        self._collect_shapes(model if not infer else _infer(model))
+
+    # -- structure -------------------------------------------------------------------------
+    def uses(self, name: str) -> list[Use]:
+        """A copy, so callers may mutate the graph while iterating."""
+        return list(self._uses.get(name, ()))
+
+    def node_name(self, i: int) -> str:
+        node = self.nodes[i]
+        return node.name or f"{node.op_type}_{i}"
+
+    def iter_nodes(self) -> Iterator[tuple[int, onnx.NodeProto]]:
+        return enumerate(self.nodes)
+
+    # -- values ----------------------------------------------------------------------------
+    def is_initializer(self, name: str) -> bool:
+        return name in self.initializers
+
+    def const(self, name: str) -> np.ndarray | None:
+        """The value of a tensor computable from constants alone through layout ops, else None."""
+        if not name:
+            return None
+        if name not in self._const_cache:
+            self._const_cache[name] = self._eval_const(name)
+        return self._const_cache[name]
+
+    def const_root(self, name: str) -> str | None:
+        """The initializer or Constant output a foldable constant comes from (for reports)."""
+        while name not in self.initializers:
+            p = self.producer.get(name)
+            if p is None:
+                return None
+            node = self.nodes[p]
+            if node.op_type == "Constant":
+                return name
+            if node.op_type not in FOLDABLE_OPS:
+                return None
+            name = node.input[0]
+        return name
+
+    def _eval_const(self, name: str) -> np.ndarray | None:
+        if name in self.initializers:
+            return numpy_helper.to_array(self.initializers[name])
+        p = self.producer.get(name)
+        if p is None:
+            return None
+        node = self.nodes[p]
+        if node.op_type == "Constant":
+            return _constant_node_value(node)
+        if node.op_type not in FOLDABLE_OPS:
+            return None
+        x = self.const(node.input[0])
+        if x is None:
+            return None
+        return _fold(node, x, [self.const(n) for n in node.input[1:]], self.opset)
+
+    # -- shapes ----------------------------------------------------------------------------
+    def shape(self, name: str) -> list[Dim] | None:
+        if name in self.shapes:
+            return self.shapes[name]
+        c = self.const(name)
+        return None if c is None else list(c.shape)
+
+    def rank(self, name: str) -> int | None:
+        s = self.shape(name)
+        return None if s is None else len(s)
+
+    def _collect_shapes(self, model: onnx.ModelProto) -> None:
+        vis = [*model.graph.value_info, *model.graph.input, *model.graph.output]
+        for vi in vis:
+            t = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type"):
+                continue
+            self.dtypes[vi.name] = t.elem_type
+            if t.HasField("shape"):
+                self.shapes[vi.name] = [_dim(d) for d in t.shape.dim]
+        for name, init in self.initializers.items():
+            self.shapes[name] = list(init.dims)
+            self.dtypes[name] = init.data_type
+
+    def _toposort_check(self) -> None:
+        known = set(self.initializers) | {i.name for i in self.g.input} | {""}
+        for i, node in enumerate(self.nodes):
+            for name in node.input:
+                if name not in known:
+                    raise GraphError(
+                        f"node {self.node_name(i)} ({node.op_type}) reads '{name}' before it "
+                        "is produced (graph is not topologically sorted or the input is missing)"
+                    )
+            known.update(node.output)
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise GraphError("model has no default-domain opset import")
+
+
+def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
+    if d.HasField("dim_value"):
+        return int(d.dim_value)
+    if d.HasField("dim_param"):
+        return d.dim_param
+    return None
+
+
+def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Symbolic shape inference; weights are stripped first so 2 GB+ models stay cheap."""
+    light = _copy_without_weights(model)
+    try:
+        return onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    except Exception as exc:  # noqa: BLE001 - inference is best effort; rules freeze on unknowns
+        raise GraphError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
+
+
+def _copy_without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    for t in out.graph.initializer:
+        if t.ByteSize() > 1024:
+            t.ClearField("raw_data")
+            t.ClearField("float_data")
+            t.ClearField("external_data")
+            t.data_location = onnx.TensorProto.DEFAULT
+    return out
+
+
+def _subgraph_references(node: onnx.NodeProto) -> set[str]:
+    """Outer-scope names read inside If/Loop/Scan bodies: uses that no rule can see."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = list(attr.graphs) + ([attr.g] if attr.HasField("g") else [])
+        for sub in graphs:
+            local = {i.name for i in sub.input} | {t.name for t in sub.initializer}
+            for n in sub.node:
+                local.update(n.output)
+            for n in sub.node:
+                names.update(x for x in n.input if x and x not in local)
+                names.update(x for x in _subgraph_references(n) if x not in local)
+            names.update(o.name for o in sub.output if o.name not in local)
+    return names
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.array(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.array(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.array(list(attr.ints), dtype=np.int64)
+    return None
+
+
+def attr(node: onnx.NodeProto, name: str, default=None):
+    """An attribute's Python value, or default."""
+    for a in node.attribute:
+        if a.name == name:
+            return onnx.helper.get_attribute_value(a)
+    return default
+
+
+def _fold(node: onnx.NodeProto, x: np.ndarray, rest: list, opset: int) -> np.ndarray | None:
+    op = node.op_type
+    if op == "Identity":
+        return x
+    if op == "Transpose":
+        perm = attr(node, "perm")
+        return np.transpose(x, perm)
+    if op == "Reshape":
+        shape = rest[0] if rest else None
+        if shape is None:
+            return None
+        shape = [x.shape[i] if s == 0 and not attr(node, "allowzero", 0) else s
+                 for i, s in enumerate(shape.tolist())]
+        return x.reshape(shape)
+    axes = attr(node, "axes")
+    if axes is None and rest and rest[0] is not None:
+        axes = rest[0].tolist()
+    if op == "Unsqueeze" and axes is not None:
+        out_rank = x.ndim + len(axes)
+        for a in sorted(a % out_rank for a in axes):
+            x = np.expand_dims(x, a)
+        return x
+    if op == "Squeeze":
+        return np.squeeze(x, axis=None if axes is None else tuple(a % x.ndim for a in axes))
+    return None

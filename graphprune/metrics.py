@@ -1,0 +1,67 @@
+"""Parameter and MAC counts, from the graph alone (weights' dims and inferred shapes)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+
+from .ir import attr
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
+               onnx.TensorProto.BFLOAT16}
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """Elements of floating-point initializers and Constant nodes (weights, not shapes)."""
+    n = sum(math.prod(t.dims) for t in model.graph.initializer if t.data_type in FLOAT_TYPES)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            t = attr(node, "value")
+            if t is not None and t.data_type in FLOAT_TYPES:
+                n += math.prod(t.dims)
+    return n
+
+
+def count_macs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int:
+    """Multiply-accumulates of Conv/ConvTranspose/Gemm/MatMul at the given input shapes."""
+    light = onnx.ModelProto()
+    light.CopyFrom(model)
+    for vi in light.graph.input:
+        if vi.name in feeds:
+            dims = vi.type.tensor_type.shape.dim
+            for d, n in zip(dims, feeds[vi.name].shape, strict=False):
+                d.Clear()
+                d.dim_value = int(n)
+    for t in light.graph.initializer:
+        if t.ByteSize() > 1024:
+            t.ClearField("raw_data")
+            t.ClearField("float_data")
+    del light.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
+    except Exception:  # noqa: BLE001 - MACs are informative; unknown shapes count as 0
+        return 0
+    shapes = {}
+    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 0
+                           for d in vi.type.tensor_type.shape.dim]
+    for t in model.graph.initializer:
+        shapes[t.name] = list(t.dims)
+    return sum(_node_macs(n, shapes) for n in model.graph.node)
+
+
+def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
+    get = shapes.get
+    if node.op_type == "Conv" and get(node.output[0]) and get(node.input[1]):
+        w = get(node.input[1])
+        return math.prod(get(node.output[0])) * math.prod(w[1:])
+    if node.op_type == "ConvTranspose" and get(node.input[0]) and get(node.input[1]):
+        w = get(node.input[1])
+        return math.prod(get(node.input[0])) * math.prod(w[1:])
+    if node.op_type in ("MatMul", "Gemm") and get(node.output[0]) and get(node.input[0]):
+        a = get(node.input[0])
+        k = a[0] if node.op_type == "Gemm" and attr(node, "transA", 0) else a[-1]
+        return math.prod(get(node.output[0])) * k
+    return 0

@@ -1,0 +1,101 @@
+"""The compress report: what was removed, what stayed and why, and the proof."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class GroupReport:
+    name: str
+    units_before: int
+    units_after: int
+    frozen: int
+    reasons: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int = 0
+    macs_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    criterion: str = "l1"
+    ratio: float = 0.0
+    exact_check: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, int] = field(default_factory=dict)
+    group_details: list[GroupReport] = field(default_factory=list)
+    blockers: dict[str, int] = field(default_factory=dict)
+    frozen_reasons: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def params_ratio(self) -> float:
+        return self.params_after / self.params_before if self.params_before else 1.0
+
+    @property
+    def macs_ratio(self) -> float:
+        return self.macs_after / self.macs_before if self.macs_before else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["params_ratio"] = round(self.params_ratio, 4)
+        d["macs_ratio"] = round(self.macs_ratio, 4)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def render(self, max_groups: int = 12) -> str:
+        """A compact terminal table."""
+        rows = [
+            ("parameters", _num(self.params_before), _num(self.params_after), self.params_ratio),
+            ("MACs", _num(self.macs_before), _num(self.macs_after), self.macs_ratio),
+            ("file size", _bytes(self.bytes_before), _bytes(self.bytes_after),
+             self.bytes_after / self.bytes_before if self.bytes_before else 1.0),
+        ]
+        out = [f"{'':<12}{'before':>12}{'after':>12}{'ratio':>8}"]
+        out += [f"{a:<12}{b:>12}{c:>12}{r:>8.3f}" for a, b, c, r in rows]
+        g = self.groups
+        out.append(f"groups: {g.get('total', 0)} total, {g.get('pruned', 0)} pruned, "
+                   f"{g.get('frozen', 0)} frozen")
+        pruned = [d for d in self.group_details if d.units_after < d.units_before]
+        if pruned:
+            out.append(f"  {'group':<40}{'units':>14}")
+            for d in pruned[:max_groups]:
+                out.append(f"  {d.name[:40]:<40}{d.units_before:>6} -> {d.units_after:<6}")
+            if len(pruned) > max_groups:
+                out.append(f"  ... {len(pruned) - max_groups} more (see --report)")
+        if self.frozen_reasons:
+            out.append("kept (frozen) units, by reason:")
+            for reason, n in sorted(self.frozen_reasons.items(), key=lambda kv: -kv[1])[:8]:
+                out.append(f"  {n:>6}  {reason}")
+        if self.blockers:
+            out.append("blockers (ops without a rule): "
+                       + ", ".join(f"{k} ×{v}" for k, v in sorted(self.blockers.items())))
+        ec = self.exact_check
+        if ec:
+            verdict = "passed" if ec.get("passed") else "FAILED"
+            out.append(f"exact check vs masked original: {verdict} "
+                       f"(max abs err {ec.get('max_abs_err', 0):.2e})")
+        out.append(f"time: {self.seconds:.2f} s")
+        return "\n".join(out)
+
+
+def _num(n: int) -> str:
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= div:
+            return f"{n / div:.2f}{unit}"
+    return str(n)
+
+
+def _bytes(n: int) -> str:
+    for unit, div in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"

@@ -1,0 +1,78 @@
+"""Convolutions: output channels are sources; input channels are sinks.
+
+A grouped conv (ResNeXt, RegNet, depthwise) cannot drop one input channel of a group without
+breaking the group layout, so each group is one unit: its input channels and its output
+channels share a slot and the `group` attribute shrinks with the number of groups kept.
+A depthwise conv is the case of one input channel per group.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..ir import attr
+from ..slots import Span
+from .common import span_on
+from .registry import rule
+
+if TYPE_CHECKING:
+    from graphprune.passes.rewrite import Rewriter
+
+    from ..analysis import Ctx
+
+
+@rule("Conv")
+def conv(ctx: Ctx) -> None:
+    _conv(ctx, in_axis=1, out_axis=0)
+
+
+@rule("ConvTranspose")
+def conv_transpose(ctx: Ctx) -> None:
+    _conv(ctx, in_axis=0, out_axis=1)
+
+
+def _conv(ctx: Ctx, in_axis: int, out_axis: int) -> None:
+    """`in_axis`/`out_axis`: which weight axis holds input/output channels (per group)."""
+    w = ctx.const(1)
+    if w is None:
+        ctx.freeze_inputs("conv weight is not a constant")
+        return
+    spans = ctx.spans(0)
+    chan = span_on(spans, 1)
+    for s in spans:
+        if s is not chan or len(s.axes) > 1:
+            ctx.freeze(s.ids, "units on a spatial axis of a convolution")
+    if chan is not None and len(chan.axes) > 1:
+        chan = None
+    group = int(attr(ctx.node, "group", 1))
+    n_in = w.shape[in_axis] * (group if in_axis == 1 else 1)
+    n_out = w.shape[out_axis] * (group if out_axis == 1 else 1)
+    if group == 1:
+        if chan is not None:
+            ctx.member(1, Span((in_axis,), chan.ids), "sink")
+        out = ctx.fresh(n_out)
+        ctx.member(1, Span((out_axis,), out), "source")
+    else:
+        ins = chan.ids if chan is not None else ctx.fresh(n_in)
+        if chan is None:
+            ctx.freeze(ins, "grouped conv input carries no units")
+        per_in, per_out = n_in // group, n_out // group
+        for k in range(group):
+            ctx.uf.unify_all(ins[k * per_in:(k + 1) * per_in])
+        units = ins[::per_in]
+        out = np.repeat(units, per_out)
+        # weight axis 0 holds whole groups: output channels (Conv) or input channels (ConvT)
+        ctx.member(1, Span((0,), out if out_axis == 0 else ins), "source")
+        ctx.edit("group", _set_group(ctx.index, units))
+    if ctx.input(2):
+        ctx.member(2, Span((0,), out), "param")
+    ctx.set_out(0, [Span((1,), out)])
+
+
+def _set_group(node: int, units: np.ndarray):
+    def fix(rw: Rewriter) -> None:
+        rw.set_attr(node, "group", rw.count(units))
+
+    return fix

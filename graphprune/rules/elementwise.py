@@ -1,0 +1,84 @@
+"""Position-wise ops: unary activations pass units through; n-ary ops with broadcasting unify
+their inputs' units position by position (a residual Add couples both branches), and
+full-size constants along a slotted axis become members (sliced with the units).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..slots import Span
+from .common import broadcast_member, pass_through
+from .registry import rule
+
+if TYPE_CHECKING:
+    from ..analysis import Ctx
+
+UNARY = (
+    "Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu", "Selu", "Celu",
+    "Gelu", "Softplus", "Softsign", "Erf", "Sqrt", "Exp", "Log", "Neg", "Abs", "Mish",
+    "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos",
+    "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "ThresholdedRelu", "Shrink", "Not", "IsNaN",
+    "IsInf", "Identity", "Cast", "CastLike", "Swish",
+)
+BINARY = (
+    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "Where", "PRelu", "Mod",
+    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor",
+    "BitShift", "Clip",
+)
+
+
+@rule(*UNARY)
+def unary(ctx: Ctx) -> None:
+    """Identity/Cast/activations: same shape, position by position (CastLike's 2nd input is a
+    dtype donor only). Channel sizes read through Shape (marks) pass too."""
+    pass_through(ctx)
+    ctx.set_marks(0, ctx.marks(0) or [])
+
+
+@rule("Dropout")
+def dropout(ctx: Ctx) -> None:
+    """Inference Dropout is identity; its optional mask output has the same layout."""
+    pass_through(ctx, (0, 1))
+
+
+@rule(*BINARY)
+def broadcast_elementwise(ctx: Ctx) -> None:
+    out_shape = ctx.out_shape(0)
+    if out_shape is None:
+        ctx.freeze_inputs("output shape unknown")
+        return
+    rank = len(out_shape)
+    inputs = [i for i in range(ctx.n_inputs()) if ctx.input(i)]
+    layouts: dict[tuple[int, ...], list[Span]] = {}
+    for i in inputs:
+        in_rank = ctx.rank(i)
+        if in_rank is None:
+            ctx.freeze_inputs("input shape unknown")
+            return
+        for s in ctx.spans(i):
+            aligned = s.shifted(rank - in_rank)
+            if any(out_shape[a] != n for a, n in zip(aligned.axes, s.ids.shape, strict=True)):
+                ctx.freeze(s.ids, "unit axis broadcast to a larger size")
+                continue
+            layouts.setdefault(aligned.axes, []).append(aligned)
+    if _overlapping(layouts):
+        for spans in layouts.values():
+            ctx.freeze_spans(spans, "inputs label overlapping axes differently")
+        return
+    out = []
+    for axes, spans in layouts.items():
+        for other in spans[1:]:
+            ctx.unify(spans[0].ids, other.ids)
+        span = spans[0]
+        for i in inputs:
+            if not any(set(s.shifted(rank - ctx.rank(i)).axes) == set(axes) for s in ctx.spans(i)):
+                if not broadcast_member(ctx, i, span, rank):
+                    ctx.freeze(span.ids, "combined with a tensor that carries no units")
+        out.append(span)
+    ctx.set_out(0, out)
+
+
+def _overlapping(layouts: dict[tuple[int, ...], list[Span]]) -> bool:
+    keys = list(layouts)
+    return any(set(a) & set(b) for n, a in enumerate(keys) for b in keys[n + 1:])

@@ -1,0 +1,510 @@
+"""Layout ops: they move, merge, split, slice and gather unit axes.
+
+Transpose permutes spans; Reshape/Flatten regroup axes by equal products (a merge repeats
+slot ids, a split gives a multi-axis span); Concat concatenates spans along its axis;
+Split/Slice/Gather take sub-arrays. Every constant that encodes a size of a unit axis
+(Reshape/Expand shapes, Split sizes, Slice bounds, Gather indices) gets an edit; a size that
+is computed in a way we cannot follow freezes the units instead.
+
+Shape ops give *marks*: entries of a shape tensor known to be the size of a unit axis. They
+follow Gather/Slice/Concat/(Un)squeeze/Cast and may reach a Reshape whose output axis has the
+very same units (the size then shrinks by itself); anywhere else they freeze the units.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..ir import Dim, Graph, attr
+from ..slots import Span, simplify
+from .common import axes_arg, drop_axes, norm_axis, span_on
+from .registry import rule
+
+if TYPE_CHECKING:
+    from graphprune.passes.rewrite import Rewriter
+
+    from ..analysis import Ctx
+
+
+# -- Transpose / Squeeze / Unsqueeze ------------------------------------------------------------
+@rule("Transpose")
+def transpose(ctx: Ctx) -> None:
+    rank = ctx.rank(0)
+    perm = attr(ctx.node, "perm") or (list(range(rank))[::-1] if rank else None)
+    if perm is None:
+        ctx.freeze_inputs("input rank unknown")
+        return
+    mapping = {p: j for j, p in enumerate(perm)}
+    ctx.set_out(0, [s.moved(mapping) for s in ctx.spans(0)])
+
+
+@rule("Squeeze")
+def squeeze(ctx: Ctx) -> None:
+    shape = ctx.shape(0)
+    if shape is None:
+        ctx.freeze_inputs("input shape unknown")
+        return
+    axes = axes_arg(ctx)
+    axes = {norm_axis(a, len(shape)) for a in axes} if axes else {
+        a for a, d in enumerate(shape) if d == 1}
+    out = []
+    for s in ctx.spans(0):
+        if set(s.axes) & axes:
+            ctx.freeze(s.ids, "squeezed unit axis")
+        else:
+            out.append(drop_axes(s, axes))
+    ctx.set_out(0, out)
+    ctx.set_marks(0, ctx.marks(0) or [])
+
+
+@rule("Unsqueeze")
+def unsqueeze(ctx: Ctx) -> None:
+    rank = ctx.rank(0)
+    axes = axes_arg(ctx)
+    if rank is None or axes is None:
+        ctx.freeze_inputs("unsqueeze axes unknown")
+        return
+    out_rank = rank + len(axes)
+    inserted = {norm_axis(a, out_rank) for a in axes}
+    kept = [a for a in range(out_rank) if a not in inserted]
+    ctx.set_out(0, [s.moved(dict(enumerate(kept))) for s in ctx.spans(0)])
+    ctx.set_marks(0, ctx.marks(0) or [])
+
+
+# -- Reshape / Flatten ---------------------------------------------------------------------------
+def reshape_groups(ins: list[Dim], outs: list[Dim]) -> list[tuple[list[int], list[int]]] | None:
+    """Pair input and output axes into runs of equal product; None where dims are unknown."""
+    groups: list[tuple[list[int], list[int]]] = []
+    i = j = 0
+    while i < len(ins) or j < len(outs):
+        a = ins[i] if i < len(ins) else None
+        b = outs[j] if j < len(outs) else None
+        if a == 1 and b != 1:
+            groups.append(([i], []))
+            i += 1
+        elif b == 1 and a != 1:
+            groups.append(([], [j]))
+            j += 1
+        elif a is not None and a == b:
+            groups.append(([i], [j]))
+            i, j = i + 1, j + 1
+        else:
+            run = _product_run(ins, outs, i, j)
+            if run is None:
+                return None
+            groups.append(run)
+            i, j = run[0][-1] + 1, run[1][-1] + 1
+    return groups
+
+
+def _product_run(ins, outs, i, j):
+    gi, gj = [i], [j]
+    if i >= len(ins) or j >= len(outs):
+        return None
+    pi, pj = ins[i], outs[j]
+    while True:
+        if not isinstance(pi, int) or not isinstance(pj, int):
+            return None
+        if pi == pj:
+            return gi, gj
+        if pi < pj:
+            i += 1
+            if i >= len(ins):
+                return None
+            gi.append(i)
+            pi = pi * ins[i] if isinstance(ins[i], int) else None
+        else:
+            j += 1
+            if j >= len(outs):
+                return None
+            gj.append(j)
+            pj = pj * outs[j] if isinstance(outs[j], int) else None
+
+
+def regroup(ctx: Ctx, ins: list[Dim] | None, outs: list[Dim] | None) -> list[Span] | None:
+    """Map the input's spans through a reshape from `ins` to `outs` (None: frozen)."""
+    spans = ctx.spans(0)
+    groups = reshape_groups(ins, outs) if ins is not None and outs is not None else None
+    if groups is None:
+        ctx.freeze_spans(spans, "reshape with unknown dimensions")
+        return None
+    out = []
+    for s in spans:
+        g = next(((gi, gj) for gi, gj in groups if set(s.axes) <= set(gi)), None)
+        if g is None or not g[1] or any(not isinstance(ins[a], int) for a in g[0]):
+            ctx.freeze(s.ids, "reshape mixes a unit axis with an unknown one")
+            continue
+        gi, gj = g
+        index = tuple(slice(None) if a in s.axes else np.newaxis for a in gi)
+        full = np.broadcast_to(s.ids[index], [ins[a] for a in gi])
+        out.append(simplify(Span(tuple(gj), full.reshape([outs[b] for b in gj]))))
+    return out
+
+
+@rule("Flatten")
+def flatten(ctx: Ctx) -> None:
+    ins = ctx.shape(0)
+    if ins is None:
+        ctx.freeze_inputs("input shape unknown")
+        return
+    axis = norm_axis(int(attr(ctx.node, "axis", 1)), len(ins))
+    outs = [_prod(ins[:axis]), _prod(ins[axis:])]
+    spans = ctx.spans(0)
+    groups_ok = all(all(a < axis for a in s.axes) or all(a >= axis for a in s.axes) for s in spans)
+    if not groups_ok:
+        ctx.freeze_inputs("flatten splits a unit span")
+        return
+    out = []
+    for s in spans:
+        side = list(range(axis)) if s.axes[0] < axis else list(range(axis, len(ins)))
+        if any(not isinstance(ins[a], int) for a in side):
+            ctx.freeze(s.ids, "flatten over an unknown dimension")
+            continue
+        index = tuple(slice(None) if a in s.axes else np.newaxis for a in side)
+        full = np.broadcast_to(s.ids[index], [ins[a] for a in side])
+        out.append(Span((0 if side[0] == 0 else 1,), full.reshape(-1)))
+    ctx.set_out(0, out)
+
+
+def _prod(dims: list[Dim]) -> Dim:
+    return math.prod(dims) if all(isinstance(d, int) for d in dims) else None
+
+
+@rule("Reshape")
+def reshape(ctx: Ctx) -> None:
+    if ctx.marks(0):
+        ctx.set_marks(0, ctx.marks(0))
+    out = regroup(ctx, ctx.shape(0), ctx.out_shape(0)) if ctx.spans(0) else []
+    if out is None:
+        return
+    marks = ctx.marks(1) or []
+    ok = [s for s in out if _sizes_fixable(ctx, s, 1, marks, allow=(-1,))]
+    covered = {a for s in ok for a in s.axes}
+    for pos, m in enumerate(marks):
+        if m is not None and pos not in covered:
+            ctx.freeze(m, "channel count used for another axis of a reshape")
+    ctx.set_out(0, ok)
+
+
+def _sizes_fixable(ctx: Ctx, span: Span, index: int, marks: list, allow: tuple[int, ...]) -> bool:
+    """Record edits for the shape entries of `span`'s axes, or freeze it if one can't be fixed."""
+    for a in span.axes:
+        if a < len(marks) and marks[a] is not None:
+            if span.ids.ndim == 1 and np.array_equal(marks[a], span.ids):
+                continue
+            ctx.freeze(span.ids, "reshape size read from another tensor")
+            return False
+        loc = locate_entry(ctx.graph, ctx.index, index, a)
+        if loc is None:
+            ctx.freeze(span.ids, "reshape size computed in a way we cannot rewrite")
+            return False
+        if loc[3] in allow or (loc[3] == 0 and ctx.node.op_type == "Reshape"
+                               and not attr(ctx.node, "allowzero", 0)
+                               and _same_axis(ctx, span, a)):
+            continue
+        ctx.edit(f"shape[{a}]", _set_entry(loc, span, a))
+    return True
+
+
+def _same_axis(ctx: Ctx, span: Span, a: int) -> bool:
+    """A 0 in a Reshape shape copies the input's dim: fine when that axis carries these units."""
+    src = span_on(ctx.spans(0), a)
+    return src is not None and src.axes == (a,) and np.array_equal(src.ids, span.ids)
+
+
+def locate_entry(graph: Graph, node: int, index: int, pos: int):
+    """Where entry `pos` of node `node`'s input `index` lives as a constant.
+
+    Returns (node, input index, offset, value), following Concat(axis=0) pieces of computed
+    shapes; None if the entry is not a constant we may change for this use alone.
+    """
+    name = graph.nodes[node].input[index]
+    c = graph.const(name)
+    if c is not None:
+        flat = np.ravel(c)
+        return (node, index, pos, int(flat[pos])) if pos < flat.size else None
+    p = graph.producer.get(name)
+    if p is None or graph.nodes[p].op_type != "Concat" or len(graph.uses(name)) != 1:
+        return None
+    off = 0
+    for k, piece in enumerate(graph.nodes[p].input):
+        shape = graph.shape(piece)
+        if not shape or not isinstance(shape[0], int):
+            return None
+        if pos < off + shape[0]:
+            return locate_entry(graph, p, k, pos - off)
+        off += shape[0]
+    return None
+
+
+def _set_entry(loc, span: Span, axis: int):
+    node, index, pos, _ = loc
+
+    def fix(rw: Rewriter) -> None:
+        rw.set_const_entry(node, index, pos, rw.axis_count(span, axis))
+
+    return fix
+
+
+# -- Expand / Tile -------------------------------------------------------------------------------
+@rule("Expand")
+def expand(ctx: Ctx) -> None:
+    rank, out_shape = ctx.rank(0), ctx.out_shape(0)
+    if not ctx.spans(0):
+        for m in ctx.marks(1) or []:
+            if m is not None:
+                ctx.freeze(m, "channel count used as an expand size")
+        return
+    if rank is None or out_shape is None:
+        ctx.freeze_inputs("shapes unknown")
+        return
+    shift = len(out_shape) - rank
+    out = []
+    for s in ctx.spans(0):
+        moved = s.shifted(shift)
+        if _sizes_fixable(ctx, moved, 1, ctx.marks(1) or [], allow=(1,)):
+            out.append(moved)
+    ctx.set_out(0, out)
+
+
+@rule("Tile")
+def tile(ctx: Ctx) -> None:
+    reps = ctx.const(1)
+    out = []
+    for s in ctx.spans(0):
+        if reps is None or any(int(reps[a]) != 1 for a in s.axes):
+            ctx.freeze(s.ids, "tiled unit axis")
+        else:
+            out.append(s)
+    ctx.set_out(0, out)
+
+
+# -- Concat / Split / Slice / Gather ---------------------------------------------------------------
+@rule("Concat")
+def concat(ctx: Ctx) -> None:
+    rank = ctx.rank(0)
+    if rank is None:
+        ctx.freeze_inputs("input rank unknown")
+        return
+    axis = norm_axis(int(attr(ctx.node, "axis")), rank)
+    names = [i for i in range(ctx.n_inputs()) if ctx.input(i)]
+    _concat_marks(ctx, names)
+    along = [span_on(ctx.spans(i), axis) for i in names]
+    out: list[Span] = []
+    if any(s is not None for s in along):
+        pieces = []
+        for i, s in zip(names, along, strict=True):
+            n = (ctx.shape(i) or [None] * rank)[axis]
+            if s is not None and s.axes == (axis,):
+                pieces.append(s.ids)
+            elif isinstance(n, int):
+                ids = ctx.fresh(n)
+                ctx.freeze(ids, "concatenated with a tensor that carries no units")
+                if s is not None:
+                    ctx.freeze(s.ids, "unit span crosses the concat axis")
+                pieces.append(ids)
+            else:
+                ctx.freeze_inputs("concat of an unknown size")
+                return
+        out.append(Span((axis,), np.concatenate(pieces)))
+    out.extend(_unify_across(ctx, names, axis, rank))
+    ctx.set_out(0, out)
+
+
+def _unify_across(ctx: Ctx, names: list[int], axis: int, rank: int) -> list[Span]:
+    """Spans on the other axes: every input shares the output positions there."""
+    from .common import broadcast_member
+
+    layouts: dict[tuple[int, ...], list[Span]] = {}
+    for i in names:
+        for s in ctx.spans(i):
+            if axis not in s.axes:
+                layouts.setdefault(s.axes, []).append(s)
+    out = []
+    for axes, spans in layouts.items():
+        for other in spans[1:]:
+            ctx.unify(spans[0].ids, other.ids)
+        for i in names:
+            if not any(s.axes == axes for s in ctx.spans(i)) and not (
+                ctx.const(i) is not None and broadcast_member(ctx, i, spans[0], rank)
+            ):
+                ctx.freeze(spans[0].ids, "concatenated with a tensor that carries no units")
+        out.append(spans[0])
+    return out
+
+
+def _concat_marks(ctx: Ctx, names: list[int]) -> None:
+    if not any(ctx.marks(i) for i in names):
+        return
+    marks: list = []
+    for i in names:
+        shape = ctx.shape(i)
+        n = shape[0] if shape else 1
+        marks.extend(ctx.marks(i) or [None] * (n if isinstance(n, int) else 1))
+    ctx.set_marks(0, marks)
+
+
+@rule("Split")
+def split(ctx: Ctx) -> None:
+    rank = ctx.rank(0)
+    if rank is None:
+        ctx.freeze_inputs("input rank unknown")
+        return
+    axis = norm_axis(int(attr(ctx.node, "axis", 0)), rank)
+    n_out = len(ctx.node.output)
+    chan = span_on(ctx.spans(0), axis)
+    others = [s for s in ctx.spans(0) if s is not chan]
+    if chan is None:
+        for o in range(n_out):
+            ctx.set_out(o, others)
+        return
+    sizes = _split_sizes(ctx, axis, n_out)
+    if sizes is None or chan.axes != (axis,):
+        ctx.freeze(chan.ids, "split sizes unknown")
+        for o in range(n_out):
+            ctx.set_out(o, others)
+        return
+    bounds = np.cumsum([0, *sizes])
+    pieces = [chan.ids[bounds[k]:bounds[k + 1]] for k in range(n_out)]
+    for o, ids in enumerate(pieces):
+        ctx.set_out(o, [*others, Span((axis,), ids)])
+    ctx.edit("split", _set_split(ctx.index, pieces, ctx.opset))
+
+
+def _split_sizes(ctx: Ctx, axis: int, n_out: int) -> list[int] | None:
+    if ctx.input(1):
+        c = ctx.const(1)
+        return None if c is None else [int(v) for v in c]
+    if attr(ctx.node, "split") is not None:
+        return list(attr(ctx.node, "split"))
+    dim = (ctx.shape(0) or [None] * (axis + 1))[axis]
+    if not isinstance(dim, int):
+        return None
+    n = int(attr(ctx.node, "num_outputs", n_out))
+    step = -(-dim // n)
+    return [min(step, dim - k * step) for k in range(n)]
+
+
+def _set_split(node: int, pieces: list[np.ndarray], opset: int):
+    def fix(rw: Rewriter) -> None:
+        sizes = np.array([rw.count(p) for p in pieces], dtype=np.int64)
+        if opset < 13:
+            rw.set_attr(node, "split", sizes.tolist())
+        else:
+            rw.remove_attr(node, "num_outputs")
+            rw.set_input_const(node, 1, sizes)
+
+    return fix
+
+
+@rule("Slice", since=10)
+def slice_(ctx: Ctx) -> None:
+    rank = ctx.rank(0)
+    starts, ends = ctx.const(1), ctx.const(2)
+    if rank is None or starts is None or ends is None:
+        ctx.freeze_inputs("slice bounds are not constant")
+        return
+    axes = ctx.const(3) if ctx.input(3) else np.arange(len(starts))
+    steps = ctx.const(4) if ctx.input(4) else np.ones(len(starts), np.int64)
+    if axes is None or steps is None:
+        ctx.freeze_inputs("slice axes or steps are not constant")
+        return
+    axes = [norm_axis(int(a), rank) for a in axes]
+    _slice_marks(ctx, starts, ends, steps)
+    out = []
+    for s in ctx.spans(0):
+        cut = [k for k, a in enumerate(axes) if a in s.axes]
+        if not cut:
+            out.append(s)
+            continue
+        k = cut[0]
+        if len(s.axes) > 1 or int(steps[k]) != 1:
+            ctx.freeze(s.ids, "strided or multi-axis slice of a unit axis")
+            continue
+        r = range(len(s.ids))[slice(int(starts[k]), int(ends[k]), 1)]
+        ids = s.ids[r.start:r.stop]
+        out.append(Span(s.axes, ids))
+        ctx.edit("slice", _set_bounds(ctx.index, k, s.ids, r.start, ids))
+    ctx.set_out(0, out)
+
+
+def _slice_marks(ctx: Ctx, starts, ends, steps) -> None:
+    marks = ctx.marks(0)
+    if marks:
+        ctx.set_marks(0, marks[slice(int(starts[0]), int(ends[0]), int(steps[0]))])
+
+
+def _set_bounds(node: int, k: int, ids: np.ndarray, start: int, kept_ids: np.ndarray):
+    def fix(rw: Rewriter) -> None:
+        new_start = rw.count(ids[:start])
+        rw.set_const_entry(node, 1, k, new_start)
+        rw.set_const_entry(node, 2, k, new_start + rw.count(kept_ids))
+
+    return fix
+
+
+@rule("Gather")
+def gather(ctx: Ctx) -> None:
+    rank = ctx.rank(0)
+    idx = ctx.const(1)
+    if rank is None:
+        ctx.freeze_inputs("input rank unknown")
+        return
+    axis = norm_axis(int(attr(ctx.node, "axis", 0)), rank)
+    if ctx.marks(0) and idx is not None and axis == 0:
+        marks = ctx.marks(0)
+        ctx.set_marks(0, [marks[int(v)] for v in np.ravel(idx)])
+    idx_rank = idx.ndim if idx is not None else ctx.rank(1)
+    out = []
+    for s in ctx.spans(0):
+        if axis not in s.axes:
+            out.append(Span(tuple(a + (idx_rank - 1 if a > axis else 0) for a in s.axes), s.ids)
+                       if idx_rank is not None else None)
+            if idx_rank is None:
+                out.pop()
+                ctx.freeze(s.ids, "gather indices of unknown rank")
+            continue
+        if idx is None or idx.ndim != 1 or s.axes != (axis,):
+            ctx.freeze(s.ids, "gather on a unit axis with non-constant or scalar indices")
+            continue
+        pos = np.where(idx < 0, idx + len(s.ids), idx)
+        out.append(Span((axis,), s.ids[pos]))
+        ctx.edit("indices", _set_indices(ctx.index, s.ids, pos))
+    ctx.set_out(0, out)
+
+
+def _set_indices(node: int, ids: np.ndarray, pos: np.ndarray):
+    def fix(rw: Rewriter) -> None:
+        keep = rw.kept_mask(ids)
+        new_index = np.cumsum(keep) - 1
+        rw.set_input_const(node, 1, new_index[pos[keep[pos]]].astype(np.int64))
+
+    return fix
+
+
+# -- Shape ---------------------------------------------------------------------------------------
+@rule("Shape")
+def shape(ctx: Ctx) -> None:
+    rank = ctx.rank(0)
+    if rank is None:
+        ctx.freeze_inputs("input rank unknown")
+        return
+    start = norm_axis(int(attr(ctx.node, "start", 0)), rank)
+    end = attr(ctx.node, "end")
+    end = rank if end is None else min(norm_axis(int(end), rank), rank)
+    marks: list = []
+    for a in range(start, end):
+        s = span_on(ctx.spans(0), a)
+        if s is not None and s.axes != (a,):
+            ctx.freeze(s.ids, "shape of a multi-axis unit span read")
+            s = None
+        marks.append(None if s is None else s.ids)
+    ctx.set_marks(0, marks)
+
+
+@rule("Size")
+def size(ctx: Ctx) -> None:
+    ctx.freeze_inputs("element count read as a value")

@@ -1,0 +1,141 @@
+"""Pooling, reductions, Resize and Pad: they work along some axes and leave others alone.
+
+Units on untouched axes pass; units on a pooled/padded/resized axis are frozen; a reduction
+over a unit axis follows `reduce_over` (frozen if it mixes units, collapsed if it does not).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..ir import attr
+from .common import axes_arg, freeze_where, norm_axis, reduce_over
+from .registry import rule
+
+if TYPE_CHECKING:
+    from graphprune.passes.rewrite import Rewriter
+
+    from ..analysis import Ctx
+
+REDUCE = (
+    "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
+)
+MIXING = "reduction over a unit axis"
+
+
+@rule("MaxPool", "AveragePool", "LpPool", "MaxRoiPool")
+def pool(ctx: Ctx) -> None:
+    rank = ctx.rank(0) or 0
+    if ctx.used(1):
+        ctx.freeze_inputs("MaxPool indices encode channel positions")
+        return
+    ctx.set_out(0, freeze_where(ctx, ctx.spans(0), set(range(2, rank)), "pooled axis"))
+
+
+@rule("GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool")
+def global_pool(ctx: Ctx) -> None:
+    rank = ctx.rank(0) or 0
+    ctx.set_out(0, reduce_over(ctx, ctx.spans(0), set(range(2, rank)), True, MIXING))
+
+
+@rule(*REDUCE)
+def reduce(ctx: Ctx) -> None:
+    rank = ctx.rank(0)
+    if rank is None:
+        ctx.freeze_inputs("input rank unknown")
+        return
+    axes = axes_arg(ctx)
+    if axes is None and ctx.input(1):
+        ctx.freeze_inputs("reduction axes are not constant")
+        return
+    if not axes:
+        if int(attr(ctx.node, "noop_with_empty_axes", 0)):
+            ctx.set_out(0, ctx.spans(0))
+            return
+        axes = list(range(rank))
+    keep = bool(attr(ctx.node, "keepdims", 1))
+    red = {norm_axis(a, rank) for a in axes}
+    ctx.set_out(0, reduce_over(ctx, ctx.spans(0), red, keep, MIXING))
+
+
+@rule("ArgMax", "ArgMin")
+def arg_reduce(ctx: Ctx) -> None:
+    rank = ctx.rank(0) or 0
+    axis = norm_axis(int(attr(ctx.node, "axis", 0)), rank)
+    spans = freeze_where(ctx, ctx.spans(0), {axis}, "index over a unit axis")
+    keep = bool(attr(ctx.node, "keepdims", 1))
+    ctx.set_out(0, spans if keep else [_drop(s, axis) for s in spans])
+
+
+def _drop(span, axis):
+    from .common import drop_axes
+
+    return drop_axes(span, {axis})
+
+
+@rule("Resize", since=11)
+def resize(ctx: Ctx) -> None:
+    """Units may sit on axes the resize leaves alone (scale 1); a `sizes` constant is fixed."""
+    spans = ctx.spans(0)
+    if not spans:
+        return
+    shape = ctx.shape(0)
+    scales = ctx.const(2) if ctx.input(2) else None
+    sizes_name = ctx.input(3)
+    axes = attr(ctx.node, "axes")
+    rank = len(shape) if shape else 0
+    axes = [norm_axis(a, rank) for a in axes] if axes is not None else list(range(rank))
+    slotted = {a for s in spans for a in s.axes}
+    if sizes_name:
+        sizes = ctx.const(3)
+        marks = ctx.marks(3)
+        ok = True
+        for a in slotted:
+            if a not in axes:
+                continue
+            k = axes.index(a)
+            if sizes is not None:
+                ok &= int(sizes[k]) == shape[a]
+            else:
+                ok &= bool(marks) and marks[k] is not None
+        if not ok:
+            ctx.freeze_spans(spans, "resize sizes cannot be rewritten")
+            return
+        if sizes is not None:
+            for s in spans:
+                for a in s.axes:
+                    if a in axes:
+                        ctx.edit("sizes", _set_size(ctx.index, 3, axes.index(a), s, a))
+    elif scales is not None and scales.size:
+        bad = {a for a in slotted if a in axes and float(scales[axes.index(a)]) != 1.0}
+        spans = freeze_where(ctx, spans, bad, "resized unit axis")
+    elif ctx.input(2):
+        ctx.freeze_spans(spans, "resize scales are not constant")
+        return
+    ctx.set_out(0, spans)
+
+
+def _set_size(node: int, index: int, pos: int, span, axis: int):
+    def fix(rw: Rewriter) -> None:
+        rw.set_const_entry(node, index, pos, rw.axis_count(span, axis))
+
+    return fix
+
+
+@rule("Pad", since=11)
+def pad(ctx: Ctx) -> None:
+    spans = ctx.spans(0)
+    if not spans:
+        return
+    rank = ctx.rank(0) or 0
+    pads = ctx.const(1)
+    axes = axes_arg(ctx, 3) if ctx.input(3) else list(range(rank))
+    if pads is None or axes is None:
+        ctx.freeze_spans(spans, "pad amounts are not constant")
+        return
+    pads = np.asarray(pads).reshape(2, -1)
+    padded = {norm_axis(a, rank) for k, a in enumerate(axes) if pads[:, k].any()}
+    ctx.set_out(0, freeze_where(ctx, spans, padded, "padded unit axis"))

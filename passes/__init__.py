@@ -1,0 +1,1 @@
+"""graphprune's passes: scoring, selection, rewrite and validation (shipped as graphprune.passes)."""

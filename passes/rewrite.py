@@ -1,0 +1,188 @@
+"""Rewrite pass: turn an analysis plus a set of removed units into a smaller dense model.
+
+Every member is sliced along its span, keeping positions whose slot survives; every recorded
+edit fixes a size encoding (group, Reshape/Expand shapes, Split sizes, Slice bounds, Gather
+indices). New constant values are stored per use, so a constant shared with another node is
+cloned before it changes. The masked original used by the exact check is built with the same
+machinery: sink slices of removed units set to zero, nothing sliced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from graphprune.analysis import Analysis, Member
+from graphprune.errors import GraphpruneError
+from graphprune.slots import Span
+
+
+class RewriteError(GraphpruneError):
+    """An internal inconsistency: the analysis promised a cut the rewrite cannot make."""
+
+    exit_code = 3
+
+
+class Rewriter:
+    """Applies slices and edits to a copy of the model. `removed[root]` marks removed units."""
+
+    def __init__(self, model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> None:
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(model)
+        self.nodes = self.model.graph.node
+        self.an = an
+        self.gone = removed[an.roots]  # per slot id: removed?
+        self.pending: dict[tuple[int, int], np.ndarray] = {}
+
+    # -- what survives --------------------------------------------------------------------------
+    def kept_mask(self, ids: np.ndarray) -> np.ndarray:
+        return ~self.gone[ids]
+
+    def count(self, ids: np.ndarray) -> int:
+        return int(self.kept_mask(ids).sum())
+
+    def axis_masks(self, span: Span) -> list[np.ndarray]:
+        """Per-axis keep masks of a span; the kept set must be their outer product."""
+        keep = self.kept_mask(span.ids)
+        masks = [keep.any(axis=tuple(j for j in range(keep.ndim) if j != k)) if keep.ndim > 1
+                 else keep for k in range(keep.ndim)]
+        product = masks[0]
+        for m in masks[1:]:
+            product = np.multiply.outer(product, m)
+        if not np.array_equal(product, keep):
+            raise RewriteError(f"units on axes {span.axes} do not form a rectangle")
+        return masks
+
+    def axis_count(self, span: Span, axis: int) -> int:
+        return int(self.axis_masks(span)[span.axes.index(axis)].sum())
+
+    # -- node changes ---------------------------------------------------------------------------
+    def value(self, node: int, index: int) -> np.ndarray:
+        if (node, index) in self.pending:
+            return self.pending[(node, index)]
+        v = self.an.graph.const(self.nodes[node].input[index])
+        if v is None:
+            raise RewriteError(f"input {index} of {self.an.graph.node_name(node)} is not constant")
+        return v
+
+    def set_input_const(self, node: int, index: int, value: np.ndarray) -> None:
+        self.pending[(node, index)] = value
+
+    def set_const_entry(self, node: int, index: int, pos: int, value: int) -> None:
+        v = np.array(self.value(node, index), copy=True)
+        v.reshape(-1)[pos] = value
+        self.pending[(node, index)] = v
+
+    def set_attr(self, node: int, name: str, value) -> None:
+        n = self.nodes[node]
+        self.remove_attr(node, name)
+        n.attribute.append(helper.make_attribute(name, value))
+
+    def remove_attr(self, node: int, name: str) -> None:
+        n = self.nodes[node]
+        for a in list(n.attribute):
+            if a.name == name:
+                n.attribute.remove(a)
+
+    # -- passes ---------------------------------------------------------------------------------
+    def prune(self) -> onnx.ModelProto:
+        for (node, index), spans in _by_use(self.an.members).items():
+            v = self.value(node, index)
+            for span in spans:
+                v = self._slice(v, span, node, index)
+            self.pending[(node, index)] = v
+        for edit in self.an.edits:
+            edit.fn(self)
+        return self._materialize()
+
+    def mask(self) -> onnx.ModelProto:
+        for (node, index), spans in _by_use(self.an.members, roles=("sink",)).items():
+            v = np.array(self.value(node, index), copy=True)
+            for span in spans:
+                keep = self.kept_mask(span.ids)
+                shape = [1] * v.ndim
+                for a, n in zip(span.axes, span.ids.shape, strict=True):
+                    shape[a] = n
+                v = v * keep.reshape(shape).astype(v.dtype)
+            self.pending[(node, index)] = v
+        return self._materialize()
+
+    def _slice(self, v: np.ndarray, span: Span, node: int, index: int) -> np.ndarray:
+        dims = tuple(v.shape[a] if a < v.ndim else -1 for a in span.axes)
+        if dims != span.ids.shape:
+            raise RewriteError(
+                f"member {self.an.graph.node_name(node)}[{index}] has dims {dims} on axes "
+                f"{span.axes}, units expect {span.ids.shape}")
+        for a, m in zip(span.axes, self.axis_masks(span), strict=True):
+            v = np.compress(m, v, axis=a)
+        return v
+
+    def _materialize(self) -> onnx.ModelProto:
+        g = self.model.graph
+        graph = self.an.graph
+        inits = {t.name: t for t in g.initializer}
+        taken = set(inits) | set(graph.producer)
+        for (node, index), value in sorted(self.pending.items()):
+            n = self.nodes[node]
+            old = n.input[index] if index < len(n.input) else ""
+            sole = (old in inits and len(graph.uses(old)) == 1 and old not in graph.outputs
+                    and old not in {i.name for i in g.input})
+            name = old if sole else _unique(f"{old or n.name or n.op_type}_gp", taken)
+            taken.add(name)
+            tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+            if sole:
+                inits[old].CopyFrom(tensor)
+            else:
+                g.initializer.append(tensor)
+            while len(n.input) <= index:
+                n.input.append("")
+            n.input[index] = name
+        _remove_dead(self.model)
+        del g.value_info[:]
+        return self.model
+
+
+def _by_use(members: list[Member], roles=("source", "sink", "param")):
+    uses: dict[tuple[int, int], list[Span]] = {}
+    for m in members:
+        if m.role in roles:
+            uses.setdefault((m.node, m.index), []).append(m.span)
+    return uses
+
+
+def _unique(base: str, taken: set[str]) -> str:
+    k = 0
+    while f"{base}{k}" in taken:
+        k += 1
+    return f"{base}{k}"
+
+
+def _remove_dead(model: onnx.ModelProto) -> None:
+    """Drop nodes and initializers nothing reads any more (old weights replaced by clones)."""
+    from graphprune.ir import _subgraph_references
+
+    g = model.graph
+    needed = {o.name for o in g.output}
+    keep = []
+    for node in reversed(g.node):
+        if any(o in needed for o in node.output if o):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+            needed.update(_subgraph_references(node))
+    if len(keep) != len(g.node):
+        kept = list(reversed(keep))
+        del g.node[:]
+        g.node.extend(kept)
+    inputs = {i.name for i in g.input}
+    dead = [t for t in g.initializer if t.name not in needed and t.name not in inputs]
+    for t in dead:
+        g.initializer.remove(t)
+
+
+def prune_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> onnx.ModelProto:
+    return Rewriter(model, an, removed).prune()
+
+
+def masked_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> onnx.ModelProto:
+    return Rewriter(model, an, removed).mask()
