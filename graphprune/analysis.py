@@ -21,10 +21,13 @@ from .slots import Span, UnionFind, constant_along
 if TYPE_CHECKING:
     from graphprune.passes.rewrite import Rewriter
 
-SHAPE_AWARE = frozenset(
-    {"Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity", "Reshape"}
-)
-"""Ops that may carry *marks* (channel sizes read through Shape) without freezing them."""
+SHAPE_AWARE = frozenset({
+    "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity", "Reshape",
+    "Expand", "Split", "Add", "Sub", "Mul", "Div", "Floor", "Ceil", "Neg", "Max", "Min",
+})
+"""Ops whose rules follow *marks* (entries of shape tensors that depend on a unit axis's size,
+read through Shape): they pass them on, or consume them where the rewrite overrides the entry.
+Marks reaching any other op freeze their units: the channel count is used as a value."""
 
 
 @dataclass(eq=False)
@@ -93,6 +96,7 @@ class Ctx:
         self.graph = an.graph
         self.uf = an.uf
         self.opset = an.graph.opset
+        self.marks_handled = False
 
     # -- reading ---------------------------------------------------------------------------
     @property
@@ -117,6 +121,15 @@ class Ctx:
     def const(self, i: int) -> np.ndarray | None:
         return self.graph.const(self.input(i))
 
+    def known(self, i: int) -> list[int | None] | None:
+        """Entries of a small int input known statically (None per unknown entry)."""
+        from .shapeval import known_value, to_ints
+
+        if not self.input(i):
+            return None
+        v = known_value(self.graph, self.input(i))
+        return None if v is None else to_ints(v)
+
     def shape(self, i: int) -> list[Dim] | None:
         return self.graph.shape(self.input(i))
 
@@ -139,8 +152,17 @@ class Ctx:
             self.an.spans[self.node.output[i]] = spans
 
     def set_marks(self, i: int, marks: list[np.ndarray | None]) -> None:
+        self.marks_handled = True
         if any(m is not None for m in marks):
             self.an.marks[self.node.output[i]] = marks
+
+    def consume_marks(self, i: int, overridden: set[int]) -> None:
+        """Input `i` is a shape whose entries in `overridden` the rewrite replaces: marks there
+        are harmless; marks elsewhere mean a unit axis's size would leak into another size."""
+        self.marks_handled = True
+        for pos, m in enumerate(self.marks(i) or []):
+            if m is not None and pos not in overridden:
+                self.freeze(m, "channel count used for another size")
 
     def fresh(self, n: int) -> np.ndarray:
         return self.uf.fresh(n)
@@ -199,6 +221,8 @@ class _Analyzer:
                                   f"{node.op_type}")
             else:
                 fn(ctx)
+                if not ctx.marks_handled and any(ctx.marks(j) for j in range(len(node.input))):
+                    ctx.freeze_inputs("channel count read as a value")
             for name in _subgraph_names(g, i):
                 for s in self.spans.get(name, []):
                     self.uf.freeze(s.ids, f"used inside a subgraph of {node.op_type} {g.node_name(i)}")

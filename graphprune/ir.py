@@ -60,7 +60,10 @@ class Graph:
         self._toposort_check()
         self.shapes: dict[str, list[Dim]] = {}
         self.dtypes: dict[str, int] = {}
-        self._collect_shapes(model if not infer else _infer(model))
+        if infer:
+            self._infer_with_known_shapes()
+        else:
+            self._collect_shapes(model)
 
     # -- structure -------------------------------------------------------------------------
     def uses(self, name: str) -> list[Use]:
@@ -127,6 +130,39 @@ class Graph:
         s = self.shape(name)
         return None if s is None else len(s)
 
+    def _infer_with_known_shapes(self, rounds: int = 64) -> None:
+        """ONNX inference loses dims behind shape arithmetic it cannot follow (Div of a Shape
+        entry); we fill Reshape outputs from statically known shape values and infer again."""
+        from .shapeval import HINTS
+
+        light = _copy_without_weights(self.model)
+        del light.graph.value_info[:]
+        all_hints: dict[str, list] = {}
+        for _ in range(rounds):
+            inferred = _infer(light)
+            self.shapes.clear()
+            self._collect_shapes(inferred)
+            self.__dict__.pop("_known_cache", None)
+            hints = []
+            for node in self.nodes:
+                hint = HINTS.get(node.op_type)
+                old = self.shapes.get(node.output[0]) if node.output else None
+                if hint is None or (old is not None and not any(
+                        d is None or (isinstance(d, str) and d.startswith("unk__")) for d in old)):
+                    continue
+                new = hint(self, node)
+                if new is not None and new != old and any(isinstance(d, int) for d in new):
+                    hints.append((node.output[0], new))
+            if not hints:
+                return
+            all_hints.update(hints)
+            del light.graph.value_info[:]
+            for name, dims in all_hints.items():
+                light.graph.value_info.append(onnx.helper.make_tensor_value_info(
+                    name, self.dtypes.get(name, onnx.TensorProto.FLOAT),
+                    [d if isinstance(d, int) or (isinstance(d, str) and not d.startswith("unk__"))
+                     else None for d in dims]))
+
     def _collect_shapes(self, model: onnx.ModelProto) -> None:
         vis = [*model.graph.value_info, *model.graph.input, *model.graph.output]
         for vi in vis:
@@ -169,9 +205,8 @@ def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     """Symbolic shape inference; weights are stripped first so 2 GB+ models stay cheap."""
-    light = _copy_without_weights(model)
     try:
-        return onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - inference is best effort; rules freeze on unknowns
         raise GraphError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
 

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import onnx
 
-from .ir import attr
+from .errors import GraphpruneError
+from .ir import Graph, attr
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                onnx.TensorProto.BFLOAT16}
@@ -40,15 +41,10 @@ def count_macs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int:
             t.ClearField("float_data")
     del light.graph.value_info[:]
     try:
-        inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
-    except Exception:  # noqa: BLE001 - MACs are informative; unknown shapes count as 0
-        return 0
-    shapes = {}
-    for vi in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
-        shapes[vi.name] = [d.dim_value if d.HasField("dim_value") else 0
-                           for d in vi.type.tensor_type.shape.dim]
-    for t in model.graph.initializer:
-        shapes[t.name] = list(t.dims)
+        graph = Graph(light)
+    except GraphpruneError:
+        return 0  # MACs are informative; a graph we cannot infer counts as unknown
+    shapes = {k: [d if isinstance(d, int) else 0 for d in v] for k, v in graph.shapes.items()}
     return sum(_node_macs(n, shapes) for n in model.graph.node)
 
 

@@ -34,6 +34,7 @@ class Rewriter:
         self.an = an
         self.gone = removed[an.roots]  # per slot id: removed?
         self.pending: dict[tuple[int, int], np.ndarray] = {}
+        self.overrides: dict[tuple[int, int], dict[int, int]] = {}
 
     # -- what survives --------------------------------------------------------------------------
     def kept_mask(self, ids: np.ndarray) -> np.ndarray:
@@ -70,6 +71,12 @@ class Rewriter:
         self.pending[(node, index)] = value
 
     def set_const_entry(self, node: int, index: int, pos: int, value: int) -> None:
+        """Set one entry of a size input: in a clone of a literal, or, for a computed shape,
+        by a Where that overrides just that entry at run time (dynamic entries stay)."""
+        if (node, index) not in self.pending and self.an.graph.const(
+                self.nodes[node].input[index]) is None:
+            self.overrides.setdefault((node, index), {})[pos] = value
+            return
         v = np.array(self.value(node, index), copy=True)
         v.reshape(-1)[pos] = value
         self.pending[(node, index)] = v
@@ -138,9 +145,43 @@ class Rewriter:
             while len(n.input) <= index:
                 n.input.append("")
             n.input[index] = name
+        self._insert_overrides(taken)
         _remove_dead(self.model)
         del g.value_info[:]
         return self.model
+
+    def _insert_overrides(self, taken: set[str]) -> None:
+        if not self.overrides:
+            return
+        g = self.model.graph
+        before: dict[int, list[onnx.NodeProto]] = {}
+        for (node, index), entries in sorted(self.overrides.items()):
+            n = self.nodes[node]
+            src = n.input[index]
+            length = self.an.graph.shape(src)
+            if not length or len(length) != 1 or not isinstance(length[0], int):
+                raise RewriteError(f"cannot override entries of '{src}' (unknown length)")
+            dtype = _np_dtype(self.an.graph.dtypes.get(src, onnx.TensorProto.INT64))
+            mask = np.zeros(length[0], dtype=bool)
+            vals = np.zeros(length[0], dtype=dtype)
+            for pos, v in entries.items():
+                mask[pos], vals[pos] = True, v
+            names = [_unique(f"{src}_gp_{tag}", taken) for tag in ("mask", "value", "shape")]
+            taken.update(names)
+            g.initializer.extend([numpy_helper.from_array(mask, names[0]),
+                                  numpy_helper.from_array(vals, names[1])])
+            before.setdefault(node, []).append(helper.make_node(
+                "Where", [names[0], names[1], src], [names[2]], name=names[2]))
+            n.input[index] = names[2]
+        nodes = list(g.node)
+        del g.node[:]
+        for i, n in enumerate(nodes):
+            g.node.extend(before.get(i, []))
+            g.node.append(n)
+
+
+def _np_dtype(elem: int) -> np.dtype:
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem))
 
 
 def _by_use(members: list[Member], roles=("source", "sink", "param")):

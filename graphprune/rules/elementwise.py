@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..slots import Span
 from .common import broadcast_member, pass_through
 from .registry import rule
@@ -44,6 +46,8 @@ def dropout(ctx: Ctx) -> None:
 
 @rule(*BINARY)
 def broadcast_elementwise(ctx: Ctx) -> None:
+    if any(ctx.marks(i) for i in range(ctx.n_inputs())):
+        _propagate_marks(ctx)
     out_shape = ctx.out_shape(0)
     if out_shape is None:
         ctx.freeze_inputs("output shape unknown")
@@ -82,3 +86,23 @@ def broadcast_elementwise(ctx: Ctx) -> None:
 def _overlapping(layouts: dict[tuple[int, ...], list[Span]]) -> bool:
     keys = list(layouts)
     return any(set(a) & set(b) for n, a in enumerate(keys) for b in keys[n + 1:])
+
+
+def _propagate_marks(ctx: Ctx) -> None:
+    """Shape arithmetic (`C // 2`): each output entry depends on what its inputs' entries do."""
+    shape = ctx.out_shape(0)
+    n = 1 if shape == [] else (shape[0] if shape and len(shape) == 1 else None)
+    if not isinstance(n, int):
+        ctx.freeze_inputs("channel count used in arithmetic of unknown shape")
+        return
+    marks: list[np.ndarray | None] = []
+    for k in range(n):
+        parts = []
+        for i in range(ctx.n_inputs()):
+            m = ctx.marks(i)
+            if m:
+                entry = m[k] if len(m) > 1 else m[0]
+                if entry is not None:
+                    parts.append(entry)
+        marks.append(np.concatenate(parts) if parts else None)
+    ctx.set_marks(0, marks)

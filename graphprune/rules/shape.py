@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..ir import Dim, Graph, attr
+from ..ir import Dim, attr
+from ..shapeval import reshape_dims
 from ..slots import Span, simplify
 from .common import axes_arg, drop_axes, norm_axis, span_on
 from .registry import rule
@@ -78,6 +79,8 @@ def unsqueeze(ctx: Ctx) -> None:
 def reshape_groups(ins: list[Dim], outs: list[Dim]) -> list[tuple[list[int], list[int]]] | None:
     """Pair input and output axes into runs of equal product; None where dims are unknown."""
     groups: list[tuple[list[int], list[int]]] = []
+    dynamic_pair = sum(not isinstance(d, int) for d in ins) == 1 == sum(
+        not isinstance(d, int) for d in outs)
     i = j = 0
     while i < len(ins) or j < len(outs):
         a = ins[i] if i < len(ins) else None
@@ -88,7 +91,9 @@ def reshape_groups(ins: list[Dim], outs: list[Dim]) -> list[tuple[list[int], lis
         elif b == 1 and a != 1:
             groups.append(([], [j]))
             j += 1
-        elif a is not None and a == b:
+        elif (a is not None and a == b) or (dynamic_pair and i < len(ins) and j < len(outs)
+                                           and not isinstance(a, int) and not isinstance(b, int)):
+            # one unknown dim on each side: the element count forces them equal
             groups.append(([i], [j]))
             i, j = i + 1, j + 1
         else:
@@ -177,35 +182,43 @@ def _prod(dims: list[Dim]) -> Dim:
 def reshape(ctx: Ctx) -> None:
     if ctx.marks(0):
         ctx.set_marks(0, ctx.marks(0))
-    out = regroup(ctx, ctx.shape(0), ctx.out_shape(0)) if ctx.spans(0) else []
+    out = regroup(ctx, ctx.shape(0), _reshape_dims(ctx)) if ctx.spans(0) else []
     if out is None:
+        ctx.consume_marks(1, set())
         return
-    marks = ctx.marks(1) or []
-    ok = [s for s in out if _sizes_fixable(ctx, s, 1, marks, allow=(-1,))]
-    covered = {a for s in ok for a in s.axes}
-    for pos, m in enumerate(marks):
-        if m is not None and pos not in covered:
-            ctx.freeze(m, "channel count used for another axis of a reshape")
+    ok = [s for s in out if _sizes_fixable(ctx, s, 1, allow=(-1,))]
+    ctx.consume_marks(1, {a for s in ok for a in s.axes})
     ctx.set_out(0, ok)
 
 
-def _sizes_fixable(ctx: Ctx, span: Span, index: int, marks: list, allow: tuple[int, ...]) -> bool:
-    """Record edits for the shape entries of `span`'s axes, or freeze it if one can't be fixed."""
+def _reshape_dims(ctx: Ctx) -> list[Dim] | None:
+    """Output dims from shape inference, completed from the statically known shape input."""
+    inferred = ctx.out_shape(0)
+    known = reshape_dims(ctx.graph, ctx.node)
+    if known is None or (inferred and len(inferred) != len(known)):
+        return inferred
+    if inferred is None:
+        return known
+    return [i if isinstance(i, int) else (k if k is not None else i)
+            for i, k in zip(inferred, known, strict=True)]
+
+
+def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...]) -> bool:
+    """Record edits for the shape entries of `span`'s axes, or freeze it if one can't be fixed.
+
+    An entry may be a literal or computed (Shape → Gather → Div → Concat …): its value must be
+    known statically; the rewrite then overrides that entry with the new size.
+    """
+    values = ctx.known(index) or []
     for a in span.axes:
-        if a < len(marks) and marks[a] is not None:
-            if span.ids.ndim == 1 and np.array_equal(marks[a], span.ids):
-                continue
-            ctx.freeze(span.ids, "reshape size read from another tensor")
+        v = values[a] if a < len(values) else None
+        if v is None:
+            ctx.freeze(span.ids, "size of a unit axis is computed from a dynamic value")
             return False
-        loc = locate_entry(ctx.graph, ctx.index, index, a)
-        if loc is None:
-            ctx.freeze(span.ids, "reshape size computed in a way we cannot rewrite")
-            return False
-        if loc[3] in allow or (loc[3] == 0 and ctx.node.op_type == "Reshape"
-                               and not attr(ctx.node, "allowzero", 0)
-                               and _same_axis(ctx, span, a)):
+        if v in allow or (v == 0 and ctx.node.op_type == "Reshape"
+                          and not attr(ctx.node, "allowzero", 0) and _same_axis(ctx, span, a)):
             continue
-        ctx.edit(f"shape[{a}]", _set_entry(loc, span, a))
+        ctx.edit(f"shape[{a}]", _set_entry(ctx.index, index, span, a))
     return True
 
 
@@ -215,36 +228,9 @@ def _same_axis(ctx: Ctx, span: Span, a: int) -> bool:
     return src is not None and src.axes == (a,) and np.array_equal(src.ids, span.ids)
 
 
-def locate_entry(graph: Graph, node: int, index: int, pos: int):
-    """Where entry `pos` of node `node`'s input `index` lives as a constant.
-
-    Returns (node, input index, offset, value), following Concat(axis=0) pieces of computed
-    shapes; None if the entry is not a constant we may change for this use alone.
-    """
-    name = graph.nodes[node].input[index]
-    c = graph.const(name)
-    if c is not None:
-        flat = np.ravel(c)
-        return (node, index, pos, int(flat[pos])) if pos < flat.size else None
-    p = graph.producer.get(name)
-    if p is None or graph.nodes[p].op_type != "Concat" or len(graph.uses(name)) != 1:
-        return None
-    off = 0
-    for k, piece in enumerate(graph.nodes[p].input):
-        shape = graph.shape(piece)
-        if not shape or not isinstance(shape[0], int):
-            return None
-        if pos < off + shape[0]:
-            return locate_entry(graph, p, k, pos - off)
-        off += shape[0]
-    return None
-
-
-def _set_entry(loc, span: Span, axis: int):
-    node, index, pos, _ = loc
-
+def _set_entry(node: int, index: int, span: Span, axis: int):
     def fix(rw: Rewriter) -> None:
-        rw.set_const_entry(node, index, pos, rw.axis_count(span, axis))
+        rw.set_const_entry(node, index, axis, rw.axis_count(span, axis))
 
     return fix
 
@@ -254,19 +240,14 @@ def _set_entry(loc, span: Span, axis: int):
 def expand(ctx: Ctx) -> None:
     rank, out_shape = ctx.rank(0), ctx.out_shape(0)
     if not ctx.spans(0):
-        for m in ctx.marks(1) or []:
-            if m is not None:
-                ctx.freeze(m, "channel count used as an expand size")
+        ctx.consume_marks(1, set())
         return
     if rank is None or out_shape is None:
         ctx.freeze_inputs("shapes unknown")
         return
     shift = len(out_shape) - rank
-    out = []
-    for s in ctx.spans(0):
-        moved = s.shifted(shift)
-        if _sizes_fixable(ctx, moved, 1, ctx.marks(1) or [], allow=(1,)):
-            out.append(moved)
+    out = [m for m in (s.shifted(shift) for s in ctx.spans(0)) if _sizes_fixable(ctx, m, 1, (1,))]
+    ctx.consume_marks(1, {a for s in out for a in s.axes})
     ctx.set_out(0, out)
 
 
@@ -357,6 +338,7 @@ def split(ctx: Ctx) -> None:
     n_out = len(ctx.node.output)
     chan = span_on(ctx.spans(0), axis)
     others = [s for s in ctx.spans(0) if s is not chan]
+    ctx.consume_marks(1, set(range(n_out)) if chan is not None else set())
     if chan is None:
         for o in range(n_out):
             ctx.set_out(o, others)
@@ -376,8 +358,8 @@ def split(ctx: Ctx) -> None:
 
 def _split_sizes(ctx: Ctx, axis: int, n_out: int) -> list[int] | None:
     if ctx.input(1):
-        c = ctx.const(1)
-        return None if c is None else [int(v) for v in c]
+        known = ctx.known(1)
+        return None if known is None or None in known else known
     if attr(ctx.node, "split") is not None:
         return list(attr(ctx.node, "split"))
     dim = (ctx.shape(0) or [None] * (axis + 1))[axis]
@@ -403,38 +385,43 @@ def _set_split(node: int, pieces: list[np.ndarray], opset: int):
 @rule("Slice", since=10)
 def slice_(ctx: Ctx) -> None:
     rank = ctx.rank(0)
-    starts, ends = ctx.const(1), ctx.const(2)
-    if rank is None or starts is None or ends is None:
-        ctx.freeze_inputs("slice bounds are not constant")
-        return
-    axes = ctx.const(3) if ctx.input(3) else np.arange(len(starts))
-    steps = ctx.const(4) if ctx.input(4) else np.ones(len(starts), np.int64)
-    if axes is None or steps is None:
-        ctx.freeze_inputs("slice axes or steps are not constant")
-        return
-    axes = [norm_axis(int(a), rank) for a in axes]
-    _slice_marks(ctx, starts, ends, steps)
+    starts, ends = ctx.known(1), ctx.known(2)
+    axes = ctx.known(3) if ctx.input(3) else (list(range(len(starts))) if starts else None)
+    steps = ctx.known(4) if ctx.input(4) else [1] * len(starts or [])
+    if ctx.marks(0):
+        _slice_marks(ctx, starts, ends, steps)
+    cut_pos: set[int] = set()
     out = []
     for s in ctx.spans(0):
-        cut = [k for k, a in enumerate(axes) if a in s.axes]
+        if rank is None or None in (starts, ends, axes, steps) or None in axes:
+            ctx.freeze(s.ids, "slice axes are not known")
+            continue
+        cut = [k for k, a in enumerate(axes) if norm_axis(a, rank) in s.axes]
         if not cut:
             out.append(s)
             continue
         k = cut[0]
-        if len(s.axes) > 1 or int(steps[k]) != 1:
-            ctx.freeze(s.ids, "strided or multi-axis slice of a unit axis")
+        if len(s.axes) > 1 or steps[k] != 1 or starts[k] is None or ends[k] is None:
+            ctx.freeze(s.ids, "strided, multi-axis or dynamic slice of a unit axis")
             continue
-        r = range(len(s.ids))[slice(int(starts[k]), int(ends[k]), 1)]
+        r = range(len(s.ids))[slice(starts[k], ends[k], 1)]
         ids = s.ids[r.start:r.stop]
         out.append(Span(s.axes, ids))
+        cut_pos.add(k)
         ctx.edit("slice", _set_bounds(ctx.index, k, s.ids, r.start, ids))
+    for i in (1, 2):
+        ctx.consume_marks(i, cut_pos)
+    for i in (3, 4):
+        ctx.consume_marks(i, set())
     ctx.set_out(0, out)
 
 
 def _slice_marks(ctx: Ctx, starts, ends, steps) -> None:
     marks = ctx.marks(0)
-    if marks:
-        ctx.set_marks(0, marks[slice(int(starts[0]), int(ends[0]), int(steps[0]))])
+    if not starts or not ends or None in (starts[0], ends[0], steps[0]):
+        ctx.consume_marks(0, set())
+        return
+    ctx.set_marks(0, marks[slice(starts[0], ends[0], steps[0])])
 
 
 def _set_bounds(node: int, k: int, ids: np.ndarray, start: int, kept_ids: np.ndarray):

@@ -1,0 +1,256 @@
+"""Partial evaluation of small integer tensors (shape arithmetic).
+
+Exporters compute shapes at run time: `Shape → Gather → Div → Unsqueeze → Concat` in the
+TorchScript exporter, `Shape → Slice` for chunk bounds. Where the dimensions involved are
+static we can know those values without running the model; dynamic ones stay unknown (NaN).
+The rules use the known entries to map units through the consumer (Reshape, Slice, Split…),
+and the rewrite overrides exactly those entries with the new sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .ir import attr
+
+if TYPE_CHECKING:
+    from .ir import Graph
+
+MAX_ELEMENTS = 64
+INT64_MAX = np.iinfo(np.int64).max
+
+Known = np.ndarray
+"""object array: int where known, the symbol name (str) of a dynamic dim read unchanged through
+Shape, None where unknown. Arithmetic on anything but ints gives None."""
+
+
+def known_value(graph: Graph, name: str) -> Known | None:
+    """Known entries of a small tensor, or None if nothing about it is known."""
+    cache = graph.__dict__.setdefault("_known_cache", {})
+    if name not in cache:
+        cache[name] = _evaluate(graph, name)
+    return cache[name]
+
+
+def to_ints(v: Known) -> list[int | None]:
+    """Known integer entries; symbols and unknowns become None."""
+    return [x if isinstance(x, int) else None for x in np.ravel(v).tolist()]
+
+
+def _obj(a: np.ndarray) -> Known:
+    out = np.empty(a.shape, dtype=object)
+    out.ravel()[:] = [int(x) for x in np.ravel(a)]
+    return out
+
+
+def _lift(fn, arity: int = 2):
+    """Elementwise int arithmetic over object arrays; non-ints give None."""
+    def op(*xs):
+        if any(not isinstance(x, int) for x in xs):
+            return None
+        return fn(*xs)
+
+    return np.frompyfunc(op, arity, 1)
+
+
+def _evaluate(graph: Graph, name: str) -> Known | None:
+    c = graph.const(name)
+    if c is not None:
+        if c.size > MAX_ELEMENTS or not (np.issubdtype(c.dtype, np.integer) or c.dtype == bool):
+            return None
+        return _obj(c)
+    p = graph.producer.get(name)
+    if p is None:
+        return None
+    node = graph.nodes[p]
+    fn = _OPS.get(node.op_type)
+    if fn is None or node.output[0] != name:
+        return None
+    args = [known_value(graph, i) if i else None for i in node.input]
+    try:
+        out = fn(graph, node, args)
+    except (ValueError, IndexError, TypeError):
+        return None
+    if out is not None and not isinstance(out, np.ndarray):
+        scalar = np.empty((), dtype=object)
+        scalar[()] = out
+        out = scalar
+    if out is None or out.size > MAX_ELEMENTS:
+        return None
+    return out
+
+
+def _shape(graph: Graph, node, args) -> Known | None:
+    dims = graph.shape(node.input[0])
+    if dims is None:
+        return None
+    rank = len(dims)
+    start = int(attr(node, "start", 0))
+    end = attr(node, "end")
+    start = max(0, start + rank if start < 0 else start)
+    end = rank if end is None else min(rank, int(end) + rank if int(end) < 0 else int(end))
+    out = np.empty(len(dims[start:end]), dtype=object)
+    out[:] = list(dims[start:end])
+    return out
+
+
+def _gather(graph: Graph, node, args) -> Known | None:
+    data, idx = args[0], args[1]
+    if data is None or idx is None or data.ndim > 1 or None in to_ints(idx):
+        return None
+    return np.take(data, np.array(to_ints(idx), dtype=np.int64).reshape(idx.shape),
+                   axis=int(attr(node, "axis", 0)))
+
+
+def _slice(graph: Graph, node, args) -> Known | None:
+    data = args[0]
+    if data is None or data.ndim != 1 or any(a is None for a in args[1:3]):
+        return None
+    rest = list(args[3:5])
+    step = to_ints(rest[1])[0] if len(rest) > 1 and rest[1] is not None else 1
+    s, e = to_ints(args[1])[0], to_ints(args[2])[0]
+    if None in (s, e, step):
+        return None
+    return data[slice(s, e, step)]
+
+
+def _concat(graph: Graph, node, args) -> Known | None:
+    if int(attr(node, "axis", 0)) != 0 or any(a is None for a in args):
+        return None
+    return np.concatenate([np.atleast_1d(a) for a in args])
+
+
+def _reshape_like(graph: Graph, node, args) -> Known | None:
+    x = args[0]
+    out = graph.shape(node.output[0])
+    if x is None or out is None or any(not isinstance(d, int) for d in out):
+        return None
+    return x.reshape(out)
+
+
+def _binary(op: Callable[[np.ndarray, np.ndarray], np.ndarray]):
+    def fn(graph: Graph, node, args) -> Known | None:
+        if args[0] is None or args[1] is None:
+            return None
+        return op(args[0], args[1])
+
+    return fn
+
+
+def _trunc_div(a: int, b: int) -> int | None:
+    if b == 0:
+        return None
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def _unary(op: Callable[[np.ndarray], np.ndarray]):
+    def fn(graph: Graph, node, args) -> Known | None:
+        return None if args[0] is None else op(args[0])
+
+    return fn
+
+
+def _cast(graph: Graph, node, args) -> Known | None:
+    """Only integer-to-integer casts keep values we track."""
+    return args[0] if int(attr(node, "to", 1)) in INT_TYPES else None
+
+
+INT_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)
+
+
+def _where(graph: Graph, node, args) -> Known | None:
+    """Our own rewrite overrides computed shape entries with Where(mask, values, shape)."""
+    cond, x, y = args
+    if cond is None or x is None or y is None or None in to_ints(cond):
+        return None
+    return np.where(np.array(to_ints(cond), dtype=bool).reshape(cond.shape), x, y)
+
+
+_OPS: dict[str, Callable] = {
+    "Where": _where,
+    "Shape": _shape,
+    "Gather": _gather,
+    "Slice": _slice,
+    "Concat": _concat,
+    "Unsqueeze": _reshape_like,
+    "Squeeze": _reshape_like,
+    "Reshape": _reshape_like,
+    "Identity": _unary(lambda x: x),
+    "Cast": _cast,
+    "Neg": _unary(_lift(lambda a: -a, 1)),
+    "Add": _binary(_lift(lambda a, b: a + b)),
+    "Sub": _binary(_lift(lambda a, b: a - b)),
+    "Mul": _binary(_lift(lambda a, b: a * b)),
+    "Max": _binary(_lift(max)),
+    "Min": _binary(_lift(min)),
+    "Div": _binary(_lift(_trunc_div)),
+}
+
+
+def reshape_dims(graph: Graph, node) -> list | None:
+    """A Reshape's output dims from its input dims and the statically known target shape:
+    ints where known, the input's symbol where a 0 copies it, None elsewhere."""
+    v = known_value(graph, node.input[1]) if len(node.input) > 1 else None
+    ins = graph.shape(node.input[0])
+    if v is None or v.ndim != 1:
+        return None
+    vals = list(np.ravel(v))
+    allowzero = int(attr(node, "allowzero", 0))
+    dims: list = []
+    for k, x in enumerate(vals):
+        if isinstance(x, str):
+            dims.append(x)
+        elif x is None or x == -1:
+            dims.append(None)
+        elif x == 0 and not allowzero:
+            dims.append(ins[k] if ins and k < len(ins) else None)
+        else:
+            dims.append(x)
+    holes = [k for k, d in enumerate(dims) if d is None]
+    if len(holes) == 1 and vals[holes[0]] == -1 and ins and None not in ins:
+        dims[holes[0]] = _infer_minus_one(ins, [d for d in dims if d is not None])
+    return dims
+
+
+def _infer_minus_one(ins: list, outs: list) -> int | None:
+    """Element count of `ins` over that of `outs`, symbols cancelling pairwise."""
+    syms = [d for d in ins if isinstance(d, str)]
+    for d in outs:
+        if isinstance(d, str):
+            if d not in syms:
+                return None
+            syms.remove(d)
+    if syms:
+        return None
+    num = int(np.prod([d for d in ins if isinstance(d, int)]))
+    den = int(np.prod([d for d in outs if isinstance(d, int)]))
+    return num // den if den and num % den == 0 else None
+
+
+def slice_dims(graph: Graph, node) -> list | None:
+    """A Slice's output dims when its bounds are statically known."""
+    ins = graph.shape(node.input[0])
+    args = [known_value(graph, x) if x else None for x in node.input[1:5]]
+    if ins is None or args[0] is None or args[1] is None:
+        return None
+    starts, ends = to_ints(args[0]), to_ints(args[1])
+    axes = to_ints(args[2]) if len(args) > 2 and args[2] is not None else list(range(len(starts)))
+    steps = to_ints(args[3]) if len(args) > 3 and args[3] is not None else [1] * len(starts)
+    dims = list(ins)
+    for s, e, a, st in zip(starts, ends, axes, steps, strict=False):
+        if a is None:
+            return None
+        a = a + len(ins) if a < 0 else a
+        if None in (s, e, st) or not isinstance(ins[a], int):
+            dims[a] = None
+            continue
+        dims[a] = len(range(ins[a])[slice(s, e, st)])
+    return dims
+
+
+HINTS = {"Reshape": reshape_dims, "Slice": slice_dims}
+"""Ops whose output dims we can complete from known shape values."""

@@ -1,0 +1,1 @@
+"""Torch implementations of the reference CNNs (imported lazily by ``models``)."""
