@@ -10,6 +10,7 @@ import onnx
 from google.protobuf.message import DecodeError
 
 from .errors import InputError
+from .ir import approx_bytes
 
 MIN_OPSET = 11
 TWO_GB = (1 << 31) - (1 << 24)
@@ -68,7 +69,7 @@ def save_atomic(model: onnx.ModelProto, path: str | os.PathLike, *,
     """
     p = Path(path)
     if external is None:
-        external = model.ByteSize() > TWO_GB
+        external = approx_bytes(model) > TWO_GB
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     os.close(fd)
     data_name = f"{p.name}.data"

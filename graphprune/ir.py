@@ -7,6 +7,7 @@ analysis needs: producers, copies of use lists, constant values and inferred sha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -135,7 +136,7 @@ class Graph:
         entry); we fill Reshape outputs from statically known shape values and infer again."""
         from .shapeval import HINTS
 
-        light = _copy_without_weights(self.model)
+        light = strip_weights(self.model)
         del light.graph.value_info[:]
         all_hints: dict[str, list] = {}
         for _ in range(rounds):
@@ -211,16 +212,32 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
         raise GraphError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
 
 
-def _copy_without_weights(model: onnx.ModelProto) -> onnx.ModelProto:
+def strip_weights(model: onnx.ModelProto, keep_elements: int = 256) -> onnx.ModelProto:
+    """A copy with large initializers reduced to name, dtype and dims (for shape inference),
+    built without copying the weights themselves."""
     out = onnx.ModelProto()
-    out.CopyFrom(model)
-    for t in out.graph.initializer:
-        if t.ByteSize() > 1024:
-            t.ClearField("raw_data")
-            t.ClearField("float_data")
-            t.ClearField("external_data")
-            t.data_location = onnx.TensorProto.DEFAULT
+    out.ir_version = model.ir_version
+    out.opset_import.extend(model.opset_import)
+    out.functions.extend(model.functions)
+    g, h = model.graph, out.graph
+    h.name = g.name
+    for field in ("node", "input", "output", "value_info", "sparse_initializer"):
+        getattr(h, field).extend(getattr(g, field))
+    for t in g.initializer:
+        if math.prod(t.dims) <= keep_elements and t.data_location != onnx.TensorProto.EXTERNAL:
+            h.initializer.append(t)
+        else:
+            h.initializer.append(onnx.TensorProto(name=t.name, dims=t.dims,
+                                                  data_type=t.data_type))
     return out
+
+
+def approx_bytes(model: onnx.ModelProto) -> int:
+    """Serialized size estimate from weight dims: protobuf's ByteSize walks every byte."""
+    n = 0
+    for t in model.graph.initializer:
+        n += math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    return n + 64 * len(model.graph.node)
 
 
 def _subgraph_references(node: onnx.NodeProto) -> set[str]:

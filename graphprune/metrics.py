@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 
 from .errors import GraphpruneError
-from .ir import Graph, attr
+from .ir import Graph, attr, strip_weights
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                onnx.TensorProto.BFLOAT16}
@@ -27,18 +27,13 @@ def count_params(model: onnx.ModelProto) -> int:
 
 def count_macs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int:
     """Multiply-accumulates of Conv/ConvTranspose/Gemm/MatMul at the given input shapes."""
-    light = onnx.ModelProto()
-    light.CopyFrom(model)
+    light = strip_weights(model)
     for vi in light.graph.input:
         if vi.name in feeds:
             dims = vi.type.tensor_type.shape.dim
             for d, n in zip(dims, feeds[vi.name].shape, strict=False):
                 d.Clear()
                 d.dim_value = int(n)
-    for t in light.graph.initializer:
-        if t.ByteSize() > 1024:
-            t.ClearField("raw_data")
-            t.ClearField("float_data")
     del light.graph.value_info[:]
     try:
         graph = Graph(light)

@@ -13,7 +13,7 @@ import onnx
 from .analysis import Analysis, Group, analyze_graph
 from .errors import InputError, ValidationError
 from .io import check_opset, load
-from .ir import Graph
+from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params
 from .passes import rewrite, scoring, selection, validation
 from .report import GroupReport, Report
@@ -106,11 +106,9 @@ def compress(
     t = lap("selection", t)
     say(f"rewriting ({int(removed.sum())} units removed)")
     pruned = rewrite.prune_model(model, an, removed)
-    masked = rewrite.masked_model(model, an, removed)
     t = lap("rewrite", t)
     say("validating in onnxruntime")
-    validation.structural_check(pruned)
-    check = validation.exact_check(masked, pruned, seed=seed, sizes=input_sizes)
+    check, pruned_bytes = _prove(model, pruned, an, removed, seed, input_sizes)
     t = lap("validation", t)
     if not check.passed:
         bad = max((r for r in check.runs if not r["passed"]), key=lambda r: r["max_abs_err"])
@@ -122,7 +120,8 @@ def compress(
     report = Report(
         params_before=count_params(model), params_after=count_params(pruned),
         macs_before=count_macs(model, feeds), macs_after=count_macs(pruned, feeds),
-        bytes_before=model.ByteSize(), bytes_after=pruned.ByteSize(),
+        bytes_before=approx_bytes(model),
+        bytes_after=len(pruned_bytes) if pruned_bytes else approx_bytes(pruned),
         criterion=criterion, ratio=ratio,
         exact_check=check.to_dict(),
     )
@@ -131,6 +130,20 @@ def compress(
     report.timings = timings
     report.seconds = round(time.perf_counter() - t0, 3)
     return pruned, report
+
+
+def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed,
+           seed: int, sizes: dict[str, list[int]] | None):
+    """Checker + exact check of `pruned` against the masked original."""
+    data = validation.serialize(pruned)
+    validation.structural_check(pruned, data)
+    candidate = validation.session(pruned, data)
+    overrides = rewrite.mask_overrides(model, an, removed)
+    if overrides is not None:
+        reference = validation.session(model, overrides=overrides)
+    else:
+        reference = validation.session(rewrite.masked_model(model, an, removed))
+    return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes), data
 
 
 def _fill_groups(report: Report, an: Analysis, choices: list[selection.GroupChoice]) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CNN_MODELS", "ModelSpec", "get", "names"]
+__all__ = ["BENCH_MODELS", "CNN_MODELS", "ModelSpec", "get", "names"]
 
 
 @dataclass(frozen=True)
@@ -77,13 +77,19 @@ CNN_MODELS: dict[str, ModelSpec] = {
     for name, (module, factory, shape) in _CNN_TABLE.items()
 }
 
+BENCH_MODELS: dict[str, ModelSpec] = {
+    "resnet50": ModelSpec("resnet50", _lazy_builder("resnet50", "resnet", "resnet50"),
+                          (1, 3, 224, 224), "cnn"),
+}
+"""Full-size models for benchmarks only (too slow to export in every test run)."""
+
 
 def get(name: str) -> ModelSpec:
     """Look up a model spec by name, listing the valid names on a miss."""
     try:
-        return CNN_MODELS[name]
+        return CNN_MODELS[name] if name in CNN_MODELS else BENCH_MODELS[name]
     except KeyError:
-        known = ", ".join(sorted(CNN_MODELS))
+        known = ", ".join(sorted([*CNN_MODELS, *BENCH_MODELS]))
         raise KeyError(f"unknown model {name!r}; known models: {known}") from None
 
 

@@ -265,7 +265,7 @@ def export_spec(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns a process exit code."""
-    from models import CNN_MODELS
+    from models import BENCH_MODELS, CNN_MODELS
 
     parser = argparse.ArgumentParser(
         prog="python -m models.export", description=__doc__.split("\n\n")[0]
@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if not args.name:
         parser.error("a model NAME is required unless --list is given")
-    if args.name not in CNN_MODELS:
+    if args.name not in CNN_MODELS and args.name not in BENCH_MODELS:
         parser.error(f"unknown model {args.name!r}; choose from: {', '.join(CNN_MODELS)}")
     out = args.output or Path(f"{args.name}.onnx")
     if args.exporter == "dynamo" and args.opset is not None and args.opset < MIN_DYNAMO_OPSET:

@@ -27,9 +27,13 @@ class RewriteError(GraphpruneError):
 class Rewriter:
     """Applies slices and edits to a copy of the model. `removed[root]` marks removed units."""
 
-    def __init__(self, model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> None:
-        self.model = onnx.ModelProto()
-        self.model.CopyFrom(model)
+    def __init__(self, model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
+                 copy: bool = True) -> None:
+        if copy:
+            self.model = onnx.ModelProto()
+            self.model.CopyFrom(model)
+        else:
+            self.model = model  # read-only use (mask_overrides)
         self.nodes = self.model.graph.node
         self.an = an
         self.gone = removed[an.roots]  # per slot id: removed?
@@ -104,16 +108,35 @@ class Rewriter:
         return self._materialize()
 
     def mask(self) -> onnx.ModelProto:
+        self._mask_sinks()
+        return self._materialize()
+
+    def mask_overrides(self) -> dict[str, np.ndarray] | None:
+        """The masked weights by initializer name, when each is a plain single-use
+        initializer (then a session can swap them in without copying the model)."""
+        self._mask_sinks()
+        graph = self.an.graph
+        inputs = {i.name for i in self.model.graph.input}
+        out = {}
+        for (node, index), v in self.pending.items():
+            name = self.nodes[node].input[index]
+            if not graph.is_initializer(name) or len(graph.uses(name)) != 1 or name in inputs:
+                return None
+            out[name] = v
+        return out
+
+    def _mask_sinks(self) -> None:
         for (node, index), spans in _by_use(self.an.members, roles=("sink",)).items():
-            v = np.array(self.value(node, index), copy=True)
+            v = self.value(node, index)
             for span in spans:
                 keep = self.kept_mask(span.ids)
+                if keep.all():
+                    continue
                 shape = [1] * v.ndim
                 for a, n in zip(span.axes, span.ids.shape, strict=True):
                     shape[a] = n
                 v = v * keep.reshape(shape).astype(v.dtype)
             self.pending[(node, index)] = v
-        return self._materialize()
 
     def _slice(self, v: np.ndarray, span: Span, node: int, index: int) -> np.ndarray:
         dims = tuple(v.shape[a] if a < v.ndim else -1 for a in span.axes)
@@ -227,3 +250,8 @@ def prune_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> on
 
 def masked_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> onnx.ModelProto:
     return Rewriter(model, an, removed).mask()
+
+
+def mask_overrides(model: onnx.ModelProto, an: Analysis,
+                   removed: np.ndarray) -> dict[str, np.ndarray] | None:
+    return Rewriter(model, an, removed, copy=False).mask_overrides()

@@ -18,6 +18,8 @@ import onnx
 import onnxruntime as ort
 
 from graphprune.errors import ValidationError
+from graphprune.io import TWO_GB
+from graphprune.ir import approx_bytes
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -48,17 +50,43 @@ class CheckResult:
         return {"passed": self.passed, "max_abs_err": self.max_abs_err, "runs": self.runs}
 
 
-def session(model: onnx.ModelProto) -> ort.InferenceSession:
+Serialized = bytes
+"""A model as protobuf bytes: serialized once, shared by the checker and the session."""
+
+
+def serialize(model: onnx.ModelProto) -> Serialized | None:
+    """Bytes for models under protobuf's 2 GB limit, None above it (use files then)."""
+    if approx_bytes(model) >= TWO_GB:
+        return None
+    return model.SerializeToString()
+
+
+def session(model: onnx.ModelProto, data: Serialized | None = None,
+            overrides: dict[str, np.ndarray] | None = None) -> ort.InferenceSession:
+    """An onnxruntime session with graph optimisations off (we test our graph, not ORT's).
+
+    `overrides` replace initializers by name (the masked original reuses the original's
+    bytes and swaps only the masked weights)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
-    if model.ByteSize() < (1 << 31) - (1 << 24):
-        return ort.InferenceSession(model.SerializeToString(), opts,
-                                    providers=["CPUExecutionProvider"])
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "m.onnx")
-        onnx.save(model, path, save_as_external_data=True, location="m.data")
-        return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    keep = []
+    for name, value in (overrides or {}).items():
+        v = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
+        keep.append(v)
+        opts.add_initializer(name, v)
+    providers = ["CPUExecutionProvider"]
+    if data is None:
+        data = serialize(model)
+    if data is not None:
+        sess = ort.InferenceSession(data, opts, providers=providers)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "m.onnx")
+            onnx.save(model, path, save_as_external_data=True, location="m.data")
+            sess = ort.InferenceSession(path, opts, providers=providers)
+    sess._graphprune_keep = keep  # the OrtValues must outlive the session
+    return sess
 
 
 def input_specs(model: onnx.ModelProto) -> list[tuple[str, int, list]]:
@@ -118,15 +146,16 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray],
     return diffs
 
 
-def exact_check(masked: onnx.ModelProto, pruned: onnx.ModelProto, *, seed: int = 0,
+def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession,
+                model: onnx.ModelProto, *, seed: int = 0,
                 sizes: dict[str, list[int]] | None = None) -> CheckResult:
-    ref, new = session(masked), session(pruned)
-    names = [o.name for o in ref.get_outputs()]
-    batches = [1, 2] if has_dynamic_axes(masked) else [1]
+    """Run both sessions on the same seeded inputs (batch 1, and 2 when axes are dynamic)."""
+    names = [o.name for o in reference.get_outputs()]
+    batches = [1, 2] if has_dynamic_axes(model) else [1]
     runs, worst, passed = [], 0.0, True
     for b in batches:
-        feeds = make_inputs(masked, batch=b, seed=seed, sizes=sizes)
-        diffs = compare(ref.run(None, feeds), new.run(None, feeds), names)
+        feeds = make_inputs(model, batch=b, seed=seed, sizes=sizes)
+        diffs = compare(reference.run(None, feeds), candidate.run(None, feeds), names)
         for d in diffs:
             worst = max(worst, d.max_abs_err)
             passed &= d.passed
@@ -135,15 +164,16 @@ def exact_check(masked: onnx.ModelProto, pruned: onnx.ModelProto, *, seed: int =
     return CheckResult(passed, worst, runs)
 
 
-def structural_check(model: onnx.ModelProto) -> None:
+def structural_check(model: onnx.ModelProto, data: Serialized | None = None) -> None:
     """onnx.checker with strict shape inference; raises ValidationError with the first line."""
     try:
-        if model.ByteSize() < (1 << 31) - (1 << 24):
-            onnx.checker.check_model(model, full_check=True)
+        if data is not None:
+            onnx.checker.check_model(data, full_check=True)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 path = os.path.join(tmp, "m.onnx")
                 onnx.save(model, path, save_as_external_data=True, location="m.data")
                 onnx.checker.check_model(path, full_check=True)
     except Exception as exc:  # noqa: BLE001 - any checker failure is a validation failure
-        raise ValidationError(f"pruned model fails onnx.checker: {str(exc).splitlines()[0]}") from exc
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValidationError(f"pruned model fails onnx.checker: {first}") from exc

@@ -80,13 +80,22 @@ class ResNet(nn.Module):
         widths: tuple[int, ...],
         stem_ch: int = 16,
         num_classes: int = 10,
+        imagenet_stem: bool = False,
     ) -> None:
         super().__init__()
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, stem_ch, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(stem_ch),
-            nn.ReLU(inplace=True),
-        )
+        if imagenet_stem:  # torchvision's 7x7/2 conv + 3x3/2 max pool
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, stem_ch, 7, 2, 3, bias=False),
+                nn.BatchNorm2d(stem_ch),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(3, 2, 1),
+            )
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, stem_ch, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(stem_ch),
+                nn.ReLU(inplace=True),
+            )
         stages: list[nn.Module] = []
         in_ch = stem_ch
         for i, (depth, planes) in enumerate(zip(depths, widths, strict=True)):
@@ -114,3 +123,9 @@ def resnet_basic() -> ResNet:
 def resnet_bottleneck() -> ResNet:
     """Bottleneck ResNet, planes 8/16/32 (outputs 32/64/128 after expansion)."""
     return ResNet(Bottleneck, depths=(2, 2, 2), widths=(8, 16, 32))
+
+
+def resnet50() -> ResNet:
+    """Full-size ResNet-50 layout (25.6M parameters), for benchmarks rather than tests."""
+    return ResNet(Bottleneck, depths=(3, 4, 6, 3), widths=(64, 128, 256, 512), stem_ch=64,
+                  num_classes=1000, imagenet_stem=True)
