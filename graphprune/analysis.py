@@ -16,6 +16,7 @@ import onnx
 
 from .ir import Dim, Graph
 from .rules import registry
+from .rules.elementwise import BINARY
 from .slots import Span, UnionFind, constant_along
 
 if TYPE_CHECKING:
@@ -197,6 +198,10 @@ class Ctx:
         return bool(self.spans(i))
 
 
+MULTI_INPUT = frozenset({*BINARY, "Concat"})
+"""Ops whose rules read units on every input; others only on their first (data) input."""
+
+
 class _Analyzer:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
@@ -214,6 +219,9 @@ class _Analyzer:
             fn = registry.lookup(node.domain, node.op_type, g.opset)
             if node.op_type not in SHAPE_AWARE and any(ctx.marks(j) for j in range(len(node.input))):
                 ctx.freeze_inputs("channel count read as a value")
+            if fn is not None and node.op_type not in MULTI_INPUT:
+                for j in range(1, len(node.input)):
+                    ctx.freeze_spans(ctx.spans(j), "units reach a weight or parameter input")
             if fn is None:
                 if any(ctx.spans(j) for j in range(len(node.input))):
                     ctx.blocker()
@@ -232,11 +240,33 @@ class _Analyzer:
             for m in self.marks.get(name, []):
                 if m is not None:
                     self.uf.freeze(m, f"reaches graph output '{name}'")
+        self._couple_shared_constants()
         self._make_rectangular()
         an = Analysis(g, self.uf, self.spans, self.members, self.edits, self.blockers)
         an.roots = self.uf.roots()
         an.groups = build_groups(an)
         return an
+
+    def _couple_shared_constants(self) -> None:
+        """Tied weights (one initializer sliced for several nodes) prune the same positions
+        at every use, so the pruned copies stay one tensor."""
+        by_name: dict[str, list[Member]] = {}
+        for m in self.members:
+            by_name.setdefault(self.graph.nodes[m.node].input[m.index], []).append(m)
+        for ms in by_name.values():
+            uses = {(m.node, m.index) for m in ms}
+            if len(uses) < 2:
+                continue
+            first = [m for m in ms if (m.node, m.index) == (ms[0].node, ms[0].index)]
+            for m in ms:
+                if (m.node, m.index) == (ms[0].node, ms[0].index):
+                    continue
+                twin = next((f for f in first if f.span.axes == m.span.axes
+                             and f.span.ids.shape == m.span.ids.shape), None)
+                if twin is None:
+                    self.uf.freeze(m.span.ids, "shared weight sliced along different axes")
+                else:
+                    self.uf.unify(twin.span.ids, m.span.ids)
 
     def _make_rectangular(self) -> None:
         """Collapse multi-axis spans so removal is a product pattern: keep the longest axis."""

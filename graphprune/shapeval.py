@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import onnx
 
 from .ir import attr
 
@@ -107,14 +108,17 @@ def _gather(graph: Graph, node, args) -> Known | None:
 
 def _slice(graph: Graph, node, args) -> Known | None:
     data = args[0]
-    if data is None or data.ndim != 1 or any(a is None for a in args[1:3]):
+    if data is None or any(a is None for a in args[1:3]):
         return None
-    rest = list(args[3:5])
-    step = to_ints(rest[1])[0] if len(rest) > 1 and rest[1] is not None else 1
-    s, e = to_ints(args[1])[0], to_ints(args[2])[0]
-    if None in (s, e, step):
-        return None
-    return data[slice(s, e, step)]
+    starts, ends = to_ints(args[1]), to_ints(args[2])
+    axes = to_ints(args[3]) if len(args) > 3 and args[3] is not None else list(range(len(starts)))
+    steps = to_ints(args[4]) if len(args) > 4 and args[4] is not None else [1] * len(starts)
+    index = [slice(None)] * data.ndim
+    for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
+        if None in (s, e, a, st):
+            return None
+        index[a % data.ndim] = slice(s, e, st)
+    return data[tuple(index)]
 
 
 def _concat(graph: Graph, node, args) -> Known | None:
@@ -170,8 +174,25 @@ def _where(graph: Graph, node, args) -> Known | None:
     return np.where(np.array(to_ints(cond), dtype=bool).reshape(cond.shape), x, y)
 
 
+def _constant_of_shape(graph: Graph, node, args) -> Known | None:
+    shape = args[0]
+    if shape is None or None in to_ints(shape):
+        return None
+    value = attr(node, "value")
+    fill = 0 if value is None else int(np.ravel(onnx.numpy_helper.to_array(value))[0])
+    out = np.empty(to_ints(shape), dtype=object)
+    out.fill(fill)
+    return out
+
+
+def _transpose(graph: Graph, node, args) -> Known | None:
+    return None if args[0] is None else np.transpose(args[0], attr(node, "perm"))
+
+
 _OPS: dict[str, Callable] = {
     "Where": _where,
+    "ConstantOfShape": _constant_of_shape,
+    "Transpose": _transpose,
     "Shape": _shape,
     "Gather": _gather,
     "Slice": _slice,

@@ -9,6 +9,8 @@ machinery: sink slices of removed units set to zero, nothing sliced.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
@@ -153,18 +155,25 @@ class Rewriter:
         graph = self.an.graph
         inits = {t.name: t for t in g.initializer}
         taken = set(inits) | set(graph.producer)
+        shared: dict[tuple[str, bytes], str] = {}
         for (node, index), value in sorted(self.pending.items()):
             n = self.nodes[node]
             old = n.input[index] if index < len(n.input) else ""
             sole = (old in inits and len(graph.uses(old)) == 1 and old not in graph.outputs
                     and old not in {i.name for i in g.input})
-            name = old if sole else _unique(f"{old or n.name or n.op_type}_gp", taken)
-            taken.add(name)
-            tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
-            if sole:
-                inits[old].CopyFrom(tensor)
+            value = np.ascontiguousarray(value)
+            key = (old, _digest(value))
+            if not sole and key in shared:  # tied weights pruned alike stay one tensor
+                name = shared[key]
             else:
-                g.initializer.append(tensor)
+                name = old if sole else _unique(f"{old or n.name or n.op_type}_gp", taken)
+                taken.add(name)
+                shared[key] = name
+                tensor = numpy_helper.from_array(value, name)
+                if sole:
+                    inits[old].CopyFrom(tensor)
+                else:
+                    g.initializer.append(tensor)
             while len(n.input) <= index:
                 n.input.append("")
             n.input[index] = name
@@ -201,6 +210,11 @@ class Rewriter:
         for i, n in enumerate(nodes):
             g.node.extend(before.get(i, []))
             g.node.append(n)
+
+
+def _digest(value: np.ndarray) -> bytes:
+    return hashlib.blake2b(value.tobytes(), digest_size=16).digest() + str(
+        (value.dtype, value.shape)).encode()
 
 
 def _np_dtype(elem: int) -> np.dtype:

@@ -131,11 +131,41 @@ def pad(ctx: Ctx) -> None:
     if not spans:
         return
     rank = ctx.rank(0) or 0
-    pads = ctx.const(1)
+    pads = ctx.known(1)
     axes = axes_arg(ctx, 3) if ctx.input(3) else list(range(rank))
     if pads is None or axes is None:
-        ctx.freeze_spans(spans, "pad amounts are not constant")
+        ctx.freeze_spans(spans, "pad amounts are not known")
         return
-    pads = np.asarray(pads).reshape(2, -1)
+    pads = np.array([p if p is not None else 1 for p in pads]).reshape(2, -1)
     padded = {norm_axis(a, rank) for k, a in enumerate(axes) if pads[:, k].any()}
     ctx.set_out(0, freeze_where(ctx, spans, padded, "padded unit axis"))
+
+
+@rule("DepthToSpace")
+def depth_to_space(ctx: Ctx) -> None:
+    """Each output channel gathers blocksize² input channels: they form one unit."""
+    b = int(attr(ctx.node, "blocksize"))
+    crd = attr(ctx.node, "mode", b"DCR") in (b"CRD", "CRD")
+    out = []
+    for s in ctx.spans(0):
+        if s.axes != (1,):
+            ctx.freeze(s.ids, "depth-to-space of a non-channel unit axis")
+            continue
+        ids = s.ids.reshape(-1, b * b) if crd else s.ids.reshape(b * b, -1).T
+        for row in ids:
+            ctx.uf.unify_all(row)
+        out.append(type(s)((1,), ids[:, 0].copy()))
+    ctx.set_out(0, out)
+
+
+@rule("SpaceToDepth")
+def space_to_depth(ctx: Ctx) -> None:
+    """Output channel (k, c) for block offset k carries input channel c's unit."""
+    b = int(attr(ctx.node, "blocksize"))
+    out = []
+    for s in ctx.spans(0):
+        if s.axes != (1,):
+            ctx.freeze(s.ids, "space-to-depth of a non-channel unit axis")
+            continue
+        out.append(type(s)((1,), np.tile(s.ids, b * b)))
+    ctx.set_out(0, out)
