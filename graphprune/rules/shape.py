@@ -203,7 +203,8 @@ def _reshape_dims(ctx: Ctx) -> list[Dim] | None:
             for i, k in zip(inferred, known, strict=True)]
 
 
-def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...]) -> bool:
+def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...],
+                   offset: int = 0) -> bool:
     """Record edits for the shape entries of `span`'s axes, or freeze it if one can't be fixed.
 
     An entry may be a literal or computed (Shape → Gather → Div → Concat …): its value must be
@@ -211,14 +212,17 @@ def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...]) -> 
     """
     values = ctx.known(index) or []
     for a in span.axes:
-        v = values[a] if a < len(values) else None
+        pos = a - offset  # Expand aligns a shorter shape to the right
+        if pos < 0:
+            continue
+        v = values[pos] if pos < len(values) else None
         if v is None:
             ctx.freeze(span.ids, "size of a unit axis is computed from a dynamic value")
             return False
         if v in allow or (v == 0 and ctx.node.op_type == "Reshape"
                           and not attr(ctx.node, "allowzero", 0) and _same_axis(ctx, span, a)):
             continue
-        ctx.edit(f"shape[{a}]", _set_entry(ctx.index, index, span, a))
+        ctx.edit(f"shape[{pos}]", _set_entry(ctx.index, index, span, a, pos))
     return True
 
 
@@ -228,9 +232,9 @@ def _same_axis(ctx: Ctx, span: Span, a: int) -> bool:
     return src is not None and src.axes == (a,) and np.array_equal(src.ids, span.ids)
 
 
-def _set_entry(node: int, index: int, span: Span, axis: int):
+def _set_entry(node: int, index: int, span: Span, axis: int, pos: int):
     def fix(rw: Rewriter) -> None:
-        rw.set_const_entry(node, index, axis, rw.axis_count(span, axis))
+        rw.set_const_entry(node, index, pos, rw.axis_count(span, axis))
 
     return fix
 
@@ -246,8 +250,10 @@ def expand(ctx: Ctx) -> None:
         ctx.freeze_inputs("shapes unknown")
         return
     shift = len(out_shape) - rank
-    out = [m for m in (s.shifted(shift) for s in ctx.spans(0)) if _sizes_fixable(ctx, m, 1, (1,))]
-    ctx.consume_marks(1, {a for s in out for a in s.axes})
+    offset = len(out_shape) - len(ctx.known(1) or out_shape)
+    out = [m for m in (s.shifted(shift) for s in ctx.spans(0))
+           if _sizes_fixable(ctx, m, 1, (1,), offset)]
+    ctx.consume_marks(1, {a - offset for s in out for a in s.axes})
     ctx.set_out(0, out)
 
 
