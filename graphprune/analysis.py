@@ -198,7 +198,7 @@ class Ctx:
         return bool(self.spans(i))
 
 
-MULTI_INPUT = frozenset({*BINARY, "Concat"})
+MULTI_INPUT = frozenset({*BINARY, "Concat", "MatMul"})
 """Ops whose rules read units on every input; others only on their first (data) input."""
 
 
@@ -217,7 +217,8 @@ class _Analyzer:
         for i, node in g.iter_nodes():
             ctx = Ctx(self, i)
             fn = registry.lookup(node.domain, node.op_type, g.opset)
-            if node.op_type not in SHAPE_AWARE and any(ctx.marks(j) for j in range(len(node.input))):
+            marked = any(ctx.marks(j) for j in range(len(node.input)))
+            if node.op_type not in SHAPE_AWARE and marked:
                 ctx.freeze_inputs("channel count read as a value")
             if fn is not None and node.op_type not in MULTI_INPUT:
                 for j in range(1, len(node.input)):

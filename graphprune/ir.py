@@ -106,7 +106,10 @@ class Graph:
 
     def _eval_const(self, name: str) -> np.ndarray | None:
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name])
+            t = self.initializers[name]
+            if _stripped(t):
+                return None  # a weight-free copy (shape inference, MAC counting)
+            return numpy_helper.to_array(t)
         p = self.producer.get(name)
         if p is None:
             return None
@@ -155,7 +158,7 @@ class Graph:
                 if new is not None and new != old and any(isinstance(d, int) for d in new):
                     hints.append((node.output[0], new))
             if not hints:
-                return
+                break
             all_hints.update(hints)
             del light.graph.value_info[:]
             for name, dims in all_hints.items():
@@ -163,6 +166,32 @@ class Graph:
                     name, self.dtypes.get(name, onnx.TensorProto.FLOAT),
                     [d if isinstance(d, int) or (isinstance(d, str) and not d.startswith("unk__"))
                      else None for d in dims]))
+
+        if any(_vague(d) for dims in self.shapes.values() for d in dims):
+            self._symbolic_refine(light)
+
+    def _symbolic_refine(self, light: onnx.ModelProto) -> None:
+        """onnxruntime's sympy-based inference follows shape arithmetic ONNX's inference
+        loses (a causal mask's ConstantOfShape, RoPE's broadcasts). It is slower to import, so
+        it only runs when dims are still unknown, and fills in only what it knows better."""
+        try:
+            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+            inferred = SymbolicShapeInference.infer_shapes(light, auto_merge=True)
+        except Exception:  # noqa: BLE001 - best effort: unknown dims freeze units, never guess
+            return
+        if inferred is None:
+            return
+        for vi in [*inferred.graph.value_info, *inferred.graph.output]:
+            t = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type") or not t.HasField("shape"):
+                continue
+            new = [_dim(d) for d in t.shape.dim]
+            old = self.shapes.get(vi.name)
+            if old is None or (len(old) == len(new) and any(_vague(d) for d in old)):
+                self.shapes[vi.name] = [n if _vague(o) else o for o, n in zip(old, new, strict=True)
+                                        ] if old is not None else new
+        self.__dict__.pop("_known_cache", None)
 
     def _collect_shapes(self, model: onnx.ModelProto) -> None:
         vis = [*model.graph.value_info, *model.graph.input, *model.graph.output]
@@ -187,6 +216,10 @@ class Graph:
                         "is produced (graph is not topologically sorted or the input is missing)"
                     )
             known.update(node.output)
+
+
+def _vague(d: Dim) -> bool:
+    return d is None or (isinstance(d, str) and d.startswith("unk__"))
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -230,6 +263,13 @@ def strip_weights(model: onnx.ModelProto, keep_elements: int = 256) -> onnx.Mode
             h.initializer.append(onnx.TensorProto(name=t.name, dims=t.dims,
                                                   data_type=t.data_type))
     return out
+
+
+def _stripped(t: onnx.TensorProto) -> bool:
+    if t.data_location == onnx.TensorProto.EXTERNAL or math.prod(t.dims) == 0:
+        return False
+    return not (t.raw_data or t.float_data or t.int64_data or t.int32_data or t.double_data
+                or t.uint64_data or t.string_data)
 
 
 def approx_bytes(model: onnx.ModelProto) -> int:

@@ -167,11 +167,26 @@ INT_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)
 
 
 def _where(graph: Graph, node, args) -> Known | None:
-    """Our own rewrite overrides computed shape entries with Where(mask, values, shape)."""
+    """Entry-wise select (exporters write `Where(shape == -1, 1, shape)`; our rewrite
+    overrides computed shape entries with `Where(mask, values, shape)`)."""
     cond, x, y = args
-    if cond is None or x is None or y is None or None in to_ints(cond):
+    if cond is None or x is None or y is None:
         return None
-    return np.where(np.array(to_ints(cond), dtype=bool).reshape(cond.shape), x, y)
+    c, x, y = np.broadcast_arrays(cond, x, y)
+    out = np.empty(c.shape, dtype=object)
+    for i, (ci, xi, yi) in enumerate(zip(c.ravel(), x.ravel(), y.ravel(), strict=True)):
+        out.ravel()[i] = None if ci is None else (xi if ci else yi)
+    return out
+
+
+def _equal_entry(a, b):
+    if isinstance(a, int) and isinstance(b, int):
+        return int(a == b)
+    if isinstance(a, str) and isinstance(b, int) and b < 0:
+        return 0  # a dimension is never negative
+    if isinstance(b, str) and isinstance(a, int) and a < 0:
+        return 0
+    return None
 
 
 def _constant_of_shape(graph: Graph, node, args) -> Known | None:
@@ -209,6 +224,7 @@ _OPS: dict[str, Callable] = {
     "Max": _binary(_lift(max)),
     "Min": _binary(_lift(min)),
     "Div": _binary(_lift(_trunc_div)),
+    "Equal": _binary(np.frompyfunc(_equal_entry, 2, 1)),
 }
 
 
@@ -273,5 +289,47 @@ def slice_dims(graph: Graph, node) -> list | None:
     return dims
 
 
-HINTS = {"Reshape": reshape_dims, "Slice": slice_dims}
+def expand_dims(graph: Graph, node) -> list | None:
+    """Expand's output: the input broadcast against the statically known shape."""
+    ins = graph.shape(node.input[0])
+    v = known_value(graph, node.input[1])
+    if ins is None or v is None or v.ndim != 1:
+        return None
+    shape = list(np.ravel(v))
+    rank = max(len(ins), len(shape))
+    a = [1] * (rank - len(ins)) + list(ins)
+    b = [1] * (rank - len(shape)) + shape
+    return [_broadcast_dim(x, y) for x, y in zip(a, b, strict=True)]
+
+
+def _broadcast_dim(x, y):
+    if x == 1:
+        return y
+    if y == 1 or y == x or isinstance(x, int):
+        return x
+    if isinstance(y, str) and (x is None or x.startswith("unk__")):
+        return y  # the shape names the dim that inference lost
+    return None
+
+
+def constant_of_shape_dims(graph: Graph, node) -> list | None:
+    v = known_value(graph, node.input[0])
+    return None if v is None or v.ndim != 1 else list(v)
+
+
+def range_dims(graph: Graph, node) -> list | None:
+    """arange(S) keeps the symbol S (start 0, step 1); all-int ranges are counted."""
+    start, limit, delta = (known_value(graph, x) for x in node.input[:3])
+    if start is None or limit is None or delta is None:
+        return None
+    a, b, d = (np.ravel(x)[0] for x in (start, limit, delta))
+    if a == 0 and d == 1 and b is not None:
+        return [b]
+    if all(isinstance(x, int) for x in (a, b, d)) and d:
+        return [max(0, -(-(b - a) // d))]
+    return None
+
+
+HINTS = {"Reshape": reshape_dims, "Slice": slice_dims, "Expand": expand_dims,
+         "ConstantOfShape": constant_of_shape_dims, "Range": range_dims}
 """Ops whose output dims we can complete from known shape values."""

@@ -38,38 +38,43 @@ def span_on(spans: list[Span], axis: int) -> Span | None:
     return next((s for s in spans if axis in s.axes), None)
 
 
+def keep_whole(ctx: Ctx, span: Span, axes: set[int], why: str) -> bool:
+    """Make sure no unit is ever cut along `axes` of `span`.
+
+    A span that also covers other axes is collapsed along `axes` (each row along them becomes
+    part of one unit, so removal only ever takes whole rows: exact). A span lying wholly on
+    `axes` cannot be kept whole that way and is frozen. This one mechanism turns [heads, dim]
+    into head units, keeps RoPE's rotate_half and a slice of a fused QKV exact, and freezes a
+    softmax over channels. Returns False when the span was frozen.
+    """
+    hit = [k for k, a in enumerate(span.axes) if a in axes]
+    if not hit:
+        return True
+    rest = [k for k in range(len(span.axes)) if k not in hit]
+    if not rest:
+        ctx.freeze(span.ids, why)
+        return False
+    moved = np.transpose(span.ids, rest + hit)
+    for row in moved.reshape(int(np.prod(moved.shape[: len(rest)])), -1):
+        ctx.uf.unify_all(row)
+    return True
+
+
 def freeze_where(ctx: Ctx, spans: list[Span], axes: set[int], why: str) -> list[Span]:
-    """Freeze spans touching `axes`; return the others unchanged."""
-    keep = []
-    for s in spans:
-        if set(s.axes) & axes:
-            ctx.freeze(s.ids, why)
-        else:
-            keep.append(s)
-    return keep
+    """Spans kept whole along `axes` (collapsed, or frozen and dropped)."""
+    return [s for s in spans if keep_whole(ctx, s, axes, why)]
 
 
 def reduce_over(ctx: Ctx, spans: list[Span], axes: set[int], keepdims: bool, why: str) -> list[Span]:
-    """Spans after reducing `axes`.
-
-    A span lying wholly on reduced axes mixes its units: frozen. A span that also covers kept
-    axes is collapsed along the reduced ones (each reduced row becomes part of one unit), which
-    keeps the reduction exact: this is how [heads, dim] becomes head units.
-    """
+    """Spans after reducing `axes`: kept whole along them (see keep_whole), then without them."""
     out = []
     for s in spans:
-        red = [k for k, a in enumerate(s.axes) if a in axes]
-        if not red:
+        if not keep_whole(ctx, s, axes, why):
+            continue
+        kept = [k for k, a in enumerate(s.axes) if a not in axes]
+        if len(kept) == len(s.axes):
             out.append(s)
             continue
-        kept = [k for k in range(len(s.axes)) if k not in red]
-        if not kept:
-            ctx.freeze(s.ids, why)
-            continue
-        moved = np.transpose(s.ids, kept + red)
-        rows = moved.reshape(int(np.prod(moved.shape[: len(kept)])), -1)
-        for row in rows:
-            ctx.uf.unify_all(row)
         index = tuple(slice(None) if k in kept else 0 for k in range(len(s.axes)))
         out.append(Span(tuple(s.axes[k] for k in kept), s.ids[index]))
     if keepdims:
@@ -83,22 +88,23 @@ def drop_axes(span: Span, removed: set[int]) -> Span:
 
 
 def broadcast_member(ctx: Ctx, i: int, span: Span, out_rank: int) -> bool:
-    """Make constant input `i` a member along `span` if it is full-size there.
+    """Reconcile input `i`, which carries no units on `span`'s axes, with `span`.
 
-    Returns False when the input is a non-constant tensor with real extent on the span's axes
-    (its positions cannot be removed by us), True when it is a member or broadcasts.
+    Broadcast (size 1) there: nothing to do. A constant of full size on every span axis: a
+    member, sliced with the units. Otherwise its positions along the axes where it has real
+    extent can never be removed, so the span is kept whole along them (collapsed or frozen).
+    Returns False when the span was frozen.
     """
     shape = ctx.shape(i)
     if shape is None:
+        ctx.freeze(span.ids, "input shape unknown")
         return False
     offset = out_rank - len(shape)
     dims = [shape[a - offset] if a - offset >= 0 else 1 for a in span.axes]
-    if all(d == 1 for d in dims):
+    full = {a for a, d in zip(span.axes, dims, strict=True) if d != 1}
+    if not full:
         return True
-    if ctx.const(i) is None:
-        return False
-    if any(d != n for d, n in zip(dims, span.ids.shape, strict=True)):
-        return False  # partly broadcast along a multi-axis span: not a plain slice
-    ctx.member(i, Span(tuple(a - offset for a in span.axes), span.ids), "param")
-    return True
-
+    if ctx.const(i) is not None and all(d == n for d, n in zip(dims, span.ids.shape, strict=True)):
+        ctx.member(i, Span(tuple(a - offset for a in span.axes), span.ids), "param")
+        return True
+    return keep_whole(ctx, span, full, "combined with a tensor that carries no units")

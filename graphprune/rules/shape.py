@@ -21,7 +21,7 @@ import numpy as np
 from ..ir import Dim, attr
 from ..shapeval import reshape_dims
 from ..slots import Span, simplify
-from .common import axes_arg, drop_axes, norm_axis, span_on
+from .common import axes_arg, drop_axes, keep_whole, norm_axis, span_on
 from .registry import rule
 
 if TYPE_CHECKING:
@@ -79,8 +79,11 @@ def unsqueeze(ctx: Ctx) -> None:
 def reshape_groups(ins: list[Dim], outs: list[Dim]) -> list[tuple[list[int], list[int]]] | None:
     """Pair input and output axes into runs of equal product; None where dims are unknown."""
     groups: list[tuple[list[int], list[int]]] = []
-    dynamic_pair = sum(not isinstance(d, int) for d in ins) == 1 == sum(
-        not isinstance(d, int) for d in outs)
+    def unmatched(xs, ys):
+        return sum(not isinstance(d, int) and (d is None or d not in ys) for d in xs)
+
+    # one unknown dim left on each side (same-named symbols aside): element count forces them equal
+    dynamic_pair = unmatched(ins, outs) == 1 == unmatched(outs, ins)
     i = j = 0
     while i < len(ins) or j < len(outs):
         a = ins[i] if i < len(ins) else None
@@ -130,7 +133,12 @@ def _product_run(ins, outs, i, j):
 
 
 def regroup(ctx: Ctx, ins: list[Dim] | None, outs: list[Dim] | None) -> list[Span] | None:
-    """Map the input's spans through a reshape from `ins` to `outs` (None: frozen)."""
+    """Map the input's spans through a reshape from `ins` to `outs` (None: frozen).
+
+    A span may cover several runs of equal product (GQA's repeat_kv reshapes [Hkv, rep] and
+    keeps [D]): each run is regrouped on its own; runs the span does not touch keep size 1, so
+    unknown dims (batch, sequence) between them do no harm.
+    """
     spans = ctx.spans(0)
     groups = reshape_groups(ins, outs) if ins is not None and outs is not None else None
     if groups is None:
@@ -138,15 +146,40 @@ def regroup(ctx: Ctx, ins: list[Dim] | None, outs: list[Dim] | None) -> list[Spa
         return None
     out = []
     for s in spans:
-        g = next(((gi, gj) for gi, gj in groups if set(s.axes) <= set(gi)), None)
-        if g is None or not g[1] or any(not isinstance(ins[a], int) for a in g[0]):
+        new = _regroup_span(s, groups, ins, outs)
+        if new is None:
             ctx.freeze(s.ids, "reshape mixes a unit axis with an unknown one")
-            continue
-        gi, gj = g
-        index = tuple(slice(None) if a in s.axes else np.newaxis for a in gi)
-        full = np.broadcast_to(s.ids[index], [ins[a] for a in gi])
-        out.append(simplify(Span(tuple(gj), full.reshape([outs[b] for b in gj]))))
+        else:
+            out.append(new)
     return out
+
+
+def _regroup_span(s: Span, groups, ins: list[Dim], outs: list[Dim]) -> Span | None:
+    touched = [(gi, gj) for gi, gj in groups if set(gi) & set(s.axes)]
+    if any(not gj or any(not isinstance(ins[a], int) for a in gi) for gi, gj in touched):
+        return None
+    if not set(s.axes) <= {a for gi, _ in touched for a in gi}:
+        return None
+    lo, hi = min(touched[0][0]), max(touched[-1][0])
+    index = tuple(slice(None) if a in s.axes else np.newaxis for a in range(lo, hi + 1))
+    arr = s.ids[index]
+    out_axes: list[int] = []
+    out_dims: list[int] = []
+    for gi, gj in groups:
+        if not gi or gi[0] < lo or gi[-1] > hi:
+            continue
+        if (gi, gj) in touched:
+            out_axes.extend(gj)
+            out_dims.extend(outs[b] for b in gj)
+        else:
+            out_axes.extend(gj)
+            out_dims.extend(1 for _ in gj)
+    in_dims = [ins[a] if any(a in gi for gi, _ in touched) else 1 for a in range(lo, hi + 1)]
+    full = np.broadcast_to(arr, in_dims).reshape(out_dims)
+    keep = [k for k, b in enumerate(out_axes)
+            if any(b in gj for gi, gj in touched)]
+    full = full[tuple(slice(None) if k in keep else 0 for k in range(len(out_axes)))]
+    return simplify(Span(tuple(out_axes[k] for k in keep), full))
 
 
 @rule("Flatten")
@@ -281,6 +314,10 @@ def concat(ctx: Ctx) -> None:
     _concat_marks(ctx, names)
     along = [span_on(ctx.spans(i), axis) for i in names]
     out: list[Span] = []
+    if any(s is not None and len(s.axes) > 1 for s in along):
+        out.append(_concat_whole(ctx, along, axis))
+        ctx.set_out(0, [s for s in out if s is not None])
+        return
     if any(s is not None for s in along):
         pieces = []
         for i, s in zip(names, along, strict=True):
@@ -301,6 +338,20 @@ def concat(ctx: Ctx) -> None:
     ctx.set_out(0, out)
 
 
+def _concat_whole(ctx: Ctx, along: list[Span | None], axis: int) -> Span | None:
+    """Pieces whose units span more axes (rotate_half's halves of [heads, dim]): kept whole
+    along the concat axis, their ids are concatenated and the axis is never cut."""
+    axes = along[0].axes if along[0] is not None else None
+    if axes is None or any(s is None or s.axes != axes for s in along):
+        for s in along:
+            if s is not None:
+                ctx.freeze(s.ids, "concat of differently labelled pieces")
+        return None
+    if not all(keep_whole(ctx, s, {axis}, "concat axis") for s in along):
+        return None
+    return Span(axes, np.concatenate([s.ids for s in along], axis=axes.index(axis)))
+
+
 def _unify_across(ctx: Ctx, names: list[int], axis: int, rank: int) -> list[Span]:
     """Spans on the other axes: every input shares the output positions there."""
     from .common import broadcast_member
@@ -315,10 +366,8 @@ def _unify_across(ctx: Ctx, names: list[int], axis: int, rank: int) -> list[Span
         for other in spans[1:]:
             ctx.unify(spans[0].ids, other.ids)
         for i in names:
-            if not any(s.axes == axes for s in ctx.spans(i)) and not (
-                ctx.const(i) is not None and broadcast_member(ctx, i, spans[0], rank)
-            ):
-                ctx.freeze(spans[0].ids, "concatenated with a tensor that carries no units")
+            if not any(s.axes == axes for s in ctx.spans(i)):
+                broadcast_member(ctx, i, spans[0], rank)
         out.append(spans[0])
     return out
 
@@ -350,12 +399,22 @@ def split(ctx: Ctx) -> None:
             ctx.set_out(o, others)
         return
     sizes = _split_sizes(ctx, axis, n_out)
-    if sizes is None or chan.axes != (axis,):
+    if sizes is None:
         ctx.freeze(chan.ids, "split sizes unknown")
         for o in range(n_out):
             ctx.set_out(o, others)
         return
     bounds = np.cumsum([0, *sizes])
+    if chan.axes != (axis,):  # kept whole along the split axis: sizes never change
+        if not keep_whole(ctx, chan, {axis}, "split of a multi-axis unit span"):
+            for o in range(n_out):
+                ctx.set_out(o, others)
+            return
+        k = chan.axes.index(axis)
+        for o in range(n_out):
+            piece = np.take(chan.ids, np.arange(bounds[o], bounds[o + 1]), axis=k)
+            ctx.set_out(o, [*others, Span(chan.axes, piece)])
+        return
     pieces = [chan.ids[bounds[k]:bounds[k + 1]] for k in range(n_out)]
     for o, ids in enumerate(pieces):
         ctx.set_out(o, [*others, Span((axis,), ids)])
@@ -407,8 +466,14 @@ def slice_(ctx: Ctx) -> None:
             out.append(s)
             continue
         k = cut[0]
-        if len(s.axes) > 1 or steps[k] != 1 or starts[k] is None or ends[k] is None:
-            ctx.freeze(s.ids, "strided, multi-axis or dynamic slice of a unit axis")
+        if None in (starts[k], ends[k], steps[k]) or len(cut) > 1:
+            ctx.freeze(s.ids, "dynamic slice of a unit axis")
+            continue
+        if len(s.axes) > 1 or steps[k] != 1:
+            whole = _slice_whole(ctx, s, norm_axis(axes[k], rank), starts[k], ends[k], steps[k])
+            if whole is not None:
+                out.append(whole)
+                cut_pos.add(k)  # kept whole: the bounds' values never change
             continue
         r = range(len(s.ids))[slice(starts[k], ends[k], 1)]
         ids = s.ids[r.start:r.stop]
@@ -420,6 +485,16 @@ def slice_(ctx: Ctx) -> None:
     for i in (3, 4):
         ctx.consume_marks(i, set())
     ctx.set_out(0, out)
+
+
+def _slice_whole(ctx: Ctx, s: Span, axis: int, start: int, end: int, step: int) -> Span | None:
+    """Slicing [heads, dim] along dim (RoPE's rotate_half): the span is kept whole along the
+    sliced axis, so the bounds stay valid as they are."""
+    if not keep_whole(ctx, s, {axis}, "strided slice of a unit axis"):
+        return None
+    k = s.axes.index(axis)
+    picked = np.arange(s.ids.shape[k])[slice(start, end, step)]
+    return Span(s.axes, np.take(s.ids, picked, axis=k))
 
 
 def _slice_marks(ctx: Ctx, starts, ends, steps) -> None:
@@ -460,6 +535,11 @@ def gather(ctx: Ctx) -> None:
                 out.pop()
                 ctx.freeze(s.ids, "gather indices of unknown rank")
             continue
+        if idx is not None and len(s.axes) > 1:
+            whole = _gather_whole(ctx, s, axis, idx)
+            if whole is not None:
+                out.append(whole)
+            continue
         if idx is None or idx.ndim != 1 or s.axes != (axis,):
             ctx.freeze(s.ids, "gather on a unit axis with non-constant or scalar indices")
             continue
@@ -467,6 +547,19 @@ def gather(ctx: Ctx) -> None:
         out.append(Span((axis,), s.ids[pos]))
         ctx.edit("indices", _set_indices(ctx.index, s.ids, pos))
     ctx.set_out(0, out)
+
+
+def _gather_whole(ctx: Ctx, s: Span, axis: int, idx: np.ndarray) -> Span | None:
+    """Picking q/k/v out of a fused [3, heads, dim] span: kept whole along the gathered axis,
+    so the indices stay valid; the picked rows keep their units."""
+    if not keep_whole(ctx, s, {axis}, "gather on a unit axis"):
+        return None
+    k = s.axes.index(axis)
+    n = s.ids.shape[k]
+    picked = np.take(s.ids, np.where(idx < 0, idx + n, idx), axis=k)
+    new_axes = [a if a < axis else a + idx.ndim - 1 for a in s.axes if a != axis]
+    new_axes[k:k] = [axis + j for j in range(idx.ndim)]
+    return simplify(Span(tuple(new_axes), picked)) if new_axes else None
 
 
 def _set_indices(node: int, ids: np.ndarray, pos: np.ndarray):
@@ -491,10 +584,7 @@ def shape(ctx: Ctx) -> None:
     marks: list = []
     for a in range(start, end):
         s = span_on(ctx.spans(0), a)
-        if s is not None and s.axes != (a,):
-            ctx.freeze(s.ids, "shape of a multi-axis unit span read")
-            s = None
-        marks.append(None if s is None else s.ids)
+        marks.append(None if s is None else s.ids.ravel())
     ctx.set_marks(0, marks)
 
 
