@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
@@ -65,42 +64,21 @@ def _input_sizes(specs: list[str]) -> dict[str, list[int]]:
     return sizes
 
 
-def _check_output(src: Path, out: Path) -> None:
-    if out.resolve() == src.resolve():
-        raise InputError("output path is the input path; refusing to overwrite the input")
-    if not out.parent.is_dir():
-        raise InputError(f"output directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise InputError(f"output directory {out.parent} is not writable")
-
-
-def _check_writable(path: str | None) -> None:
-    if path:
-        parent = Path(path).resolve().parent
-        if not parent.is_dir() or not os.access(parent, os.W_OK):
-            raise InputError(f"cannot write report to {path}")
-
-
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .io import file_size, save_atomic, uses_external_data
+    from .io import file_size, load_checked, save_atomic, write_text_atomic
     from .pipeline import compress
 
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
-    if src.exists():
-        _check_output(src, out)
-    _check_writable(args.report)
     say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
-    from .io import load
-
-    model = load(src)
+    model, external = load_checked(src, out, report=args.report)
     pruned, report = compress(model, ratio=args.ratio, criterion=args.criterion,
                               round_to=args.round_to, protect=args.protect, seed=args.seed,
                               input_sizes=_input_sizes(args.input_shape), progress=say)
-    save_atomic(pruned, out, external=uses_external_data(model) or None)
+    save_atomic(pruned, out, external=external or None)
     report.bytes_before, report.bytes_after = file_size(src), file_size(out)
     if args.report:
-        Path(args.report).write_text(report.to_json())
+        write_text_atomic(args.report, report.to_json())
     if args.json:
         print(report.to_json())
     elif not args.quiet:

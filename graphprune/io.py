@@ -1,54 +1,74 @@
-"""Loading and saving models: clear errors for bad files, atomic writes, external data kept."""
+"""Loading and saving models, and the guards that keep bad input from becoming a traceback.
+
+Every way an input can be unusable ends in one `InputError` line (exit 2): a missing or
+unreadable file, bytes that are not an ONNX model, missing or short external data, an opset
+older than 11, an output or report path that would overwrite the input (or its external data)
+or cannot be written. A model that parses but that onnxruntime itself cannot run is diagnosed
+only when something later fails (`guard_input`), so the happy path pays nothing for it.
+
+Writes are atomic (a temporary file beside the target, then a rename) and never modify the
+model being written.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
+import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
+from onnx import numpy_helper
 
-from .errors import InputError
+from .errors import GraphpruneError, InputError
 from .ir import approx_bytes
 
 MIN_OPSET = 11
 TWO_GB = (1 << 31) - (1 << 24)
+EXTERNAL_THRESHOLD = 1024
+"""Initializers of at least this many bytes go to the data file when writing external data."""
+
+PathLike = str | os.PathLike
 
 
-def load(path: str | os.PathLike) -> onnx.ModelProto:
-    p = Path(path)
+# -- loading ----------------------------------------------------------------------------------
+def load(source: PathLike | bytes, *, external_data: bool = True) -> onnx.ModelProto:
+    """Read and sanity-check a model from a path (or serialized bytes).
+
+    External data is read from beside the file unless `external_data` is False (then call
+    `load_external_data` yourself, e.g. after listing the files with `external_data_files`).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return parse(bytes(source), "model")
+    p = Path(source)
     if not p.exists():
         raise InputError(f"{p}: no such file")
     if p.is_dir():
         raise InputError(f"{p}: is a directory, expected an .onnx file")
     try:
-        model = onnx.load(str(p), load_external_data=False)
-    except (DecodeError, ValueError, RuntimeError) as exc:
-        raise InputError(f"{p}: not a valid ONNX model ({_first_line(exc)})") from exc
-    if not model.graph.node and not model.graph.output:
-        raise InputError(f"{p}: not a valid ONNX model (empty graph)")
-    if uses_external_data(model):
-        _load_external(model, p.parent)
-    check_opset(model, str(p))
+        data = p.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from exc
+    model = parse(data, str(p))
+    if external_data:
+        load_external_data(model, p.parent)
     return model
 
 
-def _load_external(model: onnx.ModelProto, base: Path) -> None:
-    for t in model.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            loc = next((e.value for e in t.external_data if e.key == "location"), None)
-            if loc is None or not (base / loc).exists():
-                raise InputError(f"external data file '{loc}' for tensor '{t.name}' is missing "
-                                 f"(looked in {base})")
+def parse(data: bytes, where: str = "model") -> onnx.ModelProto:
+    """Bytes → ModelProto, refusing what is not a usable ONNX model."""
+    model = onnx.ModelProto()
     try:
-        onnx.external_data_helper.load_external_data_for_model(model, str(base))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read external data: {_first_line(exc)}") from exc
-
-
-def uses_external_data(model: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+        model.ParseFromString(data)
+    except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError, ...
+        raise InputError(f"{where}: not a valid ONNX model ({_one_line(exc)})") from exc
+    if not model.graph.node and not model.graph.output:
+        raise InputError(f"{where}: not a valid ONNX model (empty graph)")
+    check_opset(model, where)
+    return model
 
 
 def check_opset(model: onnx.ModelProto, where: str = "model") -> None:
@@ -60,55 +80,308 @@ def check_opset(model: onnx.ModelProto, where: str = "model") -> None:
                          "(convert it with onnx.version_converter first)")
 
 
-def save_atomic(model: onnx.ModelProto, path: str | os.PathLike, *,
+def _all_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Initializers and tensor attributes, in subgraphs too."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            for sub in [a.g] if a.HasField("g") else []:
+                yield from _all_tensors(sub)
+            for sub in a.graphs:
+                yield from _all_tensors(sub)
+
+
+def _location(t: onnx.TensorProto) -> str | None:
+    return next((e.value for e in t.external_data if e.key == "location"), None)
+
+
+def uses_external_data(model: onnx.ModelProto) -> bool:
+    """Whether some tensor still refers to external data (false once it has been loaded)."""
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_tensors(model.graph))
+
+
+def external_data_files(model: onnx.ModelProto, base: PathLike) -> list[Path]:
+    """The data files a not-yet-loaded model refers to, in order of first use."""
+    locs = [_location(t) for t in _all_tensors(model.graph)
+            if t.data_location == onnx.TensorProto.EXTERNAL]
+    return [Path(base) / loc for loc in dict.fromkeys(x for x in locs if x)]
+
+
+def load_external_data(model: onnx.ModelProto, base: PathLike) -> None:
+    base = Path(base)
+    for t in _all_tensors(model.graph):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        loc = _location(t)
+        if not loc:
+            raise InputError(f"tensor '{t.name}' has external data but no location")
+        if not (base / loc).is_file():
+            raise InputError(f"external data file '{loc}' for tensor '{t.name}' is missing "
+                             f"(looked in {base})")
+    try:
+        onnx.external_data_helper.load_external_data_for_model(model, str(base))
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, onnx's ValidationError, ...
+        raise InputError(f"cannot read external data: {_one_line(exc)}") from exc
+
+
+def load_checked(src: PathLike, out: PathLike, *,
+                 report: PathLike | None = None) -> tuple[onnx.ModelProto, bool]:
+    """Load the input of a compress run after refusing output paths that would overwrite it
+    (or its external data) or cannot be written. Returns (model, had external data)."""
+    src = Path(src)
+    if src.exists():
+        check_outputs(src, out, report=report)  # cheap, before reading a large model
+    model = load(src, external_data=False)
+    data_files = external_data_files(model, src.parent)
+    check_outputs(src, out, report=report, inputs=data_files)
+    load_external_data(model, src.parent)
+    return model, bool(data_files)
+
+
+# -- output paths -----------------------------------------------------------------------------
+def data_path(out: PathLike) -> Path:
+    """Where `save_atomic` puts the external data of a model written to `out`."""
+    p = Path(out)
+    return p.with_name(f"{p.name}.data")
+
+
+def check_outputs(src: PathLike, out: PathLike, *, report: PathLike | None = None,
+                  inputs: list[Path] | None = None) -> None:
+    """Refuse an output or report path that is the input model or one of its data files
+    (`inputs`), is a directory, or lies in a missing or read-only directory."""
+    protected = [Path(src), *(inputs or [])]
+    targets = [("output", Path(out)), ("output data", data_path(out))]
+    if report is not None:
+        targets.append(("report", Path(report)))
+        if any(_same_file(Path(report), t) for t in (Path(out), data_path(out))):
+            raise InputError(f"report path {report} is the output path")
+    for what, path in targets:
+        if any(_same_file(path, p) for p in protected):
+            raise InputError(f"{what} path {path} is the input model"
+                             f"{'' if _same_file(path, Path(src)) else ' data'}; "
+                             "refusing to overwrite the input")
+        if what != "output data":
+            check_writable(path, what)
+
+
+def check_writable(path: PathLike, what: str = "output") -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{what} path {p} is a directory")
+    parent = p.absolute().parent
+    if not parent.exists():
+        raise InputError(f"{what} directory {parent} does not exist")
+    if not parent.is_dir():
+        raise InputError(f"{what} directory {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{what} directory {parent} is not writable")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.absolute() == b.absolute() or a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+# -- saving -----------------------------------------------------------------------------------
+def save_atomic(model: onnx.ModelProto, path: PathLike, *,
                 external: bool | None = None) -> None:
     """Write to a temp file beside the target, then rename: never a half-written model.
 
     External data is used when asked, or when the model would pass protobuf's 2 GB limit; its
-    data file sits beside the model as `<name>.data`.
+    data file sits beside the model as `<name>.data`. `model` itself is not modified.
     """
     p = Path(path)
     if external is None:
         external = approx_bytes(model) > TWO_GB
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    os.close(fd)
-    data_name = f"{p.name}.data"
-    tmp_data = None
     try:
-        if external:
-            tmp_data = f".{data_name}.tmp"
-            onnx.save(model, tmp, save_as_external_data=True, all_tensors_to_one_file=True,
-                      location=tmp_data, size_threshold=1024)
-            _relocate(tmp, tmp_data, data_name)
-            os.replace(p.parent / tmp_data, p.parent / data_name)
-        else:
-            onnx.save(model, tmp)
-        os.replace(tmp, p)
-    except BaseException:
-        for f in (tmp, p.parent / tmp_data if tmp_data else None):
-            if f and os.path.exists(f):
-                os.unlink(f)
-        raise
+        with _temp_beside(p) as (tmp, f):
+            if external:
+                with _temp_beside(data_path(p)) as (tmp_data, fd):
+                    f.write(_with_external_data(model, fd, data_path(p).name)
+                            .SerializeToString())
+                    fd.close()
+                    os.replace(tmp_data, data_path(p))
+            else:
+                f.write(model.SerializeToString())
+            f.close()
+            os.replace(tmp, p)
+    except OSError as exc:
+        raise InputError(f"cannot write {p}: {exc.strerror or exc}") from exc
 
 
-def _relocate(model_path: str, old: str, new: str) -> None:
-    """Point the saved model's external references at the final data file name."""
-    m = onnx.load(model_path, load_external_data=False)
-    for t in m.graph.initializer:
-        for e in t.external_data:
-            if e.key == "location" and e.value == old:
-                e.value = new
-    onnx.save(m, model_path)
-
-
-def file_size(path: str | os.PathLike) -> int:
+def write_text_atomic(path: PathLike, text: str) -> None:
+    """A text file (the JSON report), written like a model: whole or not at all."""
     p = Path(path)
-    size = p.stat().st_size
+    try:
+        with _temp_beside(p) as (tmp, f):
+            f.write(text.encode())
+            f.close()
+            os.replace(tmp, p)
+    except OSError as exc:
+        raise InputError(f"cannot write {p}: {exc.strerror or exc}") from exc
+
+
+class _temp_beside:  # noqa: N801 - used as a context manager, like a function
+    """A temporary file in the target's directory, with the mode a plain `open` would give;
+    removed on the way out unless it was renamed into place."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __enter__(self) -> tuple[str, BinaryIO]:
+        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".tmp",
+                                        dir=self.target.absolute().parent)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        self.file = os.fdopen(fd, "wb")
+        return self.tmp, self.file
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
+_DATA_FIELDS = frozenset({"raw_data", "float_data", "int32_data", "int64_data", "double_data",
+                          "uint64_data", "string_data", "external_data", "data_location"})
+
+
+def _with_external_data(model: onnx.ModelProto, data: BinaryIO,
+                        location: str) -> onnx.ModelProto:
+    """A copy of `model` whose large initializers refer to `data` (written here) at
+    `location`; the weights are streamed out, never copied in memory."""
+    out = onnx.ModelProto()
+    _copy_fields(model, out, skip={"graph"})
+    _copy_fields(model.graph, out.graph, skip={"initializer"})
+    offset = 0
+    for t in model.graph.initializer:
+        raw = _raw_bytes(t)
+        if raw is None or len(raw) < EXTERNAL_THRESHOLD:
+            out.graph.initializer.append(t)
+            continue
+        ref = out.graph.initializer.add()
+        _copy_fields(t, ref, skip=_DATA_FIELDS)
+        data.write(raw)
+        ref.data_location = onnx.TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", offset), ("length", len(raw))):
+            ref.external_data.add(key=key, value=str(value))
+        offset += len(raw)
+    return out
+
+
+def _raw_bytes(t: onnx.TensorProto) -> bytes | None:
+    if t.data_location == onnx.TensorProto.EXTERNAL or t.data_type == onnx.TensorProto.STRING:
+        return None
+    if t.HasField("raw_data"):
+        return t.raw_data
+    return numpy_helper.from_array(np.asarray(numpy_helper.to_array(t))).raw_data
+
+
+def _copy_fields(src, dst, skip: set[str] | frozenset[str]) -> None:
+    for fd, value in src.ListFields():
+        if fd.name in skip:
+            continue
+        if fd.is_repeated:
+            getattr(dst, fd.name).extend(value)
+        elif fd.type == fd.TYPE_MESSAGE:
+            getattr(dst, fd.name).CopyFrom(value)
+        else:
+            setattr(dst, fd.name, value)
+
+
+def file_size(path: PathLike) -> int:
+    """Bytes on disk of a model file and its external data files."""
+    p = Path(path)
     m = onnx.load(str(p), load_external_data=False)
-    locs = {e.value for t in m.graph.initializer for e in t.external_data if e.key == "location"}
-    return size + sum((p.parent / loc).stat().st_size for loc in locs if (p.parent / loc).exists())
+    return p.stat().st_size + sum(f.stat().st_size for f in external_data_files(m, p.parent)
+                                  if f.is_file())
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+# -- telling bad input from bugs --------------------------------------------------------------
+F = TypeVar("F", bound=Callable)
+
+
+def guard_input(fn: F) -> F:
+    """For API entry points whose first argument is a model or a path.
+
+    When anything fails that is not already an InputError, ask whether the input model itself
+    is at fault (`input_problem`); if it is, raise a one-line InputError (exit 2) from the
+    failure instead of reporting a graphprune bug.
+    """
+
+    @functools.wraps(fn)
+    def guarded(model_or_path, *args, **kwargs):
+        try:
+            return fn(model_or_path, *args, **kwargs)
+        except InputError:
+            raise
+        except Exception as exc:
+            why = _diagnose(model_or_path, kwargs.get("input_sizes"))
+            if why is None:
+                raise
+            raise InputError(f"the input model cannot be used: {why}") from exc
+
+    return guarded  # type: ignore[return-value]
+
+
+def _diagnose(model_or_path, sizes) -> str | None:
+    try:
+        if isinstance(model_or_path, onnx.ModelProto):
+            return input_problem(model_or_path, sizes)
+        if isinstance(model_or_path, (str, os.PathLike, bytes)):
+            return input_problem(load(model_or_path), sizes)
+    except GraphpruneError as exc:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a failed diagnosis must not hide the original error
+        return None
+    return None
+
+
+def input_problem(model: onnx.ModelProto,
+                  sizes: dict[str, list[int]] | None = None) -> str | None:
+    """Why `model` cannot be pruned and proven as given, or None when it can.
+
+    onnxruntime must load it and run it on the validation's seeded inputs, in two sessions
+    to the same finite outputs: the exact check compares two sessions, so it needs a model
+    that is valid, deterministic across sessions and finite.
+    """
+    from .passes import validation
+
+    try:
+        data = validation.serialize(model)
+        feeds = validation.make_inputs(model, seed=0, sizes=sizes)
+        first, second = (validation.session(model, data).run(None, feeds) for _ in range(2))
+    except GraphpruneError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - whatever onnxruntime raises
+        hint = "" if sizes else "; if an input needs particular sizes, give --input-shape"
+        return f"onnxruntime cannot run it ({_one_line(exc)}){hint}"
+    for a, b in zip(first, second, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        if a.shape != b.shape or not np.array_equal(a, b, equal_nan=_is_float(a)):
+            return ("its outputs differ between two runs on the same inputs (a random op?), "
+                    "so no rewrite can be proven")
+        if _is_float(a) and not np.isfinite(a).all():
+            return ("it produces NaN or infinite outputs on random inputs, so no rewrite can "
+                    "be proven")
+    return None
+
+
+def _is_float(a: np.ndarray) -> bool:
+    return np.issubdtype(a.dtype, np.floating)
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """The exception's message on one line (onnxruntime spreads its details over several)."""
+    text = " ".join(str(exc).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text or type(exc).__name__

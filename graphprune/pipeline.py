@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -12,7 +13,7 @@ import onnx
 
 from .analysis import Analysis, Group, analyze_graph
 from .errors import InputError, ValidationError
-from .io import check_opset, load
+from .io import check_opset, guard_input, load
 from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params
 from .passes import rewrite, scoring, selection, validation
@@ -57,12 +58,14 @@ def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> onnx.ModelP
     raise InputError(f"expected an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
 
 
+@guard_input
 def analyze(model_or_path: onnx.ModelProto | str | os.PathLike) -> AnalysisResult:
     """Find the coupled groups of a model without changing it."""
     model = _as_model(model_or_path)
     return AnalysisResult(analyze_graph(Graph(model)))
 
 
+@guard_input
 def compress(
     model_or_path: onnx.ModelProto | str | os.PathLike,
     ratio: float = 0.4,
@@ -86,6 +89,7 @@ def compress(
     if criterion not in scoring.CRITERIA:
         raise InputError(f"unknown criterion '{criterion}' "
                          f"(choose from {', '.join(sorted(scoring.CRITERIA))})")
+    _check_regex(protect)
     say = progress or (lambda _msg: None)
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -105,7 +109,7 @@ def compress(
     removed, choices = selection.select_uniform(an, scores, ratio, round_to, protect)
     t = lap("selection", t)
     say(f"rewriting ({int(removed.sum())} units removed)")
-    pruned = rewrite.prune_model(model, an, removed)
+    pruned = rewrite.prune_model(model, an, removed) if removed.any() else _unchanged(model)
     t = lap("rewrite", t)
     say("validating in onnxruntime")
     check, pruned_bytes = _prove(model, pruned, an, removed, seed, input_sizes)
@@ -130,6 +134,22 @@ def compress(
     report.timings = timings
     report.seconds = round(time.perf_counter() - t0, 3)
     return pruned, report
+
+
+def _check_regex(protect: str | None) -> None:
+    if protect is not None:
+        try:
+            re.compile(protect)
+        except re.error as exc:
+            raise InputError(f"--protect '{protect}' is not a valid regular expression "
+                             f"({exc})") from None
+
+
+def _unchanged(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Nothing removed (ratio 0, or no prunable unit): the output is the input, as is."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed,
