@@ -59,6 +59,7 @@ class Group:
     frozen: dict[int, list[str]]
     members: list[Member]
     inexact: bool = False
+    kind: str = "channels"
 
     @property
     def prunable(self) -> list[int]:
@@ -68,6 +69,7 @@ class Group:
         reasons = sorted({r for rs in self.frozen.values() for r in rs})
         return {
             "name": self.name,
+            "kind": self.kind,
             "units": len(self.units),
             "prunable": len(self.prunable),
             "members": sorted({f"{graph.node_name(m.node)}[{m.index}]" for m in self.members}),
@@ -194,6 +196,13 @@ class Ctx:
     def blocker(self, op: str | None = None) -> None:
         self.an.blockers[op or self.node.op_type] += 1
 
+    @property
+    def inexact_mode(self) -> bool:
+        return self.an.inexact
+
+    def tag(self, ids: np.ndarray, tag: str) -> None:
+        self.uf.tag(ids, tag)
+
     def is_slotted(self, i: int) -> bool:
         return bool(self.spans(i))
 
@@ -203,8 +212,9 @@ MULTI_INPUT = frozenset({*BINARY, "Concat", "MatMul"})
 
 
 class _Analyzer:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, inexact: bool = False) -> None:
         self.graph = graph
+        self.inexact = inexact
         self.uf = UnionFind()
         self.spans: dict[str, list[Span]] = {}
         self.marks: dict[str, list[np.ndarray | None]] = {}
@@ -314,9 +324,21 @@ def build_groups(an: Analysis) -> list[Group]:
         order = {r: n for n, r in enumerate(dict.fromkeys(roots[anchor.span.ids.ravel()].tolist()))}
         units.sort(key=lambda r: order.get(r, len(order)))
         frozen = {r: sorted(an.uf.reasons[r]) for r in units if r in an.uf.reasons}
-        groups.append(Group(an.graph.node_name(anchor.node), units, frozen, members))
+        tags = set().union(*(an.uf.tags.get(r, set()) for r in units))
+        groups.append(Group(an.graph.node_name(anchor.node), units, frozen, members,
+                            inexact="inexact" in tags, kind=_kind(an, anchor, tags)))
     _dedupe_names(groups)
     return groups
+
+
+def _kind(an: Analysis, anchor: Member, tags: set[str]) -> str:
+    """channels (conv), heads (attention), ffn (other linear units), hidden (inexact)."""
+    if "inexact" in tags or "hidden" in tags:
+        return "hidden"
+    if "heads" in tags:
+        return "heads"
+    op = an.graph.nodes[anchor.node].op_type
+    return "ffn" if op in ("MatMul", "Gemm", "Gather") else "channels"
 
 
 def _dedupe_names(groups: list[Group]) -> None:
@@ -327,7 +349,27 @@ def _dedupe_names(groups: list[Group]) -> None:
             gr.name = f"{gr.name}#{seen[gr.name]}"
 
 
-def analyze_graph(graph: Graph) -> Analysis:
+def analyze_graph(graph: Graph, *, inexact: bool = False) -> Analysis:
+    """`inexact`: let units pass through statistics over their axis (LayerNorm, RMSNorm,
+    mean reductions) instead of freezing them; they are tagged "inexact" (hidden-size pruning)."""
     from . import rules  # noqa: F401 - registers the op rules
 
-    return _Analyzer(graph).run()
+    return _Analyzer(graph, inexact).run()
+
+
+SCOPES = ("channels", "heads", "ffn", "hidden")
+DEFAULT_SCOPE = ("channels", "heads", "ffn")
+
+
+def apply_scope(an: Analysis, scope: tuple[str, ...] | list[str]) -> None:
+    """Freeze the units of groups whose kind is outside `scope` (with that reason)."""
+    bad = sorted(set(scope) - set(SCOPES))
+    if bad:
+        from .errors import InputError
+
+        raise InputError(f"unknown scope {', '.join(bad)} (choose from {', '.join(SCOPES)})")
+    for g in an.groups:
+        if g.kind not in scope:
+            for u in g.units:
+                if u not in g.frozen:
+                    g.frozen[u] = [f"{g.kind} not in --scope"]

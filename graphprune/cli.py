@@ -34,6 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--protect", metavar="REGEX", help="keep groups touching matching node names")
     c.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
                    help="concrete shape for a dynamic input during validation (repeatable)")
+    c.add_argument("--scope", default="channels,heads,ffn", metavar="KINDS",
+                   help="unit kinds to prune, comma-separated: channels, heads, ffn, hidden "
+                        "(hidden = residual width through LayerNorm/RMSNorm: inexact, opt-in; "
+                        "default channels,heads,ffn)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--report", metavar="JSON", help="write the report as JSON here")
     _common(c)
@@ -74,7 +78,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     model, external = load_checked(src, out, report=args.report)
     pruned, report = compress(model, ratio=args.ratio, criterion=args.criterion,
                               round_to=args.round_to, protect=args.protect, seed=args.seed,
-                              input_sizes=_input_sizes(args.input_shape), progress=say)
+                              input_sizes=_input_sizes(args.input_shape), progress=say,
+                              scope=args.scope)
     save_atomic(pruned, out, external=external or None)
     report.bytes_before, report.bytes_after = file_size(src), file_size(out)
     if args.report:

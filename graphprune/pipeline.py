@@ -9,9 +9,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 
-from .analysis import Analysis, Group, analyze_graph
+from .analysis import DEFAULT_SCOPE, Analysis, Group, analyze_graph, apply_scope
 from .errors import InputError, ValidationError
 from .io import check_opset, guard_input, load
 from .ir import Graph, approx_bytes
@@ -76,12 +77,17 @@ def compress(
     seed: int = 0,
     input_sizes: dict[str, list[int]] | None = None,
     progress: Progress | None = None,
+    scope: tuple[str, ...] | list[str] | str = DEFAULT_SCOPE,
 ) -> tuple[onnx.ModelProto, Report]:
     """Prune `ratio` of every prunable group's units and prove the result exact.
 
+    `scope` picks unit kinds: channels, heads, ffn (default) and hidden (opt-in: the residual
+    stream, through LayerNorm/RMSNorm, inexact). With hidden units removed, the exact check
+    runs on the exact part of the plan and the report gives the full plan's fidelity.
     Returns the pruned model and its report. Raises ValidationError (nothing to write) when
     the rewrite does not match the masked original.
     """
+    scope = tuple(x.strip() for x in scope.split(",")) if isinstance(scope, str) else tuple(scope)
     if not 0.0 <= ratio < 1.0:
         raise InputError(f"ratio must be in [0, 1), got {ratio}")
     if round_to < 1:
@@ -102,17 +108,29 @@ def compress(
     model = _as_model(model_or_path)
     t = time.perf_counter()
     say("analysing dependencies")
-    an = analyze_graph(Graph(model))
+    an = analyze_graph(Graph(model), inexact="hidden" in scope)
+    apply_scope(an, scope)
     t = lap("analysis", t)
     say(f"scoring {sum(len(g.units) for g in an.groups)} units ({criterion})")
     scores = scoring.score_units(an, criterion, seed)
     removed, choices = selection.select_uniform(an, scores, ratio, round_to, protect)
     t = lap("selection", t)
     say(f"rewriting ({int(removed.sum())} units removed)")
-    pruned = rewrite.prune_model(model, an, removed) if removed.any() else _unchanged(model)
+    inexact = _inexact_roots(an)
+    exact_part = removed & ~inexact
+    pruned = rewrite.prune_model(model, an, exact_part) if exact_part.any() else _unchanged(model)
     t = lap("rewrite", t)
     say("validating in onnxruntime")
-    check, pruned_bytes = _prove(model, pruned, an, removed, seed, input_sizes)
+    check, pruned_bytes = _prove(model, pruned, an, exact_part, seed, input_sizes)
+    fidelity = None
+    if (removed & inexact).any():
+        say("rewriting inexact (hidden-size) units and measuring fidelity")
+        pruned = rewrite.prune_model(model, an, removed)
+        pruned_bytes = validation.serialize(pruned)
+        validation.structural_check(pruned, pruned_bytes)
+        fidelity = validation.fidelity(validation.session(model),
+                                       validation.session(pruned, pruned_bytes), model,
+                                       seed=seed, sizes=input_sizes)
     t = lap("validation", t)
     if not check.passed:
         bad = max((r for r in check.runs if not r["passed"]), key=lambda r: r["max_abs_err"])
@@ -128,12 +146,21 @@ def compress(
         bytes_after=len(pruned_bytes) if pruned_bytes else approx_bytes(pruned),
         criterion=criterion, ratio=ratio,
         exact_check=check.to_dict(),
+        scope=list(scope), fidelity=fidelity or {},
     )
     _fill_groups(report, an, choices)
     lap("report", t)
     report.timings = timings
     report.seconds = round(time.perf_counter() - t0, 3)
     return pruned, report
+
+
+def _inexact_roots(an: Analysis) -> np.ndarray:
+    mask = np.zeros(len(an.roots), dtype=bool)
+    for root, tags in an.uf.tags.items():
+        if "inexact" in tags:
+            mask[root] = True
+    return mask
 
 
 def _check_regex(protect: str | None) -> None:
@@ -182,7 +209,7 @@ def _fill_groups(report: Report, an: Analysis, choices: list[selection.GroupChoi
         if c.protected:
             why = ["protected by --protect", *why]
         report.group_details.append(GroupReport(
-            g.name, len(g.units), len(g.units) - len(c.removed), len(g.frozen), why))
+            g.name, len(g.units), len(g.units) - len(c.removed), len(g.frozen), why, g.kind))
         for rs in g.frozen.values():
             for r in set(_base_reason(x) for x in rs):
                 reasons[r] += 1

@@ -14,6 +14,7 @@ class GroupReport:
     units_after: int
     frozen: int
     reasons: list[str] = field(default_factory=list)
+    kind: str = "channels"
 
 
 @dataclass
@@ -27,6 +28,8 @@ class Report:
     criterion: str = "l1"
     ratio: float = 0.0
     exact_check: dict[str, Any] = field(default_factory=dict)
+    scope: list[str] = field(default_factory=list)
+    fidelity: dict[str, Any] = field(default_factory=dict)
     groups: dict[str, int] = field(default_factory=dict)
     group_details: list[GroupReport] = field(default_factory=list)
     blockers: dict[str, int] = field(default_factory=dict)

@@ -36,6 +36,7 @@ class UnionFind:
         self.parent: list[int] = []
         self.size: list[int] = []
         self.reasons: dict[int, set[str]] = {}
+        self.tags: dict[int, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self.parent)
@@ -64,8 +65,9 @@ class UnionFind:
             ra, rb = rb, ra
         self.parent[rb] = ra
         self.size[ra] += self.size[rb]
-        if rb in self.reasons:
-            self.reasons.setdefault(ra, set()).update(self.reasons.pop(rb))
+        for table in (self.reasons, self.tags):
+            if rb in table:
+                table.setdefault(ra, set()).update(table.pop(rb))
         return ra
 
     def unify(self, a: np.ndarray, b: np.ndarray) -> None:
@@ -84,6 +86,11 @@ class UnionFind:
     def freeze(self, ids: np.ndarray, reason: str) -> None:
         for x in np.unique(ids).tolist():
             self.reasons.setdefault(self.find(x), set()).add(reason)
+
+    def tag(self, ids: np.ndarray, tag: str) -> None:
+        """Tags say what kind of unit a slot is (attention head, inexact…); they merge."""
+        for x in np.unique(ids).tolist():
+            self.tags.setdefault(self.find(x), set()).add(tag)
 
     def frozen(self, x: int) -> bool:
         return self.find(x) in self.reasons

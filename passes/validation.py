@@ -224,3 +224,25 @@ def structural_check(model: onnx.ModelProto, data: Serialized | None = None) -> 
     except Exception as exc:  # noqa: BLE001 - any checker failure is a validation failure
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValidationError(f"pruned model fails onnx.checker: {first}") from exc
+
+
+def fidelity(reference: ort.InferenceSession, candidate: ort.InferenceSession,
+             model: onnx.ModelProto, *, seed: int = 0,
+             sizes: dict[str, list[int]] | None = None) -> dict[str, dict[str, float]]:
+    """How close an inexact rewrite stays to the original, per output: relative L2 error,
+    cosine similarity of the flattened outputs, and top-1 agreement along the last axis."""
+    feeds = make_inputs(model, batch=2, seed=seed + 1, sizes=sizes)
+    names = [o.name for o in reference.get_outputs()]
+    out = {}
+    for name, a, b in zip(names, reference.run(None, feeds), candidate.run(None, feeds),
+                          strict=True):
+        a64, b64 = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+        if a64.shape != b64.shape:
+            out[name] = {"rel_l2": float("inf"), "cosine": 0.0, "top1": 0.0}
+            continue
+        norm = float(np.linalg.norm(a64)) or 1e-30
+        cos = float(a64 @ b64 / (norm * (float(np.linalg.norm(b64)) or 1e-30)))
+        top1 = float(np.mean(np.argmax(a, -1) == np.argmax(b, -1))) if np.ndim(a) >= 2 else 1.0
+        out[name] = {"rel_l2": float(np.linalg.norm(a64 - b64)) / norm, "cosine": cos,
+                     "top1": top1}
+    return out

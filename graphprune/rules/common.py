@@ -13,6 +13,21 @@ if TYPE_CHECKING:
     from ..analysis import Ctx
 
 
+def quantized(ctx: Ctx, i: int) -> bool:
+    """Input `i` is a QDQ weight: DequantizeLinear of a constant (int8 data is not pruned)."""
+    p = ctx.graph.producer.get(ctx.input(i))
+    node = ctx.graph.nodes[p] if p is not None else None
+    return (node is not None and node.op_type == "DequantizeLinear"
+            and ctx.graph.const(node.input[0]) is not None)
+
+
+def weight_problem(ctx: Ctx, i: int, what: str) -> str:
+    """Why input `i` is no weight we can slice: a freeze reason naming a QDQ producer."""
+    if quantized(ctx, i):
+        return f"{what} is quantized (comes from DequantizeLinear)"
+    return f"{what} is not a constant"
+
+
 def norm_axis(axis: int, rank: int) -> int:
     return axis + rank if axis < 0 else axis
 
@@ -65,10 +80,20 @@ def freeze_where(ctx: Ctx, spans: list[Span], axes: set[int], why: str) -> list[
     return [s for s in spans if keep_whole(ctx, s, axes, why)]
 
 
-def reduce_over(ctx: Ctx, spans: list[Span], axes: set[int], keepdims: bool, why: str) -> list[Span]:
-    """Spans after reducing `axes`: kept whole along them (see keep_whole), then without them."""
+def reduce_over(ctx: Ctx, spans: list[Span], axes: set[int], keepdims: bool, why: str,
+                statistic: bool = False) -> list[Span]:
+    """Spans after reducing `axes`: kept whole along them (see keep_whole), then without them.
+
+    `statistic`: the reduction is a mean/sum-like statistic; in inexact mode a span lying
+    wholly on the reduced axes is tagged inexact (pruning it changes the statistic) instead of
+    frozen."""
     out = []
     for s in spans:
+        if statistic and set(s.axes) <= axes:
+            ctx.tag(s.ids, "hidden")  # a residual stream normalised over its width
+            if ctx.inexact_mode:
+                ctx.tag(s.ids, "inexact")
+                continue
         if not keep_whole(ctx, s, axes, why):
             continue
         kept = [k for k, a in enumerate(s.axes) if a not in axes]

@@ -37,7 +37,7 @@ def _conv(ctx: Ctx, in_axis: int, out_axis: int) -> None:
     """`in_axis`/`out_axis`: which weight axis holds input/output channels (per group)."""
     w = ctx.const(1)
     if w is None:
-        ctx.freeze_inputs("conv weight is not a constant")
+        ctx.freeze_inputs(weight_problem(ctx, 1, "conv weight"))
         return
     spans = ctx.spans(0)
     chan = span_on(spans, 1)

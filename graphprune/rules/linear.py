@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 def gemm(ctx: Ctx) -> None:
     b = ctx.const(1)
     if b is None or b.ndim != 2:
-        ctx.freeze_inputs("Gemm weight is not a constant matrix")
+        ctx.freeze_inputs(weight_problem(ctx, 1, "Gemm weight") + " matrix"
+                          if b is None else "Gemm weight is not a constant matrix")
         return
     trans_a, trans_b = int(attr(ctx.node, "transA", 0)), int(attr(ctx.node, "transB", 0))
     k_axis, m_axis = (0, 1) if trans_a else (1, 0)
@@ -44,6 +45,9 @@ def gemm(ctx: Ctx) -> None:
 def matmul(ctx: Ctx) -> None:
     b = ctx.const(1)
     rank = ctx.rank(0)
+    if quantized(ctx, 1):
+        ctx.freeze_inputs(weight_problem(ctx, 1, "MatMul weight"))
+        return
     if b is None and ctx.const(0) is None:
         _matmul_activations(ctx)
         return
@@ -97,6 +101,7 @@ def _matmul_activations(ctx: Ctx) -> None:
     for span, side in operands:
         if set(span.axes) & batch:
             ok = keep_whole(ctx, span, set(span.axes) - batch, "attention unit spans")
+            ctx.tag(span.ids, "heads")
         else:
             ok = keep_whole(ctx, span, {k_axis}, "contraction of units between activations")
         if ok:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ir import attr
 from ..slots import Span
-from .common import norm_axis, reduce_over, span_on
+from .common import broadcast_member, norm_axis, reduce_over, span_on
 from .registry import rule
 
 if TYPE_CHECKING:
@@ -89,10 +89,21 @@ def layer_norm(ctx: Ctx) -> None:
         ctx.freeze_inputs("input rank unknown")
         return
     axis = norm_axis(int(attr(ctx.node, "axis", -1)), rank)
+    spans = []
     for s in ctx.spans(0):
-        if any(a >= axis for a in s.axes):
+        if all(a < axis for a in s.axes):
+            spans.append(s)
+            continue
+        ctx.tag(s.ids, "hidden")
+        if ctx.inexact_mode and all(a >= axis for a in s.axes):
+            ctx.tag(s.ids, "inexact")  # hidden-size pruning: the statistics change
+            for i in (1, 2):
+                if ctx.input(i) and not broadcast_member(ctx, i, s, rank):
+                    break
+            else:
+                spans.append(s)
+        else:
             ctx.freeze(s.ids, MIXING)
-    spans = [s for s in ctx.spans(0) if all(a < axis for a in s.axes)]
     for o in range(len(ctx.node.output)):
         ctx.set_out(o, spans if o == 0 else [])
     if ctx.used(1) or ctx.used(2):

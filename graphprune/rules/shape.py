@@ -526,6 +526,8 @@ def gather(ctx: Ctx) -> None:
         marks = ctx.marks(0)
         ctx.set_marks(0, [marks[int(v)] for v in np.ravel(idx)])
     idx_rank = idx.ndim if idx is not None else ctx.rank(1)
+    if idx is None and not ctx.spans(0) and axis == 0 and _embedding(ctx, idx_rank):
+        return
     out = []
     for s in ctx.spans(0):
         if axis not in s.axes:
@@ -547,6 +549,17 @@ def gather(ctx: Ctx) -> None:
         out.append(Span((axis,), s.ids[pos]))
         ctx.edit("indices", _set_indices(ctx.index, s.ids, pos))
     ctx.set_out(0, out)
+
+
+def _embedding(ctx: Ctx, idx_rank: int | None) -> bool:
+    """A constant table looked up by token ids: its columns are source units (hidden size)."""
+    table = ctx.const(0)
+    if table is None or table.ndim != 2 or idx_rank is None:
+        return False
+    units = ctx.fresh(table.shape[1])
+    ctx.member(0, Span((1,), units), "source")
+    ctx.set_out(0, [Span((idx_rank,), units)])
+    return True
 
 
 def _gather_whole(ctx: Ctx, s: Span, axis: int, idx: np.ndarray) -> Span | None:

@@ -24,6 +24,8 @@ REDUCE = (
     "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare",
 )
 MIXING = "reduction over a unit axis"
+STATISTICS = frozenset({"ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceL1"})
+"""Reductions that are statistics of their axis (inexact, not wrong, when units go)."""
 
 
 @rule("MaxPool", "AveragePool", "LpPool", "MaxRoiPool")
@@ -58,7 +60,8 @@ def reduce(ctx: Ctx) -> None:
         axes = list(range(rank))
     keep = bool(attr(ctx.node, "keepdims", 1))
     red = {norm_axis(a, rank) for a in axes}
-    ctx.set_out(0, reduce_over(ctx, ctx.spans(0), red, keep, MIXING))
+    statistic = ctx.node.op_type in STATISTICS
+    ctx.set_out(0, reduce_over(ctx, ctx.spans(0), red, keep, MIXING, statistic))
 
 
 @rule("ArgMax", "ArgMin")
