@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 SHAPE_AWARE = frozenset({
     "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity", "Reshape",
     "Expand", "Split", "Add", "Sub", "Mul", "Div", "Floor", "Ceil", "Neg", "Max", "Min",
+    "Equal", "Where",
 })
 """Ops whose rules follow *marks* (entries of shape tensors that depend on a unit axis's size,
 read through Shape): they pass them on, or consume them where the rewrite overrides the entry.

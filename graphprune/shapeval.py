@@ -122,9 +122,18 @@ def _slice(graph: Graph, node, args) -> Known | None:
 
 
 def _concat(graph: Graph, node, args) -> Known | None:
-    if int(attr(node, "axis", 0)) != 0 or any(a is None for a in args):
+    """Pieces we know nothing about still have a length: their entries stay unknown."""
+    if int(attr(node, "axis", 0)) not in (0, -1):
         return None
-    return np.concatenate([np.atleast_1d(a) for a in args])
+    parts = []
+    for name, a in zip(node.input, args, strict=True):
+        if a is None:
+            shape = graph.shape(name)
+            if not shape or len(shape) != 1 or not isinstance(shape[0], int):
+                return None
+            a = np.array([None] * shape[0], dtype=object)
+        parts.append(np.atleast_1d(a))
+    return np.concatenate(parts)
 
 
 def _reshape_like(graph: Graph, node, args) -> Known | None:

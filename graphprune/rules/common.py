@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..ir import attr
+from ..shapeval import known_value
 from ..slots import Span
 
 if TYPE_CHECKING:
@@ -129,7 +130,49 @@ def broadcast_member(ctx: Ctx, i: int, span: Span, out_rank: int) -> bool:
     full = {a for a, d in zip(span.axes, dims, strict=True) if d != 1}
     if not full:
         return True
-    if ctx.const(i) is not None and all(d == n for d, n in zip(dims, span.ids.shape, strict=True)):
-        ctx.member(i, Span(tuple(a - offset for a in span.axes), span.ids), "param")
-        return True
+    if all(d == n for d, n in zip(dims, span.ids.shape, strict=True)):
+        if ctx.const(i) is not None:
+            ctx.member(i, Span(tuple(a - offset for a in span.axes), span.ids), "param")
+            return True
+        if _expanded_constant(ctx, i, Span(tuple(a - offset for a in span.axes), span.ids)):
+            return True
     return keep_whole(ctx, span, full, "combined with a tensor that carries no units")
+
+
+def _expanded_constant(ctx: Ctx, i: int, span: Span) -> bool:
+    """A learned token broadcast to the batch (ViT's cls token: Expand(param, [B, 1, D])):
+    slice the parameter itself, and the Expand's size for those axes."""
+    from ..analysis import Edit, Member
+
+    graph = ctx.graph
+    name = ctx.input(i)
+    p = graph.producer.get(name)
+    if p is None or graph.nodes[p].op_type != "Expand" or len(graph.uses(name)) != 1:
+        return False
+    node = graph.nodes[p]
+    param, shape = graph.const(node.input[0]), ctx.graph.shape(name)
+    target = known_value(graph, node.input[1])
+    if param is None or shape is None or target is None:
+        return False
+    target = list(np.ravel(target))
+    lead = len(shape) - param.ndim
+    if any(a - lead < 0 or param.shape[a - lead] != n
+           for a, n in zip(span.axes, span.ids.shape, strict=True)):
+        return False
+    ctx.an.members.append(Member(p, 0, Span(tuple(a - lead for a in span.axes), span.ids),
+                                 "param"))
+    skip = len(shape) - len(target)
+    for a in span.axes:
+        pos = a - skip
+        if pos >= 0 and target[pos] != 1:
+            if not isinstance(target[pos], int):
+                return False
+            ctx.an.edits.append(Edit(p, f"shape[{pos}]", _expand_entry(p, pos, span, a)))
+    return True
+
+
+def _expand_entry(node: int, pos: int, span: Span, axis: int):
+    def fix(rw) -> None:
+        rw.set_const_entry(node, 1, pos, rw.axis_count(span, axis))
+
+    return fix

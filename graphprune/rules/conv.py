@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ir import attr
 from ..slots import Span
-from .common import span_on
+from .common import span_on, weight_problem
 from .registry import rule
 
 if TYPE_CHECKING:

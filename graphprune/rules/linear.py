@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..ir import attr
 from ..slots import Span
-from .common import keep_whole, span_on
+from .common import keep_whole, quantized, span_on, weight_problem
 from .registry import rule
 
 if TYPE_CHECKING:
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 def gemm(ctx: Ctx) -> None:
     b = ctx.const(1)
     if b is None or b.ndim != 2:
-        ctx.freeze_inputs(weight_problem(ctx, 1, "Gemm weight") + " matrix"
-                          if b is None else "Gemm weight is not a constant matrix")
+        ctx.freeze_inputs("Gemm weight is not a constant matrix" if b is not None
+                          else weight_problem(ctx, 1, "Gemm weight"))
         return
     trans_a, trans_b = int(attr(ctx.node, "transA", 0)), int(attr(ctx.node, "transB", 0))
     k_axis, m_axis = (0, 1) if trans_a else (1, 0)

@@ -53,10 +53,14 @@ def squeeze(ctx: Ctx) -> None:
         a for a, d in enumerate(shape) if d == 1}
     out = []
     for s in ctx.spans(0):
-        if set(s.axes) & axes:
+        hit = [k for k, a in enumerate(s.axes) if a in axes]
+        if hit and len(hit) == len(s.axes):
             ctx.freeze(s.ids, "squeezed unit axis")
-        else:
-            out.append(drop_axes(s, axes))
+            continue
+        if hit:  # a size-1 axis of a larger span (one of q/k/v after unbind): drop it
+            index = tuple(0 if k in hit else slice(None) for k in range(len(s.axes)))
+            s = Span(tuple(a for k, a in enumerate(s.axes) if k not in hit), s.ids[index])
+        out.append(drop_axes(s, axes))
     ctx.set_out(0, out)
     ctx.set_marks(0, ctx.marks(0) or [])
 
