@@ -260,15 +260,16 @@ class _Analyzer:
         return an
 
     def _couple_shared_constants(self) -> None:
-        """Tied weights (one initializer sliced for several nodes) prune the same positions
-        at every use, so the pruned copies stay one tensor."""
+        """Tied weights (one non-trivial initializer sliced for several nodes) prune the same
+        positions at every use, so the pruned copies stay one tensor. Constants whose values
+        are all equal are shared by exporters' deduplication, not by design: they are cloned."""
         by_name: dict[str, list[Member]] = {}
         for m in self.members:
             by_name.setdefault(self.graph.nodes[m.node].input[m.index], []).append(m)
-        for ms in by_name.values():
+        for name, ms in by_name.items():
             uses = {(m.node, m.index) for m in ms}
-            if len(uses) < 2:
-                continue
+            if len(uses) < 2 or _uniform(self.graph.const(name)):
+                continue  # an exporter shared equal constants (zero biases): clone, don't tie
             first = [m for m in ms if (m.node, m.index) == (ms[0].node, ms[0].index)]
             for m in ms:
                 if (m.node, m.index) == (ms[0].node, ms[0].index):
@@ -296,6 +297,10 @@ class _Analyzer:
                     for k in range(roots.shape[keep]):
                         self.uf.unify_all(np.take(roots, k, axis=keep))
                     changed = True
+
+
+def _uniform(value: np.ndarray | None) -> bool:
+    return value is None or value.size == 0 or bool(np.all(value == value.flat[0]))
 
 
 def _subgraph_names(graph: Graph, i: int) -> list[str]:

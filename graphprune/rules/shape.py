@@ -81,7 +81,44 @@ def unsqueeze(ctx: Ctx) -> None:
 
 # -- Reshape / Flatten ---------------------------------------------------------------------------
 def reshape_groups(ins: list[Dim], outs: list[Dim]) -> list[tuple[list[int], list[int]]] | None:
-    """Pair input and output axes into runs of equal product; None where dims are unknown."""
+    """Pair input and output axes into runs of equal product; None where dims are unknown.
+
+    Runs are paired from the left; where unknown dims block that (`[B, S, H] → [B·S, H]`),
+    from both ends, the unknown middle becoming one run (equal element counts force equal
+    products there)."""
+    forward = _groups_forward(ins, outs)
+    if forward is not None:
+        return forward
+    return _groups_both_ends(ins, outs)
+
+
+def _groups_both_ends(ins: list[Dim], outs: list[Dim]):
+    head: list = []
+    i = j = 0
+    while i < len(ins) and j < len(outs) and isinstance(ins[i], int) and isinstance(outs[j], int):
+        run = _product_run(ins, outs, i, j)
+        if run is None:
+            break
+        head.append(run)
+        i, j = run[0][-1] + 1, run[1][-1] + 1
+    tail: list = []
+    ri, rj = ins[i:][::-1], outs[j:][::-1]
+    a = b = 0
+    while a < len(ri) and b < len(rj) and isinstance(ri[a], int) and isinstance(rj[b], int):
+        run = _product_run(ri, rj, a, b)
+        if run is None:
+            break
+        tail.append(([len(ins) - 1 - x for x in run[0]][::-1],
+                     [len(outs) - 1 - x for x in run[1]][::-1]))
+        a, b = run[0][-1] + 1, run[1][-1] + 1
+    mid_i = list(range(i, len(ins) - a))
+    mid_j = list(range(j, len(outs) - b))
+    if not mid_i or not mid_j:
+        return None
+    return [*head, (mid_i, mid_j), *tail[::-1]]
+
+
+def _groups_forward(ins: list[Dim], outs: list[Dim]) -> list[tuple[list[int], list[int]]] | None:
     groups: list[tuple[list[int], list[int]]] = []
     def unmatched(xs, ys):
         return sum(not isinstance(d, int) and (d is None or d not in ys) for d in xs)
