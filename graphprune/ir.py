@@ -136,7 +136,9 @@ class Graph:
 
     def _infer_with_known_shapes(self, rounds: int = 64) -> None:
         """ONNX inference loses dims behind shape arithmetic it cannot follow (Div of a Shape
-        entry); we fill Reshape outputs from statically known shape values and infer again."""
+        entry); we fill Reshape/Slice/Expand outputs from statically known shape values and
+        infer again, until nothing new is learned. What is still unknown then goes through
+        onnxruntime's symbolic inference."""
         from .shapeval import HINTS
 
         light = strip_weights(self.model)
@@ -147,26 +149,23 @@ class Graph:
             self.shapes.clear()
             self._collect_shapes(inferred)
             self.__dict__.pop("_known_cache", None)
-            hints = []
+            hints = {}
             for node in self.nodes:
                 hint = HINTS.get(node.op_type)
                 old = self.shapes.get(node.output[0]) if node.output else None
-                if hint is None or (old is not None and not any(
-                        d is None or (isinstance(d, str) and d.startswith("unk__")) for d in old)):
+                if hint is None or (old is not None and not any(_vague(d) for d in old)):
                     continue
-                new = hint(self, node)
-                if new is not None and new != old and any(isinstance(d, int) for d in new):
-                    hints.append((node.output[0], new))
+                new = [None if _vague(d) else d for d in (hint(self, node) or [])]
+                if (any(isinstance(d, int) for d in new) and all_hints.get(node.output[0]) != new
+                        and _more_known(new, old)):
+                    hints[node.output[0]] = new
             if not hints:
                 break
             all_hints.update(hints)
             del light.graph.value_info[:]
             for name, dims in all_hints.items():
                 light.graph.value_info.append(onnx.helper.make_tensor_value_info(
-                    name, self.dtypes.get(name, onnx.TensorProto.FLOAT),
-                    [d if isinstance(d, int) or (isinstance(d, str) and not d.startswith("unk__"))
-                     else None for d in dims]))
-
+                    name, self.dtypes.get(name, onnx.TensorProto.FLOAT), dims))
         if any(_vague(d) for dims in self.shapes.values() for d in dims):
             self._symbolic_refine(light)
 
@@ -175,9 +174,7 @@ class Graph:
         loses (a causal mask's ConstantOfShape, RoPE's broadcasts). It is slower to import, so
         it only runs when dims are still unknown, and fills in only what it knows better."""
         try:
-            from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
-            inferred = SymbolicShapeInference.infer_shapes(light, auto_merge=True)
+            inferred = _symbolic_inference().infer_shapes(light, auto_merge=True)
         except Exception:  # noqa: BLE001 - best effort: unknown dims freeze units, never guess
             return
         if inferred is None:
@@ -216,6 +213,28 @@ class Graph:
                         "is produced (graph is not topologically sorted or the input is missing)"
                     )
             known.update(node.output)
+
+
+def _symbolic_inference():
+    """onnxruntime's SymbolicShapeInference, loaded from its file: importing it through
+    `onnxruntime.tools` would import torch (seconds) when torch is installed."""
+    import importlib.util
+    import sys
+
+    name = "_graphprune_symbolic_shape_infer"
+    if name not in sys.modules:
+        base = importlib.util.find_spec("onnxruntime").submodule_search_locations[0]
+        spec = importlib.util.spec_from_file_location(name, f"{base}/tools/symbolic_shape_infer.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        sys.modules[name] = module
+    return sys.modules[name].SymbolicShapeInference
+
+
+def _more_known(new: list[Dim], old: list[Dim] | None) -> bool:
+    if old is None or len(old) != len(new):
+        return True
+    return any(_vague(o) and not _vague(n) for o, n in zip(old, new, strict=True))
 
 
 def _vague(d: Dim) -> bool:
