@@ -208,7 +208,7 @@ class Ctx:
         return bool(self.spans(i))
 
 
-MULTI_INPUT = frozenset({*BINARY, "Concat", "MatMul"})
+MULTI_INPUT = frozenset({*BINARY, "Concat", "MatMul", "Attention"})
 """Ops whose rules read units on every input; others only on their first (data) input."""
 
 
