@@ -245,7 +245,8 @@ class _Analyzer:
                     ctx.freeze_inputs("channel count read as a value")
             for name in _subgraph_names(g, i):
                 for s in self.spans.get(name, []):
-                    self.uf.freeze(s.ids, f"used inside a subgraph of {node.op_type} {g.node_name(i)}")
+                    self.uf.freeze(
+                        s.ids, f"used inside a subgraph of {node.op_type} {g.node_name(i)}")
         for name in g.outputs:
             for s in self.spans.get(name, []):
                 self.uf.freeze(s.ids, f"reaches graph output '{name}'")

@@ -19,8 +19,9 @@ from .common import broadcast_member, keep_whole, span_on
 from .registry import rule
 
 if TYPE_CHECKING:
-    from ..analysis import Ctx
     from graphprune.passes.rewrite import Rewriter
+
+    from ..analysis import Ctx
 
 
 @rule("Attention", since=23)

@@ -230,7 +230,6 @@ def flatten(ctx: Ctx) -> None:
         ctx.freeze_inputs("input shape unknown")
         return
     axis = norm_axis(int(attr(ctx.node, "axis", 1)), len(ins))
-    outs = [_prod(ins[:axis]), _prod(ins[axis:])]
     spans = ctx.spans(0)
     groups_ok = all(all(a < axis for a in s.axes) or all(a >= axis for a in s.axes) for s in spans)
     if not groups_ok:
