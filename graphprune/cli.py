@@ -88,8 +88,19 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(report.to_json())
     elif not args.quiet:
         print(report.render())
+        if not report.groups.get("pruned"):
+            print(_nothing_pruned(report))
         print(f"wrote {out}")
     return 0
+
+
+def _nothing_pruned(report) -> str:
+    """The note for a run that removed nothing: its output is the input model, unchanged."""
+    if any(d.units_before > d.frozen for d in report.group_details):
+        why = f"--ratio {report.ratio:g} removes no unit of any group"
+    else:
+        why = "no unit can be removed (all are frozen: `graphprune analyze` says why)"
+    return f"nothing pruned: {why}; the output is the input model, unchanged"
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:

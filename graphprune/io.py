@@ -362,8 +362,10 @@ def input_problem(model: onnx.ModelProto,
     except GraphpruneError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - whatever onnxruntime raises
-        hint = "" if sizes else "; if an input needs particular sizes, give --input-shape"
-        return f"onnxruntime cannot run it ({_one_line(exc)}){hint}"
+        text = _one_line(exc)
+        hint = ("; give the inputs' sizes with --input-shape"
+                if "dimension" in text.lower() and not sizes else "")
+        return f"onnxruntime cannot run it ({text}){hint}"
     for a, b in zip(first, second, strict=True):
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape or not np.array_equal(a, b, equal_nan=_is_float(a)):

@@ -159,9 +159,10 @@ class Rewriter:
         for (node, index), value in sorted(self.pending.items()):
             n = self.nodes[node]
             old = n.input[index] if index < len(n.input) else ""
-            sole = (old in inits and len(graph.uses(old)) == 1 and old not in graph.outputs
-                    and old not in {i.name for i in g.input})
+            sole = old in inits and len(graph.uses(old)) == 1 and old not in graph.outputs
             value = np.ascontiguousarray(value)
+            if old and _same_value(graph.const(old), value):
+                continue  # nothing removed here: the tensor stays as it is, shared or not
             key = (old, _digest(value))
             if not sole and key in shared:  # tied weights pruned alike stay one tensor
                 name = shared[key]
@@ -212,6 +213,11 @@ class Rewriter:
             g.node.append(n)
 
 
+def _same_value(old: np.ndarray | None, new: np.ndarray) -> bool:
+    return (old is not None and old.shape == new.shape and old.dtype == new.dtype
+            and np.array_equal(old, new))
+
+
 def _digest(value: np.ndarray) -> bytes:
     return hashlib.blake2b(value.tobytes(), digest_size=16).digest() + str(
         (value.dtype, value.shape)).encode()
@@ -252,10 +258,27 @@ def _remove_dead(model: onnx.ModelProto) -> None:
         kept = list(reversed(keep))
         del g.node[:]
         g.node.extend(kept)
-    inputs = {i.name for i in g.input}
-    dead = [t for t in g.initializer if t.name not in needed and t.name not in inputs]
+    dead = [t for t in g.initializer if t.name not in needed]
     for t in dead:
         g.initializer.remove(t)
+    _sync_weight_inputs(model, {t.name for t in dead})
+
+
+def _sync_weight_inputs(model: onnx.ModelProto, dropped: set[str]) -> None:
+    """Initializers also listed as graph inputs (old exporters; required before IR 4) keep
+    their entries true: new dims, dropped weights unlisted, clones listed when required."""
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    for vi in [i for i in g.input if i.name in dropped]:
+        g.input.remove(vi)
+    for vi in g.input:
+        if vi.name in inits:
+            t = inits[vi.name]
+            vi.type.CopyFrom(helper.make_tensor_type_proto(t.data_type, list(t.dims)))
+    if model.ir_version < 4:
+        listed = {i.name for i in g.input}
+        g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                       for t in g.initializer if t.name not in listed)
 
 
 def prune_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> onnx.ModelProto:

@@ -324,11 +324,12 @@ def check_invariants(original: onnx.ModelProto, pruned: onnx.ModelProto) -> None
     assert [(i.name, i.type.tensor_type.elem_type) for i in pruned.graph.input
             if i.name not in new_inits] == ins
     assert [o.name for o in pruned.graph.output] == [o.name for o in original.graph.output]
-    old_types = {n.name: n.op_type for n in original.graph.node}
+    old_types = {n.name: n.op_type for n in original.graph.node if n.name}
     new_names = [n.name for n in pruned.graph.node if n.name]
     assert len(new_names) == len(set(new_names)), "node names are no longer unique"
     for n in pruned.graph.node:
-        assert old_types.get(n.name, n.op_type) == n.op_type, f"node {n.name} changed op type"
+        assert old_types.get(n.name or None, n.op_type) == n.op_type, (
+            f"node {n.name} changed op type")
     assert count_params(pruned) <= count_params(original)
 
 
@@ -339,9 +340,12 @@ def check_masked(original: onnx.ModelProto, masked: onnx.ModelProto) -> None:
     def sig(n):
         return n.op_type, [a.SerializeToString() for a in n.attribute]
 
-    old = {n.name: sig(n) for n in original.graph.node}
-    new = {n.name: sig(n) for n in masked.graph.node}
-    assert len(new) == len(masked.graph.node)
+    old = {n.name: sig(n) for n in original.graph.node if n.name}
+    new = {n.name: sig(n) for n in masked.graph.node if n.name}
+    assert len(new) == sum(1 for n in masked.graph.node if n.name)
+    unnamed = [sig(n) for n in original.graph.node if not n.name]
+    for n in masked.graph.node:
+        assert n.name or sig(n) in unnamed, f"masked original changed an unnamed {n.op_type}"
     for name, s in new.items():
         assert old.get(name) == s, f"masked original changed node {name}"
     for name in set(old) - set(new):
