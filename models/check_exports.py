@@ -1,10 +1,13 @@
 """Export every registered model with both exporters and check ONNX Runtime parity.
 
-Run as ``python -m models.check_exports``. For each model x exporter it
-exports to a temp dir, checks the file is self-contained with the agreed
-input/output names and a symbolic batch axis, then runs batch 1 and batch 2
-through onnxruntime and compares against eager torch. Exit code is non-zero
-if anything fails, so the script doubles as a smoke test.
+Run as ``python -m models.check_exports [NAME ...] [--family cnn|transformer]``.
+For each model x exporter it exports to a temp dir, checks the file is
+self-contained with the agreed input/output names and symbolic ``batch``
+(and ``sequence``) axes, then runs (batch, sequence) = (1, 7) and (3, 11)
+through onnxruntime (models without a sequence axis vary only the batch)
+and compares against eager torch. Sizes other than the traced ones are the
+point: they catch shapes the exporter baked in. Exit code is non-zero if
+anything fails, so the script doubles as a smoke test.
 """
 
 from __future__ import annotations
@@ -16,8 +19,18 @@ import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["CheckResult", "check_model", "main"]
+if TYPE_CHECKING:
+    from models import ModelSpec
+
+__all__ = ["RUN_SIZES", "CheckResult", "check_model", "main"]
+
+RUN_SIZES: tuple[dict[str, int], ...] = (
+    {"batch": 1, "sequence": 7},
+    {"batch": 3, "sequence": 11},
+)
+"""Dynamic-dim sizes each export is run at (names a model lacks are ignored)."""
 
 
 @dataclass
@@ -33,8 +46,8 @@ class CheckResult:
     error: str = ""
 
 
-def _check_interface(path: Path, dynamic_batch: bool) -> str:
-    """Return a problem description, or '' if names/batch axis/file layout are as agreed."""
+def _check_interface(path: Path, spec: ModelSpec, exporter: str) -> str:
+    """Return a problem description, or '' if names/dynamic axes/file layout are as agreed."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
@@ -43,20 +56,24 @@ def _check_interface(path: Path, dynamic_batch: bool) -> str:
     inputs = [
         i for i in proto.graph.input if i.name not in {t.name for t in proto.graph.initializer}
     ]
-    if [i.name for i in inputs] != ["input"]:
-        return f"inputs are {[i.name for i in inputs]}"
+    if [i.name for i in inputs] != spec.input_names:
+        return f"inputs are {[i.name for i in inputs]}, expected {spec.input_names}"
     outs = [o.name for o in proto.graph.output]
     if outs != ["output"] and outs != [f"output{i}" for i in range(len(outs))]:
         return f"outputs are {outs}"
-    if dynamic_batch:
-        for vi in [*inputs, *proto.graph.output]:
-            dim0 = vi.type.tensor_type.shape.dim[0]
-            if dim0.HasField("dim_value"):
-                return f"{vi.name} has static batch {dim0.dim_value}"
+    for vi, inp in zip(inputs, spec.inputs_for(exporter), strict=True):
+        dims = vi.type.tensor_type.shape.dim
+        for axis, dim_name in inp.dynamic_axes.items():
+            if dims[axis].dim_param != dim_name:
+                return f"{vi.name} axis {axis} is {dims[axis]!s:.40} not symbolic {dim_name!r}"
+    known = set(spec.dynamic_dims(exporter))
     for vi in proto.graph.output:
-        dims = list(vi.type.tensor_type.shape.dim)[1:]
-        if not all(d.HasField("dim_value") for d in dims):
-            return f"{vi.name} has symbolic non-batch dims"
+        dims = list(vi.type.tensor_type.shape.dim)
+        if "batch" in known and not dims[0].dim_param:
+            return f"{vi.name} has static batch"
+        for axis, dim in enumerate(dims):
+            if not dim.HasField("dim_value") and dim.dim_param not in known:
+                return f"{vi.name} axis {axis} has unexpected symbolic dim {dim.dim_param!r}"
     return ""
 
 
@@ -81,15 +98,20 @@ def check_model(
     spec = get(name)
     model = spec.build()
     params = count_params(model)
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn(spec.input_shape, generator=gen)
     path = workdir / f"{name}.{exporter}" / f"{name}.onnx"
     result = CheckResult(name, exporter, params, float("nan"), float("nan"), False)
     try:
         start = time.perf_counter()
-        export_onnx(model, example, path, exporter=exporter, opset=opset)
+        export_onnx(
+            model,
+            spec.example_inputs(seed=0),
+            path,
+            exporter=exporter,
+            opset=opset,
+            inputs=spec.inputs_for(exporter),
+        )
         result.export_s = time.perf_counter() - start
-        problem = _check_interface(path, dynamic_batch=True)
+        problem = _check_interface(path, spec, exporter)
         if problem:
             result.error = problem
             return result
@@ -98,16 +120,20 @@ def check_model(
         opts.log_severity_level = 3
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         worst, ok = 0.0, True
-        for batch in (1, 2):
-            x = torch.randn((batch, *spec.input_shape[1:]), generator=gen)
+        dims = spec.dynamic_dims(exporter)
+        for seed, all_sizes in enumerate(RUN_SIZES, start=1):
+            sizes = {k: v for k, v in all_sizes.items() if k in dims}
+            xs = spec.example_inputs(sizes, seed=seed)
             with torch.no_grad():
-                ref = model(x)
+                ref = model(*xs)
             refs = [ref] if isinstance(ref, torch.Tensor) else list(ref)
-            got = sess.run(None, {"input": x.numpy()})
+            feed = {n: x.numpy() for n, x in zip(spec.input_names, xs, strict=True)}
+            got = sess.run(None, feed)
+            at = ", ".join(f"{k}={v}" for k, v in sizes.items())
             for r, g in zip(refs, got, strict=True):
                 r_np = r.numpy()
                 if r_np.shape != g.shape:
-                    result.error = f"batch {batch}: shape {g.shape} != torch {r_np.shape}"
+                    result.error = f"{at}: shape {g.shape} != torch {r_np.shape}"
                     return result
                 diff = float(np.max(np.abs(r_np - g)))
                 worst = max(worst, diff)
@@ -123,13 +149,16 @@ def check_model(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the check matrix and print a table; exit 1 if any case fails."""
-    from models import CNN_MODELS
+    from models import names as model_names
     from models.export import EXPORTERS
 
     parser = argparse.ArgumentParser(
         prog="python -m models.check_exports", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("models", nargs="*", help="subset of model names (default: all)")
+    parser.add_argument(
+        "--family", choices=("cnn", "transformer"), help="only models of this family"
+    )
     parser.add_argument(
         "--exporter", choices=EXPORTERS, action="append", help="repeatable; default: both"
     )
@@ -141,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    names = args.models or list(CNN_MODELS)
+    names = args.models or model_names(args.family)
     exporters = args.exporter or list(EXPORTERS)
     results: list[CheckResult] = []
     with tempfile.TemporaryDirectory(prefix="graphprune-check-") as tmp:
@@ -153,18 +182,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 results.append(res)
                 print(
-                    f"{res.name:<18} {res.exporter:<11} {res.params:>8} {res.export_s:>8.2f} "
+                    f"{res.name:<20} {res.exporter:<11} {res.params:>8} {res.export_s:>8.2f} "
                     f"{res.max_abs_diff:>11.2e} {'ok' if res.ok else 'FAIL'} {res.error}",
                     flush=True,
                 )
 
     header = (
-        f"{'model':<18} {'exporter':<11} {'params':>8} {'export_s':>8} {'max_abs_diff':>12}  ok"
+        f"{'model':<20} {'exporter':<11} {'params':>8} {'export_s':>8} {'max_abs_diff':>12}  ok"
     )
     print("\n" + header + "\n" + "-" * len(header))
     for r in results:
         print(
-            f"{r.name:<18} {r.exporter:<11} {r.params:>8} {r.export_s:>8.2f} "
+            f"{r.name:<20} {r.exporter:<11} {r.params:>8} {r.export_s:>8.2f} "
             f"{r.max_abs_diff:>12.2e}  {'yes' if r.ok else 'NO  ' + r.error}"
         )
     failed = [r for r in results if not r.ok]

@@ -4,9 +4,11 @@ graphprune must accept graphs from both exporters, which lower the same
 module differently (e.g. ``chunk`` becomes Shape/Slice arithmetic under
 TorchScript but a Split under dynamo; ``flatten`` becomes Flatten vs
 Reshape; node and value names differ completely), so every model is
-exported through one entry point that normalises the interface: input
-named ``input``, outputs ``output`` / ``output0..N``, an optional dynamic
-batch axis, and a single self-contained ``.onnx`` file.
+exported through one entry point that normalises the interface: inputs
+named as the model's ``InputSpec``s say (``input`` for single-input
+models), outputs ``output`` / ``output0..N``, symbolic ``batch`` (and, for
+sequence models, ``sequence``) axes on inputs *and* outputs, and a single
+self-contained ``.onnx`` file.
 
 CLI::
 
@@ -29,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import onnx
     import torch
+
+    from models import InputSpec, ModelSpec
 
 __all__ = [
     "DEFAULT_OPSET",
@@ -57,6 +61,7 @@ _NOISY_LOGGERS = (
     "torch.fx.experimental.symbolic_shapes",
     "onnxscript",
     "onnx_ir",
+    "transformers",
 )
 
 
@@ -88,17 +93,22 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _output_shapes(out: Any) -> list[tuple[int, ...]]:
-    """Shapes of the tensors in a (possibly nested) model output, in export order."""
+def _as_tuple(out: Any) -> list[torch.Tensor]:
+    """The tensors of a (possibly nested) model output, in export order."""
     import torch
 
     if isinstance(out, torch.Tensor):
-        return [tuple(out.shape)]
+        return [out]
     if isinstance(out, (list, tuple)):
-        return [s for o in out for s in _output_shapes(o)]
+        return [t for o in out for t in _as_tuple(o)]
     if isinstance(out, dict):
-        return [s for o in out.values() for s in _output_shapes(o)]
+        return [t for o in out.values() for t in _as_tuple(o)]
     raise TypeError(f"unsupported model output type {type(out).__name__}")
+
+
+def _output_shapes(out: Any) -> list[tuple[int, ...]]:
+    """Shapes of the tensors in a (possibly nested) model output, in export order."""
+    return [tuple(t.shape) for t in _as_tuple(out)]
 
 
 def output_names_for(n: int) -> list[str]:
@@ -114,10 +124,87 @@ def _default_opset(proto: onnx.ModelProto) -> int | None:
     return None
 
 
+Axes = dict[int, str]
+"""Dynamic axes of one tensor: axis index -> symbolic dim name."""
+
+
+def _dim_sizes(args: Sequence[torch.Tensor], in_axes: Sequence[Axes]) -> dict[str, int]:
+    """Size of every named dynamic dim in ``args``; raises if one name has two sizes."""
+    sizes: dict[str, int] = {}
+    for tensor, axes in zip(args, in_axes, strict=True):
+        for axis, dim_name in axes.items():
+            size = int(tensor.shape[axis])
+            if sizes.setdefault(dim_name, size) != size:
+                raise ValueError(
+                    f"dynamic dim {dim_name!r} has example sizes {sizes[dim_name]} and {size}"
+                )
+    return sizes
+
+
+def _resize(
+    args: Sequence[torch.Tensor], in_axes: Sequence[Axes], sizes: dict[str, int]
+) -> tuple[torch.Tensor, ...]:
+    """``args`` with each named dynamic axis resized to ``sizes[name]``.
+
+    Entries are repeated cyclically along the axis, so integer inputs keep
+    valid values (token ids in range, 0/1 masks) and a batch-1 tensor grows
+    into identical rows, as ``expand`` would give.
+    """
+    import torch
+
+    out = []
+    for tensor, axes in zip(args, in_axes, strict=True):
+        for axis, dim_name in axes.items():
+            old, new = int(tensor.shape[axis]), sizes[dim_name]
+            if old != new:
+                index = torch.arange(new) % old
+                tensor = tensor.index_select(axis, index)
+        out.append(tensor.contiguous())
+    return tuple(out)
+
+
+def _infer_output_axes(
+    model: torch.nn.Module,
+    args: Sequence[torch.Tensor],
+    in_axes: Sequence[Axes],
+    out_shapes: list[tuple[int, ...]],
+    out_names: list[str],
+) -> list[Axes]:
+    """Which output axes follow which input dims, found by running at other sizes.
+
+    Each named dim grows by a different amount; an output axis whose size
+    moves in step with one of them gets that name, one that changes some
+    other way (e.g. ``sequence + 1``) gets ``<output>_dim<axis>``, and one
+    that stays put is static.
+    """
+    import torch
+
+    sizes = _dim_sizes(args, in_axes)
+    if not sizes:
+        return [{} for _ in out_shapes]
+    grown = {dim_name: size + 1 + i for i, (dim_name, size) in enumerate(sizes.items())}
+    with torch.no_grad():
+        shapes2 = _output_shapes(model(*_resize(args, in_axes, grown)))
+    axes: list[Axes] = []
+    for out_name, shape1, shape2 in zip(out_names, out_shapes, shapes2, strict=True):
+        found: Axes = {}
+        for axis, (a, b) in enumerate(zip(shape1, shape2, strict=True)):
+            if a == b:
+                continue
+            match = [n for n in sizes if (sizes[n], grown[n]) == (a, b)]
+            found[axis] = match[0] if match else f"{out_name}_dim{axis}"
+        axes.append(found)
+    return axes
+
+
 def _finalize(
-    path: Path, out_shapes: list[tuple[int, ...]], dynamic_batch: bool, opset: int
+    path: Path,
+    out_shapes: list[tuple[int, ...]],
+    out_axes: Sequence[Axes],
+    in_axes: dict[str, Axes],
+    opset: int,
 ) -> None:
-    """Make ``path`` self-contained, at the requested opset, with static output dims.
+    """Make ``path`` self-contained, at the requested opset, with agreed dims.
 
     Raises if the file does not import the requested opset or fails the
     ONNX checker, rather than hand back a model that is not what was asked.
@@ -125,8 +212,10 @@ def _finalize(
     Any external-data side file is folded back in and deleted. The
     TorchScript exporter loses static output dims behind shape arithmetic
     (e.g. ``flatten(2)`` on a dynamic-batch tensor yields ``Concat_dim_1``);
-    every non-batch dim is fixed for a given input resolution, so we write
-    the eager shapes back. The batch dim stays symbolic.
+    every non-dynamic dim is fixed for a given input, so we write the eager
+    shapes back. Dynamic dims get our names (``batch``, ``sequence``) on
+    inputs and outputs whatever the exporter called them (dynamo says
+    ``s0``-style names for derived dims).
     """
     import onnx
     from onnx.external_data_helper import uses_external_data
@@ -145,16 +234,26 @@ def _finalize(
     if _default_opset(proto) != opset:
         raise RuntimeError(f"exported model uses opset {_default_opset(proto)}, not {opset}")
     onnx.checker.check_model(proto)
-    for value, shape in zip(proto.graph.output, out_shapes, strict=True):
+
+    def name_dims(value: onnx.ValueInfoProto, axes: Axes) -> bool:
+        dims = value.type.tensor_type.shape.dim
+        edited = False
+        for axis, dim_name in axes.items():
+            if axis < len(dims) and dims[axis].dim_param != dim_name:
+                dims[axis].dim_param = dim_name
+                edited = True
+        return edited
+
+    for value in proto.graph.input:
+        if value.name in in_axes:
+            changed |= name_dims(value, in_axes[value.name])
+    for value, shape, axes in zip(proto.graph.output, out_shapes, out_axes, strict=True):
         dims = value.type.tensor_type.shape.dim
         if len(dims) != len(shape):
             continue
+        changed |= name_dims(value, axes)
         for axis, (dim, size) in enumerate(zip(dims, shape, strict=True)):
-            if dynamic_batch and axis == 0:
-                if dim.dim_param != BATCH_DIM:
-                    dim.dim_param = BATCH_DIM
-                    changed = True
-            elif not dim.HasField("dim_value"):
+            if axis not in axes and not dim.HasField("dim_value"):
                 dim.dim_value = size
                 changed = True
     if changed:
@@ -165,19 +264,28 @@ def _finalize(
 
 def export_onnx(
     model: torch.nn.Module,
-    example_input: torch.Tensor,
+    example_input: torch.Tensor | Sequence[torch.Tensor],
     path: str | Path,
     *,
     exporter: str = "torchscript",
     opset: int | None = None,
     dynamic_batch: bool = True,
+    inputs: Sequence[InputSpec] | None = None,
 ) -> Path:
     """Export ``model`` (in eval mode) to a single self-contained ONNX file.
 
     ``exporter`` is ``"torchscript"`` (``dynamo=False``, default opset 17) or
-    ``"dynamo"`` (``dynamo=True``, default opset 18). With ``dynamic_batch``
-    dim 0 of the input and of every output is named ``batch``. Returns the
-    written path. Raises ``ValueError`` for dynamo with opset < 18.
+    ``"dynamo"`` (``dynamo=True``, default opset 18). ``example_input`` is one
+    tensor or a sequence of tensors passed positionally to ``forward``.
+
+    ``inputs`` names the graph inputs and their dynamic axes (one
+    ``InputSpec`` per tensor; only ``name`` and ``dynamic_axes`` are used
+    here). Without it a single tensor is named ``input`` (several:
+    ``input0..N``) with dim 0 dynamic as ``batch``. Output axes that follow
+    a dynamic input dim get its name, found by also running the model
+    eagerly at larger sizes. ``dynamic_batch=False`` makes every axis
+    static. Returns the written path. Raises ``ValueError`` for dynamo with
+    opset < 18.
     """
     import torch
 
@@ -191,46 +299,63 @@ def export_onnx(
             f"the dynamo exporter needs opset >= {MIN_DYNAMO_OPSET} (got {opset}); "
             "use exporter='torchscript' for older opsets"
         )
+    args = (example_input,) if isinstance(example_input, torch.Tensor) else tuple(example_input)
+    if inputs is not None:
+        if len(inputs) != len(args):
+            raise ValueError(f"{len(inputs)} input specs for {len(args)} example tensors")
+        in_names = [spec.name for spec in inputs]
+        in_axes = [dict(spec.dynamic_axes) for spec in inputs]
+    else:
+        in_names = [INPUT_NAME] if len(args) == 1 else [f"input{i}" for i in range(len(args))]
+        in_axes = [{0: BATCH_DIM} for _ in args]
+    if not dynamic_batch:
+        in_axes = [{} for _ in args]
+    sizes = _dim_sizes(args, in_axes)
 
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            out_shapes = _output_shapes(model(example_input))
-        names = output_names_for(len(out_shapes))
         with _quiet(), torch.no_grad():
+            out_shapes = _output_shapes(model(*args))
+            out_names = output_names_for(len(out_shapes))
+            out_axes = _infer_output_axes(model, args, in_axes, out_shapes, out_names)
             if exporter == "torchscript":
-                dynamic_axes = (
-                    {n: {0: BATCH_DIM} for n in [INPUT_NAME, *names]} if dynamic_batch else None
-                )
+                dynamic_axes = {
+                    name: axes
+                    for name, axes in zip(
+                        [*in_names, *out_names], [*in_axes, *out_axes], strict=True
+                    )
+                    if axes
+                }
                 torch.onnx.export(
                     model,
-                    (example_input,),
+                    args,
                     str(path),
                     dynamo=False,
                     opset_version=opset,
-                    input_names=[INPUT_NAME],
-                    output_names=names,
-                    dynamic_axes=dynamic_axes,
+                    input_names=in_names,
+                    output_names=out_names,
+                    dynamic_axes=dynamic_axes or None,
                     do_constant_folding=True,
                 )
             else:
-                dynamic_shapes = None
-                trace_input = example_input
-                if dynamic_batch:
-                    # torch.export specialises size-1 dims to constants, so a
-                    # batch-1 example would silently pin the batch axis.
-                    if trace_input.shape[0] == 1:
-                        trace_input = trace_input.expand(2, *trace_input.shape[1:]).contiguous()
-                    dynamic_shapes = ({0: torch.export.Dim(BATCH_DIM)},)
+                # torch.export specialises size-0/1 dims to constants, so a
+                # batch-1 example would silently pin the batch axis.
+                trace_args = _resize(args, in_axes, {n: max(s, 2) for n, s in sizes.items()})
+                dims = {n: torch.export.Dim(n) for n in sizes}
+                dynamic_shapes = (
+                    tuple({axis: dims[n] for axis, n in axes.items()} or None for axes in in_axes)
+                    if sizes
+                    else None
+                )
                 torch.onnx.export(
                     model,
-                    (trace_input,),
+                    trace_args,
                     str(path),
                     dynamo=True,
                     opset_version=opset,
-                    input_names=[INPUT_NAME],
-                    output_names=names,
+                    input_names=in_names,
+                    output_names=out_names,
                     dynamic_shapes=dynamic_shapes,
                     external_data=False,
                     report=False,
@@ -238,7 +363,7 @@ def export_onnx(
                 )
     finally:
         model.train(was_training)
-    _finalize(path, out_shapes, dynamic_batch, opset)
+    _finalize(path, out_shapes, out_axes, dict(zip(in_names, in_axes, strict=True)), opset)
     return path
 
 
@@ -250,22 +375,43 @@ def export_spec(
     opset: int | None = None,
     dynamic_batch: bool = True,
 ) -> Path:
-    """Build registered model ``name`` and export it with a seeded random input."""
-    import torch
+    """Build registered model ``name`` and export it with its seeded example inputs.
 
+    Dynamic axes come from the spec's ``inputs``, less any ``static_dims`` the
+    spec pins for this exporter.
+    """
     from models import get
 
     spec = get(name)
     model = spec.build()
-    example = torch.randn(spec.input_shape, generator=torch.Generator().manual_seed(0))
     return export_onnx(
-        model, example, path, exporter=exporter, opset=opset, dynamic_batch=dynamic_batch
+        model,
+        spec.example_inputs(seed=0),
+        path,
+        exporter=exporter,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        inputs=spec.inputs_for(exporter),
     )
+
+
+def _describe_inputs(spec: ModelSpec) -> str:
+    """``name:dtype[batch=2,sequence=7]`` per input, plus any per-exporter static dims."""
+    parts = []
+    for inp in spec.inputs:
+        dims = [
+            f"{inp.dynamic_axes[a]}={d}" if a in inp.dynamic_axes else str(d)
+            for a, d in enumerate(inp.shape)
+        ]
+        parts.append(f"{inp.name}:{inp.dtype}[{','.join(dims)}]")
+    for exporter, pinned in spec.static_dims.items():
+        parts.append(f"({exporter}: {', '.join(pinned)} static)")
+    return " ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns a process exit code."""
-    from models import BENCH_MODELS, CNN_MODELS
+    from models import BENCH_MODELS, CNN_MODELS, TRANSFORMER_MODELS
 
     parser = argparse.ArgumentParser(
         prog="python -m models.export", description=__doc__.split("\n\n")[0]
@@ -282,20 +428,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="ONNX opset (default 17 torchscript / 18 dynamo; dynamo needs >= 18)",
     )
     parser.add_argument(
-        "--static-batch", action="store_true", help="do not mark the batch axis dynamic"
+        "--static-batch",
+        action="store_true",
+        help="do not mark any axis dynamic (batch, sequence)",
     )
     parser.add_argument("--list", action="store_true", help="list registered models and exit")
     args = parser.parse_args(argv)
 
+    registered = {**CNN_MODELS, **TRANSFORMER_MODELS}
     if args.list:
-        for spec in CNN_MODELS.values():
-            shape = "x".join(map(str, spec.input_shape))
-            print(f"{spec.name:<20} {spec.family:<6} {shape}")
+        for spec in registered.values():
+            print(f"{spec.name:<20} {spec.family:<12} {_describe_inputs(spec)}")
         return 0
     if not args.name:
         parser.error("a model NAME is required unless --list is given")
-    if args.name not in CNN_MODELS and args.name not in BENCH_MODELS:
-        parser.error(f"unknown model {args.name!r}; choose from: {', '.join(CNN_MODELS)}")
+    if args.name not in registered and args.name not in BENCH_MODELS:
+        parser.error(f"unknown model {args.name!r}; choose from: {', '.join(registered)}")
     out = args.output or Path(f"{args.name}.onnx")
     if args.exporter == "dynamo" and args.opset is not None and args.opset < MIN_DYNAMO_OPSET:
         parser.error(f"--exporter dynamo needs --opset >= {MIN_DYNAMO_OPSET}")

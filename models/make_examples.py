@@ -1,8 +1,10 @@
 """Regenerate the small ONNX files checked in under ``models/examples/``.
 
-Run as ``python -m models.make_examples``. The README demo needs a real
-model file that works without torch installed, so we commit one tiny export
-and keep this script as the single way to rebuild it.
+Run as ``python -m models.make_examples``. The README demo and tests need
+real model files that work without torch installed, so we commit a few tiny
+exports (a CNN, and a BERT with int64 ``input_ids``/``attention_mask`` and
+dynamic batch and sequence axes) and keep this script as the single way to
+rebuild them.
 """
 
 from __future__ import annotations
@@ -19,12 +21,17 @@ MAX_BYTES = 2 * 1024 * 1024
 # file name -> (registered model, exporter)
 EXAMPLES: dict[str, tuple[str, str]] = {
     "resnet_small.onnx": ("resnet_basic", "torchscript"),
+    "bert_tiny.onnx": ("bert", "torchscript"),
 }
 
 
 def make_examples(out_dir: Path = EXAMPLES_DIR) -> list[Path]:
-    """Export every example (dynamic batch) into ``out_dir`` and sanity-check it."""
-    import numpy as np
+    """Export every example (dynamic axes) into ``out_dir`` and sanity-check it.
+
+    Each file is run in onnxruntime at sizes other than the traced ones
+    (batch 3, and sequence 11 where the model has one) to prove the dynamic
+    axes really are dynamic.
+    """
     import onnx
     import onnxruntime as ort
 
@@ -33,16 +40,20 @@ def make_examples(out_dir: Path = EXAMPLES_DIR) -> list[Path]:
 
     written = []
     for filename, (name, exporter) in EXAMPLES.items():
+        spec = get(name)
         path = export_spec(name, out_dir / filename, exporter, dynamic_batch=True)
         onnx.checker.check_model(str(path))
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise RuntimeError(f"{path} is {size} bytes, over the {MAX_BYTES} byte budget")
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        x = np.zeros((2, *get(name).input_shape[1:]), dtype=np.float32)
-        (out,) = sess.run(None, {"input": x})
-        if out.shape[0] != 2:
-            raise RuntimeError(f"{path}: batch axis is not dynamic (output {out.shape})")
+        sizes = {"batch": 3, "sequence": 11}
+        xs = spec.example_inputs(sizes, seed=1)
+        outs = sess.run(None, {n: x.numpy() for n, x in zip(spec.input_names, xs, strict=True)})
+        expect_seq = "sequence" in spec.dynamic_dims(exporter)
+        for out in outs:
+            if out.shape[0] != 3 or (expect_seq and out.ndim > 2 and out.shape[1] != 11):
+                raise RuntimeError(f"{path}: dynamic axes not honoured (output {out.shape})")
         written.append(path)
     return written
 
