@@ -15,14 +15,22 @@ FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProt
 
 
 def count_params(model: onnx.ModelProto) -> int:
-    """Elements of floating-point initializers and Constant nodes (weights, not shapes)."""
-    n = sum(math.prod(t.dims) for t in model.graph.initializer if t.data_type in FLOAT_TYPES)
+    """Elements of floating-point initializers and Constant nodes (weights, not shapes).
+
+    Scalars are left out: they are formula constants (GELU's 0.5, a Clip bound) that one
+    exporter writes once and another once per use, not parameters."""
+    n = sum(_size(t) for t in model.graph.initializer if t.data_type in FLOAT_TYPES)
     for node in model.graph.node:
         if node.op_type == "Constant":
             t = attr(node, "value")
             if t is not None and t.data_type in FLOAT_TYPES:
-                n += math.prod(t.dims)
+                n += _size(t)
     return n
+
+
+def _size(t: onnx.TensorProto) -> int:
+    n = math.prod(t.dims)
+    return n if n > 1 else 0
 
 
 def count_macs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int:

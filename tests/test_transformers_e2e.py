@@ -1,0 +1,136 @@
+"""End to end over the transformer models of models/ × both torch exporters.
+
+Heads and FFN neurons are pruned with the exact check passing; GQA models lose whole KV
+groups; the pruned models run at two batch sizes and two sequence lengths; hidden-size
+pruning (`scope` with "hidden") reports its fidelity.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from zoo import ROOT  # noqa: F401 - puts the repository root (models/) on sys.path
+
+import graphprune
+import models
+from models.export import export_spec
+
+NAMES = list(models.TRANSFORMER_MODELS)
+MERGED_HEADS = {"mha_encoder", "transformer_encoder"}
+"""nn.MultiheadAttention reshapes heads into the batch axis ([B·H, S, D]) in both exporters:
+with a dynamic batch the head axis has no static layout, so heads stay (FFN is pruned)."""
+GQA = {"llama": 2, "hf_llama": 2}
+"""Key/value heads per layer: GQA units are KV groups. With 2 groups a ratio of 0.4 removes
+none (selection never removes more than asked), so these run at 0.5."""
+OUTPUT_IS_HIDDEN = {"bert", "hf_bert", "mha_encoder", "transformer_encoder"}
+"""Models whose graph output is the hidden state itself: hidden units reach it and stay."""
+
+
+@functools.cache
+def _dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="graphprune-tzoo-"))
+    import atexit
+
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+@functools.cache
+def exported(name: str, exporter: str) -> Path:
+    return export_spec(name, _dir() / f"{name}-{exporter}.onnx", exporter)
+
+
+def feeds(model: onnx.ModelProto, batch: int, seq: int, seed: int = 7) -> dict[str, np.ndarray]:
+    """Inputs at (batch, seq): token ids below 50 (every vocab here has 100), masks of ones."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for vi in model.graph.input:
+        dims = [d.dim_value if d.HasField("dim_value") else None
+                for d in vi.type.tensor_type.shape.dim]
+        shape = [batch if k == 0 and d is None else seq if d is None else d
+                 for k, d in enumerate(dims)]
+        if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64:
+            high = 1 if "mask" in vi.name or "type" in vi.name else 50
+            out[vi.name] = (np.ones(shape, np.int64) if "mask" in vi.name
+                            else rng.integers(0, high, shape).astype(np.int64))
+        else:
+            out[vi.name] = rng.standard_normal(shape).astype(np.float32)
+    return out
+
+
+def _kinds(report) -> dict[str, tuple[int, int]]:
+    kinds: dict[str, list[int]] = {}
+    for d in report.group_details:
+        k = kinds.setdefault(d.kind, [0, 0])
+        k[0] += d.units_before
+        k[1] += d.units_after
+    return {k: (a, b) for k, (a, b) in kinds.items()}
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("name", NAMES)
+def test_heads_and_ffn(name: str, exporter: str) -> None:
+    path = exported(name, exporter)
+    original = onnx.load(path)
+    pruned, report = graphprune.compress(original, ratio=0.5 if name in GQA else 0.4)
+    assert report.exact_check["passed"]
+    assert report.params_after < report.params_before
+    kinds = _kinds(report)
+    assert kinds["ffn"][1] < kinds["ffn"][0]
+    if name in MERGED_HEADS:
+        assert "heads" not in kinds
+    else:
+        before, after = kinds["heads"]
+        assert after < before, f"no head pruned: {kinds}"
+    if name in GQA:
+        heads = [d for d in report.group_details if d.kind == "heads"]
+        assert all(d.units_before == GQA[name] for d in heads)
+    # the pruned model runs at two batch sizes and two sequence lengths
+    sess = ort.InferenceSession(pruned.SerializeToString(), providers=["CPUExecutionProvider"])
+    ref = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"])
+    seqs = (7, 11) if "sequence" in str(original.graph.input) else (None,)
+    for batch in (1, 3):
+        for seq in seqs:
+            f = feeds(original, batch, seq or 0)
+            got, want = sess.run(None, f), ref.run(None, f)
+            assert [g.shape for g in got] == [w.shape for w in want]
+            assert all(np.isfinite(g).all() for g in got)
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama", "vit"])
+def test_hidden_scope_reports_fidelity(name: str) -> None:
+    pruned, report = graphprune.compress(exported(name, "torchscript"), ratio=0.25,
+                                         scope="heads,ffn,hidden")
+    assert report.exact_check["passed"]  # the exact part of the plan
+    kinds = _kinds(report)
+    assert kinds["hidden"][1] < kinds["hidden"][0]
+    assert report.fidelity, "hidden units removed but no fidelity reported"
+    for stats in report.fidelity.values():
+        assert 0.0 < stats["cosine"] <= 1.0 + 1e-9 and stats["rel_l2"] > 0.0
+    onnx.checker.check_model(pruned, full_check=True)
+
+
+@pytest.mark.parametrize("name", sorted(OUTPUT_IS_HIDDEN & set(NAMES)))
+def test_hidden_state_outputs_keep_hidden_units(name: str) -> None:
+    _, report = graphprune.compress(exported(name, "torchscript"), ratio=0.4,
+                                    scope="heads,ffn,hidden")
+    assert report.exact_check["passed"]
+    hidden = [d for d in report.group_details if d.kind == "hidden"]
+    assert hidden and all(d.units_after == d.units_before for d in hidden)
+    assert any("graph output" in r for d in hidden for r in d.reasons)
+
+
+def test_exporters_agree_on_units() -> None:
+    """Both exporters' graphs of one model must give the same unit counts."""
+    for name in ("gpt2", "llama", "vit"):
+        reports = [graphprune.compress(exported(name, e), ratio=0.4)[1]
+                   for e in ("torchscript", "dynamo")]
+        assert _kinds(reports[0]) == _kinds(reports[1]), name
+        assert reports[0].params_after == reports[1].params_after, name
