@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from .errors import GraphError, GraphpruneError, InputError, ValidationError
 from .io import load, save_atomic
-from .pipeline import AnalysisResult, analyze, compress
+from .pipeline import AnalysisResult, analyze, apply_plan, compress
+from .plan import Plan
 from .report import Report
 
 __version__ = "0.1.0"
 __all__ = [
     "AnalysisResult", "GraphError", "GraphpruneError", "InputError", "Report", "ValidationError",
-    "analyze", "compress", "load", "save_atomic",
+    "Plan", "analyze", "apply_plan", "compress", "load", "save_atomic",
 ]

@@ -28,7 +28,35 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", help="output path (default: <model>.pruned.onnx)")
     c.add_argument("--ratio", type=float, default=0.4,
                    help="fraction of each prunable group's units to remove (default 0.4)")
-    c.add_argument("--criterion", default="l1", help="l1 | l2 | random (default l1)")
+    c.add_argument("--criterion", default="l1",
+                   help="l1 | l2 | bn-scale | fpgm | lamp | random (weights), activation | apoz "
+                        "| wanda | obd | taylor (calibration data) (default l1)")
+    c.add_argument("--aggregate", default="sum", metavar="HOW",
+                   help="combine a unit's member scores: sum | mean | max (default sum)")
+    c.add_argument("--normalize", default=None, metavar="HOW",
+                   help="normalise scores within each group: none | mean | max | sum | standard "
+                        "(default: mean; none for lamp and random)")
+    c.add_argument("--allocation", default="uniform", metavar="KIND",
+                   help="uniform (same ratio per group) | global (one ranking over all groups) "
+                        "| sensitivity (measured output error per removed cost) (default uniform)")
+    c.add_argument("--max-group-ratio", type=float, default=0.9, metavar="R",
+                   help="at most this fraction of a group is removed under global/sensitivity "
+                        "allocation and targets (default 0.9)")
+    t = c.add_mutually_exclusive_group()
+    t.add_argument("--target-macs", type=float, metavar="F",
+                   help="search for the plan keeping this fraction of the MACs (replaces --ratio)")
+    t.add_argument("--target-params", type=float, metavar="F",
+                   help="search for the plan keeping this fraction of the parameters")
+    t.add_argument("--target-latency", type=float, metavar="F",
+                   help="search for the plan keeping this fraction of the onnxruntime latency "
+                        "measured on this machine (median of repeated runs)")
+    c.add_argument("--calib", metavar="NPZ",
+                   help="calibration inputs: one array per graph input, samples on axis 0 "
+                        "(default: generated inputs)")
+    c.add_argument("--calib-samples", type=int, default=32, metavar="N",
+                   help="calibration samples to use (default 32)")
+    c.add_argument("--plan-out", metavar="JSON", help="save the plan here (apply it with "
+                   "`graphprune apply`)")
     c.add_argument("--round-to", type=int, default=1, metavar="N",
                    help="keep unit counts at multiples of N where a group is large enough")
     c.add_argument("--protect", metavar="REGEX", help="keep groups touching matching node names")
@@ -41,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--report", metavar="JSON", help="write the report as JSON here")
     _common(c)
+
+    ap = sub.add_parser("apply", help="apply a saved plan (--plan-out) to its model")
+    ap.add_argument("model", help="input .onnx file (never modified)")
+    ap.add_argument("plan", help="plan JSON written by `compress --plan-out`")
+    ap.add_argument("-o", "--output", help="output path (default: <model>.pruned.onnx)")
+    ap.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
+                    help="concrete shape for a dynamic input during validation (repeatable)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--report", metavar="JSON", help="write the report as JSON here")
+    _common(ap)
 
     a = sub.add_parser("analyze", help="print the coupled groups and what blocks pruning")
     a.add_argument("model")
@@ -69,18 +107,29 @@ def _input_sizes(specs: list[str]) -> dict[str, list[int]]:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .io import file_size, load_checked, save_atomic, write_text_atomic
+    from .io import check_writable, file_size, load_checked, save_atomic, write_text_atomic
     from .pipeline import compress
 
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
     say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
     model, external = load_checked(src, out, report=args.report)
+    if args.plan_out:
+        check_writable(args.plan_out, "plan")
+    if args.calib_samples < 1:
+        raise InputError(f"calib-samples must be a positive integer, got {args.calib_samples}")
     pruned, report = compress(model, ratio=args.ratio, criterion=args.criterion,
                               round_to=args.round_to, protect=args.protect, seed=args.seed,
                               input_sizes=_input_sizes(args.input_shape), progress=say,
-                              scope=args.scope)
+                              scope=args.scope, aggregate=args.aggregate,
+                              normalize=args.normalize, allocation=args.allocation,
+                              max_group_ratio=args.max_group_ratio,
+                              target_macs=args.target_macs, target_params=args.target_params,
+                              target_latency=args.target_latency, calib=args.calib,
+                              calib_samples=args.calib_samples)
     save_atomic(pruned, out, external=external or None)
+    if args.plan_out:
+        write_text_atomic(args.plan_out, report.plan.to_json())
     report.bytes_before, report.bytes_after = file_size(src), file_size(out)
     if args.report:
         write_text_atomic(args.report, report.to_json())
@@ -90,6 +139,30 @@ def cmd_compress(args: argparse.Namespace) -> int:
         print(report.render())
         if not report.groups.get("pruned"):
             print(_nothing_pruned(report))
+        print(f"wrote {out}")
+    return 0
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from .io import file_size, load_checked, save_atomic, write_text_atomic
+    from .pipeline import apply_plan
+    from .plan import Plan
+
+    src = Path(args.model)
+    out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
+    say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
+    plan = Plan.load(args.plan)
+    model, external = load_checked(src, out, report=args.report)
+    pruned, report = apply_plan(model, plan, seed=args.seed,
+                                input_sizes=_input_sizes(args.input_shape), progress=say)
+    save_atomic(pruned, out, external=external or None)
+    report.bytes_before, report.bytes_after = file_size(src), file_size(out)
+    if args.report:
+        write_text_atomic(args.report, report.to_json())
+    if args.json:
+        print(report.to_json())
+    elif not args.quiet:
+        print(report.render())
         print(f"wrote {out}")
     return 0
 
@@ -131,7 +204,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handler = {"compress": cmd_compress, "analyze": cmd_analyze}[args.command]
+    handler = {"compress": cmd_compress, "apply": cmd_apply,
+               "analyze": cmd_analyze}[args.command]
     try:
         return handler(args)
     except GraphpruneError as exc:

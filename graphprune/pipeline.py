@@ -17,7 +17,10 @@ from .errors import InputError, ValidationError
 from .io import check_opset, guard_input, load
 from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params
-from .passes import rewrite, scoring, selection, validation
+from .passes import rewrite, scoring, selection, targets, validation
+from .passes.allocation import ALLOCATIONS
+from .passes.calibration import Calibration
+from .plan import Plan, make_plan, removed_from_plan
 from .report import GroupReport, Report
 
 Progress = Callable[[str], None]
@@ -78,8 +81,27 @@ def compress(
     input_sizes: dict[str, list[int]] | None = None,
     progress: Progress | None = None,
     scope: tuple[str, ...] | list[str] | str = DEFAULT_SCOPE,
+    aggregate: str = "sum",
+    normalize: str | None = None,
+    allocation: str = "uniform",
+    max_group_ratio: float = 0.9,
+    target_macs: float | None = None,
+    target_params: float | None = None,
+    target_latency: float | None = None,
+    calib: str | os.PathLike | dict[str, np.ndarray] | None = None,
+    calib_samples: int = 32,
 ) -> tuple[onnx.ModelProto, Report]:
     """Prune `ratio` of every prunable group's units and prove the result exact.
+
+    Scoring: `criterion` (see `graphprune.passes.scoring.CRITERIA`), member scores combined by
+    `aggregate` (sum/mean/max), normalised within groups by `normalize` (none/mean/max/sum/
+    standard; None: the criterion's default). Data-driven criteria and the sensitivity scan
+    run `calib` (arrays per graph input, or an .npz path; generated when None) through
+    onnxruntime. `allocation` is uniform (ratio per group), global (one ranking) or
+    sensitivity (measured error per cost); at most `max_group_ratio` of a group goes under
+    global, sensitivity and targets. A target (`target_macs`, `target_params`,
+    `target_latency`: fractions of the original) replaces `ratio` and is met by search.
+    `report.plan` holds the plan (graphprune.plan) of the run.
 
     `scope` picks unit kinds: channels, heads, ffn (default) and hidden (opt-in: the residual
     stream, through LayerNorm/RMSNorm, inexact). With hidden units removed, the exact check
@@ -96,30 +118,106 @@ def compress(
         raise InputError(f"unknown criterion '{criterion}' "
                          f"(choose from {', '.join(sorted(scoring.CRITERIA))})")
     _check_regex(protect)
+    req = _request(ratio, allocation, round_to, protect, max_group_ratio,
+                   target_macs, target_params, target_latency)
+    try:
+        scoring.check_options(criterion, aggregate, normalize)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     say = progress or (lambda _msg: None)
-    t0 = time.perf_counter()
-    timings: dict[str, float] = {}
-
-    def lap(name: str, since: float) -> float:
-        now = time.perf_counter()
-        timings[name] = round(now - since, 4)
-        return now
-
+    clock = _Clock()
     model = _as_model(model_or_path)
-    t = time.perf_counter()
     say("analysing dependencies")
     an = analyze_graph(Graph(model), inexact="hidden" in scope)
     apply_scope(an, scope)
-    t = lap("analysis", t)
+    clock.lap("analysis")
+    notes: list[str] = []
+    calibration = None
+    if criterion in scoring.NEEDS_DATA or allocation == "sensitivity":
+        calibration = Calibration(model, calib, samples=calib_samples, seed=seed,
+                                  sizes=input_sizes)
     say(f"scoring {sum(len(g.units) for g in an.groups)} units ({criterion})")
-    scores = scoring.score_units(an, criterion, seed)
-    removed, choices = selection.select_uniform(an, scores, ratio, round_to, protect)
-    t = lap("selection", t)
+    scores = scoring.score_units(an, criterion, seed, aggregate=aggregate, normalize=normalize,
+                                 calibration=calibration, progress=say, notes=notes)
+    clock.lap("scoring")
+    selector = targets.Selector(model, an, scores, req, calibration=calibration,
+                                sizes=input_sizes, progress=say, notes=notes)
+    picked = _select(selector, model, an)
+    clock.lap("selection")
+    pruned, report = _rewrite_and_prove(model, an, picked.removed, picked.choices, seed,
+                                        input_sizes, say, clock)
+    report.criterion, report.ratio, report.scope = criterion, ratio, list(scope)
+    _fill_selection(report, req, picked, an, aggregate,
+                    normalize or scoring.DEFAULT_NORMALIZE[criterion], calibration, notes)
+    report.plan = make_plan(model, an, picked.removed, _settings(report, req, seed))
+    clock.finish(report)
+    return pruned, report
+
+
+@guard_input
+def apply_plan(
+    model_or_path: onnx.ModelProto | str | os.PathLike,
+    plan: Plan | dict | str | os.PathLike,
+    *,
+    seed: int = 0,
+    input_sizes: dict[str, list[int]] | None = None,
+    progress: Progress | None = None,
+) -> tuple[onnx.ModelProto, Report]:
+    """Apply a saved plan (graphprune.plan) to the model it was made for, with the same
+    exact check as compress. Raises InputError when the plan does not fit the model."""
+    if not isinstance(plan, Plan):
+        plan = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
+    say = progress or (lambda _msg: None)
+    clock = _Clock()
+    model = _as_model(model_or_path)
+    say("analysing dependencies")
+    st = plan.settings
+    scope = tuple(st.get("scope") or DEFAULT_SCOPE)
+    an = analyze_graph(Graph(model), inexact="hidden" in scope)
+    apply_scope(an, scope)
+    removed = removed_from_plan(model, an, plan)
+    choices = [selection.GroupChoice(g, [u for u in g.units if removed[u]]) for g in an.groups]
+    clock.lap("analysis")
+    pruned, report = _rewrite_and_prove(model, an, removed, choices, seed, input_sizes, say,
+                                        clock)
+    report.criterion = str(st.get("criterion", "plan"))
+    report.ratio = float(st.get("ratio", 0.0))
+    report.allocation = "plan"
+    report.scope = list(scope)
+    report.target = dict(st.get("target") or {})
+    if report.target:
+        report.target["reached"] = _reached(report, report.target["metric"], {})
+        report.target["met"] = _met(report.target)
+    report.plan = plan
+    clock.finish(report)
+    return pruned, report
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t0 = self.t = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.timings[name] = round(now - self.t, 4)
+        self.t = now
+
+    def finish(self, report: Report) -> None:
+        self.lap("report")
+        report.timings = self.timings
+        report.seconds = round(time.perf_counter() - self.t0, 3)
+
+
+def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
+                       choices: list[selection.GroupChoice], seed: int,
+                       input_sizes: dict[str, list[int]] | None, say: Progress,
+                       clock: _Clock) -> tuple[onnx.ModelProto, Report]:
     say(f"rewriting ({int(removed.sum())} units removed)")
     inexact = _inexact_roots(an)
     exact_part = removed & ~inexact
     pruned = rewrite.prune_model(model, an, exact_part) if exact_part.any() else _unchanged(model)
-    t = lap("rewrite", t)
+    clock.lap("rewrite")
     say("validating in onnxruntime")
     check, pruned_bytes = _prove(model, pruned, an, exact_part, seed, input_sizes)
     fidelity = None
@@ -131,7 +229,7 @@ def compress(
         fidelity = validation.fidelity(validation.session(model),
                                        validation.session(pruned, pruned_bytes), model,
                                        seed=seed, sizes=input_sizes)
-    t = lap("validation", t)
+    clock.lap("validation")
     if not check.passed:
         bad = max((r for r in check.runs if not r["passed"]), key=lambda r: r["max_abs_err"])
         raise ValidationError(
@@ -144,15 +242,104 @@ def compress(
         macs_before=count_macs(model, feeds), macs_after=count_macs(pruned, feeds),
         bytes_before=approx_bytes(model),
         bytes_after=len(pruned_bytes) if pruned_bytes else approx_bytes(pruned),
-        criterion=criterion, ratio=ratio,
-        exact_check=check.to_dict(),
-        scope=list(scope), fidelity=fidelity or {},
+        exact_check=check.to_dict(), fidelity=fidelity or {},
     )
     _fill_groups(report, an, choices)
-    lap("report", t)
-    report.timings = timings
-    report.seconds = round(time.perf_counter() - t0, 3)
     return pruned, report
+
+
+# -- allocation and targets -----------------------------------------------------------------
+def _request(ratio, allocation, round_to, protect, max_group_ratio, target_macs,
+             target_params, target_latency) -> targets.Request:
+    if allocation not in ALLOCATIONS:
+        raise InputError(f"unknown allocation '{allocation}' "
+                         f"(choose from {', '.join(ALLOCATIONS)})")
+    if not 0.0 < max_group_ratio < 1.0:
+        raise InputError(f"max-group-ratio must be in (0, 1), got {max_group_ratio}")
+    given = {k: v for k, v in (("macs", target_macs), ("params", target_params),
+                               ("latency", target_latency)) if v is not None}
+    if len(given) > 1:
+        raise InputError(f"give one target, not {len(given)} "
+                         f"({', '.join('--target-' + k for k in given)})")
+    metric, value = next(iter(given.items()), (None, None))
+    if value is not None and not 0.0 < value <= 1.0:
+        raise InputError(f"target-{metric} must be a fraction of the original in (0, 1], "
+                         f"got {value}")
+    return targets.Request(ratio, allocation, round_to, protect, max_group_ratio, metric, value)
+
+
+def _select(selector: targets.Selector, model: onnx.ModelProto,
+            an: Analysis) -> targets.Selection:
+    """Select; for MAC/parameter targets, correct the target when the rewritten model's real
+    count strays from the cost model's (MACs of activation × activation products)."""
+    req = selector.req
+    picked = selector.select()
+    if req.metric not in ("macs", "params") or not selector.cost.approximate(req.metric):
+        return picked
+    aim = req.target
+    for _ in range(3):
+        reached = _real_fraction(model, an, picked.removed, req.metric, selector.feeds)
+        if abs(reached - req.target) <= targets.TOLERANCE * req.target:
+            break
+        aim = min(1.0, max(1e-6, aim + (req.target - reached)))
+        picked = selector.select(aim)
+    return picked
+
+
+def _real_fraction(model, an, removed, metric: str, feeds) -> float:
+    if not removed.any():
+        return 1.0
+    pruned = rewrite.prune_model(model, an, removed)
+    if metric == "macs":
+        before = count_macs(model, feeds)
+        return count_macs(pruned, feeds) / before if before else 1.0
+    before = count_params(model)
+    return count_params(pruned) / before if before else 1.0
+
+
+def _reached(report: Report, metric: str, latency: dict[str, float]) -> float:
+    if metric == "macs":
+        return report.macs_ratio
+    if metric == "params":
+        return report.params_ratio
+    return latency["after"] / latency["before"] if latency.get("before") else 1.0
+
+
+def _met(target: dict) -> bool:
+    return abs(target["reached"] - target["value"]) <= targets.TOLERANCE * target["value"]
+
+
+def _fill_selection(report: Report, req: targets.Request, picked: targets.Selection,
+                    an: Analysis, aggregate: str, normalize: str, calibration,
+                    notes: list[str]) -> None:
+    report.aggregate, report.normalize, report.allocation = aggregate, normalize, req.allocation
+    report.notes = list(dict.fromkeys(notes))
+    if calibration is not None:
+        report.calibration = calibration.describe()
+    if picked.latency:
+        report.latency_ms = {k: round(v * 1e3, 4) for k, v in picked.latency.items()}
+    if req.metric:
+        reached = _reached(report, req.metric, picked.latency)
+        report.target = {"metric": req.metric, "value": req.target, "reached": round(reached, 4),
+                         "tolerance": targets.TOLERANCE}
+        report.target["met"] = _met(report.target)
+        if not report.target["met"] and reached > req.target:
+            report.notes.append(f"the {req.metric} target was not reached: removing at most "
+                                f"{req.max_group_ratio:.0%} of each group (--max-group-ratio) "
+                                f"and keeping frozen units gets to {reached:.3f}")
+    report.sensitivity = {an.groups[gi].name: [[c, round(e, 6)] for c, e in sorted(curve)]
+                          for gi, curve in picked.curves.items()}
+
+
+def _settings(report: Report, req: targets.Request, seed: int) -> dict:
+    from . import __version__
+
+    return {"criterion": report.criterion, "aggregate": report.aggregate,
+            "normalize": report.normalize, "allocation": req.allocation, "ratio": req.ratio,
+            "round_to": req.round_to, "protect": req.protect,
+            "max_group_ratio": req.max_group_ratio, "scope": report.scope, "seed": seed,
+            "target": ({"metric": req.metric, "value": req.target} if req.metric else None),
+            "graphprune": __version__}
 
 
 def _inexact_roots(an: Analysis) -> np.ndarray:

@@ -27,6 +27,18 @@ class Report:
     bytes_after: int = 0
     criterion: str = "l1"
     ratio: float = 0.0
+    aggregate: str = "sum"
+    normalize: str = "mean"
+    allocation: str = "uniform"
+    target: dict[str, Any] = field(default_factory=dict)
+    """{metric, value, reached, met}: the fraction of the original asked for and reached."""
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    """{before, after}: median onnxruntime latency, when a latency target was given."""
+    calibration: dict[str, Any] = field(default_factory=dict)
+    """{source, samples}: the data the data-driven criteria or the sensitivity scan ran on."""
+    sensitivity: dict[str, list[list[float]]] = field(default_factory=dict)
+    """Per group: [removed units, relative output error] points of the sensitivity scan."""
+    notes: list[str] = field(default_factory=list)
     exact_check: dict[str, Any] = field(default_factory=dict)
     scope: list[str] = field(default_factory=list)
     fidelity: dict[str, Any] = field(default_factory=dict)
@@ -36,6 +48,8 @@ class Report:
     frozen_reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    plan: Any = field(default=None, repr=False, compare=False)
+    """The graphprune.plan.Plan of this run (not part of the JSON report)."""
 
     @property
     def params_ratio(self) -> float:
@@ -46,7 +60,12 @@ class Report:
         return self.macs_after / self.macs_before if self.macs_before else 1.0
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        plan, self.plan = self.plan, None
+        try:
+            d = asdict(self)
+        finally:
+            self.plan = plan
+        del d["plan"]
         d["params_ratio"] = round(self.params_ratio, 4)
         d["macs_ratio"] = round(self.macs_ratio, 4)
         return d
@@ -62,8 +81,23 @@ class Report:
             ("file size", _bytes(self.bytes_before), _bytes(self.bytes_after),
              self.bytes_after / self.bytes_before if self.bytes_before else 1.0),
         ]
+        lat = self.latency_ms
+        if lat.get("before"):
+            rows.append(("latency", f"{lat['before']:.3f} ms", f"{lat['after']:.3f} ms",
+                         lat["after"] / lat["before"]))
         out = [f"{'':<12}{'before':>12}{'after':>12}{'ratio':>8}"]
         out += [f"{a:<12}{b:>12}{c:>12}{r:>8.3f}" for a, b, c, r in rows]
+        out.append(f"criterion: {self.criterion} (aggregate {self.aggregate}, normalise "
+                   f"{self.normalize}); allocation: {self.allocation}")
+        t = self.target
+        if t:
+            verdict = "met" if t.get("met") else "not met"
+            out.append(f"target: {t['metric']} {t['value']:.3f} of the original, reached "
+                       f"{t['reached']:.3f} ({verdict}, tolerance {t.get('tolerance', 0.02):.0%})")
+        if self.calibration:
+            out.append(f"calibration: {self.calibration.get('samples')} samples "
+                       f"({self.calibration.get('source')})")
+        out += [f"note: {n}" for n in self.notes]
         g = self.groups
         out.append(f"groups: {g.get('total', 0)} total, {g.get('pruned', 0)} pruned, "
                    f"{g.get('frozen', 0)} frozen")

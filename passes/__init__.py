@@ -1,1 +1,2 @@
-"""graphprune's passes: scoring, selection, rewrite and validation (shipped as graphprune.passes)."""
+"""graphprune's passes (shipped as graphprune.passes): scoring and calibration, selection,
+allocation and targets, rewrite and validation."""

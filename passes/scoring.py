@@ -1,60 +1,280 @@
-"""Scoring passes: map every unit (slot root) to a score from its members' weights.
+"""Scoring passes: map every unit (slot root) to a score; low scores are removed first.
 
-Magnitude criteria (Han et al. 2015; Li et al. 2017 for filters) read the weights that
-produce a unit (source members) and the weights that consume it (sink members) and sum the
-per-position magnitudes over all of them, as Torch-Pruning's group importance does. Per-unit
-parameters such as biases and BatchNorm statistics are not weights and do not score.
+A criterion scores each *member* (a weight tensor sliced with the unit) per unit, then the
+member scores are **aggregated** into one unit score (`sum`, `mean` or `max` over the members
+that carry the unit) and **normalised within the group** (`none`; `mean`, `max`, `sum`:
+divide by that statistic of the group's scores; `standard`: subtract the group mean, divide by
+the standard deviation). Normalisation does not change which units a group loses under uniform
+allocation; it makes scores of different layers comparable for global ranking.
+
+Criteria over weights alone (this module):
+
+- `l1` — Σ|w| of the unit's slices of every source (its filters) and sink (the next layer's
+  input slice) member (Han et al. 2015; Li et al. 2017, filter pruning).
+- `l2` — √(Σw²) over the same slices.
+- `bn-scale` — |γ| of the BatchNormalization scale that carries the unit (Liu et al. 2017,
+  network slimming). Both torch exporters fold a BatchNorm that follows a conv into the conv's
+  weights, so BatchNorm survives only where it precedes a conv or cannot be folded; groups
+  without one are scored by `l1` instead and the report says how many.
+- `fpgm` — distance of the unit's filters (source members) to the group's geometric median,
+  measured as the sum of Euclidean distances to every other filter of the group (He et al.
+  2019): a filter close to the others is replaceable by them. A duplicate filter scores low.
+- `lamp` — LAMP (Lee et al. 2021) over unit energies m = Σw² (source and sink members): with
+  a group's units sorted by m ascending, score(u) = m_u / Σ_{v ⪰ u} m_v. Already normalised
+  (the largest unit of every group scores 1), so its default normalisation is `none`.
+- `random` — seeded uniform scores (a baseline).
+
+Data-driven criteria (`activation`, `apoz`, `wanda`, `obd`, `taylor`) live in
+`calibration.py` and register themselves here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from graphprune.analysis import Analysis
+from graphprune.analysis import Analysis, Group, Member
 
-CRITERIA: dict[str, Callable[[Analysis, int], np.ndarray]] = {}
+AGGREGATES = ("sum", "mean", "max")
+NORMALIZATIONS = ("none", "mean", "max", "sum", "standard")
+
+MemberScore = tuple[np.ndarray, np.ndarray]
+"""(unit roots, one score per root) of one member."""
 
 
-def criterion(name: str):
-    def register(fn):
+@dataclass
+class ScoreContext:
+    """What a criterion may read: the analysis, options, calibration data and shared caches."""
+
+    an: Analysis
+    seed: int = 0
+    aggregate: str = "sum"
+    calibration: Any = None  # calibration.Calibration, built on demand
+    progress: Callable[[str], None] = field(default=lambda _m: None)
+    notes: list[str] = field(default_factory=list)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self):
+        return self.an.graph.model
+
+    def weight(self, m: Member) -> np.ndarray:
+        return np.asarray(self.an.graph.const(self.an.graph.nodes[m.node].input[m.index]),
+                          dtype=np.float64)
+
+    def combine(self, scores: list[MemberScore]) -> np.ndarray:
+        return aggregate(len(self.an.roots), scores, self.aggregate)
+
+
+Criterion = Callable[[ScoreContext], np.ndarray]
+CRITERIA: dict[str, Criterion] = {}
+DEFAULT_NORMALIZE: dict[str, str] = {}
+NEEDS_DATA: set[str] = set()
+
+
+def criterion(name: str, *, normalize: str = "mean", data: bool = False):
+    """Register a criterion; `normalize` is its default, `data` whether it runs the model."""
+
+    def register(fn: Criterion) -> Criterion:
+        if name in CRITERIA:
+            raise ValueError(f"criterion '{name}' registered twice")
         CRITERIA[name] = fn
+        DEFAULT_NORMALIZE[name] = normalize
+        if data:
+            NEEDS_DATA.add(name)
         return fn
 
     return register
 
 
-def score_units(an: Analysis, name: str, seed: int = 0) -> np.ndarray:
-    """Scores indexed by root id (entries of non-root slots are meaningless)."""
+def score_units(an: Analysis, name: str, seed: int = 0, *, aggregate: str = "sum",
+                normalize: str | None = None, calibration=None, progress=None,
+                notes: list[str] | None = None) -> np.ndarray:
+    """Scores indexed by root id (entries of non-root slots are meaningless).
+
+    `normalize=None` takes the criterion's default. Fallbacks a criterion had to use are
+    appended to `notes` (for the report)."""
+    check_options(name, aggregate, normalize)
+    ctx = ScoreContext(an, seed, aggregate, calibration, progress or (lambda _m: None))
+    scores = CRITERIA[name](ctx)
+    if notes is not None:
+        notes.extend(ctx.notes)
+    return normalize_groups(an, scores, normalize or DEFAULT_NORMALIZE[name])
+
+
+def check_options(name: str, aggregate: str = "sum", normalize: str | None = None) -> None:
     if name not in CRITERIA:
         raise ValueError(f"unknown criterion '{name}' (choose from {', '.join(sorted(CRITERIA))})")
-    return CRITERIA[name](an, seed)
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"unknown aggregate '{aggregate}' (choose from {', '.join(AGGREGATES)})")
+    if normalize is not None and normalize not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalisation '{normalize}' "
+                         f"(choose from {', '.join(NORMALIZATIONS)})")
 
 
-def _magnitude(an: Analysis, power: int) -> np.ndarray:
-    scores = np.zeros(len(an.roots), dtype=np.float64)
-    for m in an.members:
-        if m.role == "param":
+# -- aggregation and normalisation -------------------------------------------------------------
+def per_unit(an: Analysis, ids: np.ndarray, values: np.ndarray, how: str = "sum") -> MemberScore:
+    """Reduce per-position `values` (shaped like `ids`) to one value per unit root."""
+    roots = an.roots[np.asarray(ids).ravel()]
+    units, inverse = np.unique(roots, return_inverse=True)
+    out = np.zeros(len(units))
+    if how == "max":
+        out[:] = -np.inf
+        np.maximum.at(out, inverse, np.ravel(values))
+        return units, out
+    np.add.at(out, inverse, np.ravel(values))
+    if how == "mean":
+        out /= np.bincount(inverse, minlength=len(units))
+    return units, out
+
+
+def aggregate(n: int, scores: list[MemberScore], how: str) -> np.ndarray:
+    """One score per root from member scores: sum, mean (over the members carrying the
+    unit) or max. Roots no member scored get 0."""
+    total = np.zeros(n)
+    if how == "max":
+        total[:] = -np.inf
+        for units, vals in scores:
+            np.maximum.at(total, units, vals)
+        total[np.isneginf(total)] = 0.0
+        return total
+    count = np.zeros(n)
+    for units, vals in scores:
+        np.add.at(total, units, vals)
+        np.add.at(count, units, 1)
+    if how == "mean":
+        total = np.divide(total, count, out=np.zeros(n), where=count > 0)
+    return total
+
+
+def normalize_groups(an: Analysis, scores: np.ndarray, how: str) -> np.ndarray:
+    if how == "none":
+        return scores
+    out = np.array(scores, dtype=np.float64, copy=True)
+    for g in an.groups:
+        s = out[g.units]
+        if how == "standard":
+            out[g.units] = (s - s.mean()) / (s.std() or 1.0)
             continue
-        w = an.graph.const(an.graph.nodes[m.node].input[m.index])
-        w = np.abs(np.asarray(w, dtype=np.float64)) ** power
+        ref = {"mean": np.mean, "max": np.max, "sum": np.sum}[how](np.abs(s))
+        out[g.units] = s / ref if ref > 0 else s
+    return out
+
+
+# -- weight criteria ----------------------------------------------------------------------------
+def weight_members(an: Analysis, roles=("source", "sink")) -> list[Member]:
+    return [m for m in an.members if m.role in roles]
+
+
+def _power_scores(ctx: ScoreContext, power: int, roles=("source", "sink")) -> list[MemberScore]:
+    out = []
+    for m in weight_members(ctx.an, roles):
+        w = np.abs(ctx.weight(m)) ** power
         other = tuple(a for a in range(w.ndim) if a not in m.span.axes)
-        per_pos = w.sum(axis=other) if other else w
-        np.add.at(scores, an.roots[m.span.ids.ravel()], per_pos.ravel())
-    return scores
+        out.append(per_unit(ctx.an, m.span.ids, w.sum(axis=other) if other else w))
+    return out
 
 
 @criterion("l1")
-def l1(an: Analysis, seed: int) -> np.ndarray:
-    return _magnitude(an, 1)
+def l1(ctx: ScoreContext) -> np.ndarray:
+    return ctx.combine(_power_scores(ctx, 1))
 
 
 @criterion("l2")
-def l2(an: Analysis, seed: int) -> np.ndarray:
-    return np.sqrt(_magnitude(an, 2))
+def l2(ctx: ScoreContext) -> np.ndarray:
+    return np.sqrt(ctx.combine(_power_scores(ctx, 2)))
 
 
-@criterion("random")
-def random(an: Analysis, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).random(len(an.roots))
+@criterion("random", normalize="none")
+def random(ctx: ScoreContext) -> np.ndarray:
+    return np.random.default_rng(ctx.seed).random(len(ctx.an.roots))
+
+
+def _is_bn_scale(an: Analysis, m: Member) -> bool:
+    return (m.role == "param" and m.index == 1
+            and an.graph.nodes[m.node].op_type == "BatchNormalization")
+
+
+@criterion("bn-scale")
+def bn_scale(ctx: ScoreContext) -> np.ndarray:
+    an = ctx.an
+    scores = ctx.combine([per_unit(an, m.span.ids, np.abs(ctx.weight(m)))
+                          for m in an.members if _is_bn_scale(an, m)])
+    without = [g for g in an.groups if g.prunable and not any(_is_bn_scale(an, m)
+                                                              for m in g.members)]
+    if without:
+        fallback = l1(ctx)
+        for g in without:
+            scores[g.units] = fallback[g.units]
+        ctx.notes.append(f"bn-scale: {len(without)} of {sum(1 for g in an.groups if g.prunable)}"
+                         " prunable groups have no BatchNormalization; scored by l1")
+    return scores
+
+
+@criterion("lamp", normalize="none")
+def lamp(ctx: ScoreContext) -> np.ndarray:
+    energy = ctx.combine(_power_scores(ctx, 2))
+    out = np.zeros_like(energy)
+    for g in ctx.an.groups:
+        out[g.units] = lamp_transform(energy[g.units])
+    return out
+
+
+def lamp_transform(m: np.ndarray) -> np.ndarray:
+    """score_i = m_i / Σ_{j: m_j >= m_i} m_j (equal values share the larger denominator)."""
+    m = np.asarray(m, dtype=np.float64)
+    order = np.argsort(m, kind="stable")
+    sorted_m = m[order]
+    suffix = np.cumsum(sorted_m[::-1])[::-1]
+    first = np.searchsorted(sorted_m, sorted_m, side="left")  # ties: from the first equal
+    denom = suffix[first]
+    out = np.empty_like(m)
+    out[order] = np.divide(sorted_m, denom, out=np.zeros_like(sorted_m), where=denom > 0)
+    return out
+
+
+@criterion("fpgm")
+def fpgm(ctx: ScoreContext) -> np.ndarray:
+    an = ctx.an
+    scores = []
+    for g in an.groups:
+        members = [m for m in g.members if m.role == "source"] or [
+            m for m in g.members if m.role == "sink"]
+        for m in members:
+            units, vectors = unit_vectors(an, m, ctx.weight(m))
+            scores.append((units, distance_sums(vectors)))
+    return ctx.combine(scores)
+
+
+def unit_vectors(an: Analysis, m: Member, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The member's values per unit, one row per unit (zero-padded when units differ in how
+    many positions they hold)."""
+    axes = list(m.span.axes)
+    moved = np.moveaxis(w, axes, list(range(len(axes))))
+    rows = moved.reshape(m.span.ids.size, -1)
+    roots = an.roots[m.span.ids.ravel()]
+    units = np.unique(roots)
+    parts = [rows[roots == u].ravel() for u in units]
+    width = max(len(p) for p in parts)
+    out = np.zeros((len(units), width))
+    for k, p in enumerate(parts):
+        out[k, :len(p)] = p
+    return units, out
+
+
+def distance_sums(x: np.ndarray) -> np.ndarray:
+    """Σ_j ‖x_i − x_j‖ for every row i."""
+    sq = np.einsum("ij,ij->i", x, x)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
+    np.fill_diagonal(d2, 0.0)
+    return np.sqrt(d2).sum(axis=1)
+
+
+def group_of(an: Analysis) -> dict[int, Group]:
+    return {u: g for g in an.groups for u in g.units}
+
+
+from . import calibration as _calibration  # noqa: E402,F401 - registers data-driven criteria

@@ -3,6 +3,7 @@
 Uniform allocation: every prunable group loses `ratio` of its units (the lowest scores),
 keeping at least one, and optionally a multiple of `round_to`. Afterwards every tensor axis
 keeps at least one position (a Split piece or Concat input never becomes empty).
+Global and sensitivity allocation, and targets, are in `allocation.py`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class GroupChoice:
 
 def keep_count(n: int, ratio: float, round_to: int = 1) -> int:
     keep = n - math.floor(ratio * n + 1e-9)
-    if round_to > 1 and n >= round_to:
+    if round_to > 1 and n >= round_to and ratio > 0:  # ratio 0 removes nothing, rounded or not
         keep = min(n, max(round_to, round(keep / round_to) * round_to))
     return max(1, keep)
 
@@ -46,12 +47,12 @@ def select_uniform(an: Analysis, scores: np.ndarray, ratio: float, round_to: int
         gone = order[:n_remove]
         removed[gone] = True
         choices.append(GroupChoice(group, gone))
-    _keep_one_per_axis(an, scores, removed, choices)
+    keep_one_per_axis(an, scores, removed, choices)
     return removed, choices
 
 
-def _keep_one_per_axis(an: Analysis, scores: np.ndarray, removed: np.ndarray,
-                       choices: list[GroupChoice]) -> None:
+def keep_one_per_axis(an: Analysis, scores: np.ndarray, removed: np.ndarray,
+                      choices: list[GroupChoice]) -> None:
     for spans in an.spans.values():
         for s in spans:
             roots = np.unique(an.roots[s.ids])
@@ -61,3 +62,6 @@ def _keep_one_per_axis(an: Analysis, scores: np.ndarray, removed: np.ndarray,
                 for c in choices:
                     if best in c.removed:
                         c.removed.remove(best)
+
+
+_keep_one_per_axis = keep_one_per_axis

@@ -1,0 +1,201 @@
+"""Gate probes: measure the model's output with some units scaled down, many trials per run.
+
+A copy of the model multiplies the activation input of every sink node by a *gate*, a new
+graph input shaped like that activation with 1 on the non-unit axes ([B, C, 1, 1] for a conv).
+Gates of 1 give the model exactly (× 1 is exact); gate 0 on a unit's positions at all its
+sinks is the masked original (sink slices zeroed) of that unit. Trials are stacked along the
+batch axis: K trials × S samples run as one batch of K·S rows, so one session serves every
+trial and no model is copied per trial (`taylor` scoring and the sensitivity scan use this).
+A model with a fixed batch size runs one trial per call instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from graphprune.analysis import Analysis, Group
+from graphprune.metrics import count_macs
+
+from .calibration import (
+    TAYLOR_BUDGET,
+    TAYLOR_SAMPLES,
+    TAYLOR_STEP,
+    SinkUse,
+    calibration_of,
+    fast_session,
+    sink_uses,
+)
+from .scoring import ScoreContext
+
+ROWS_PER_RUN = 64
+Trial = dict[int, float]
+"""Unit root → gate value for one trial ({} is the unmodified model)."""
+
+
+@dataclass
+class Gate:
+    name: str
+    tail: tuple[int, ...]
+    positions: dict[int, np.ndarray]  # root → flat indices into the gate's tail
+    dtype: np.dtype
+
+
+class GateProbe:
+    def __init__(self, model: onnx.ModelProto, an: Analysis, uses: list[SinkUse],
+                 static_batch: int | None = None) -> None:
+        self.an = an
+        self.static_batch = static_batch
+        self.gates: list[Gate] = []
+        self.units: set[int] = set()
+        self.model = self._gated(model, uses)
+        self.session = fast_session(self.model)
+        self.outputs = [o.name for o in self.session.get_outputs()]
+
+    def _gated(self, model: onnx.ModelProto, uses: list[SinkUse]) -> onnx.ModelProto:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
+        g = out.graph
+        nodes = list(g.node)
+        before: dict[int, list[onnx.NodeProto]] = {}
+        done: set[tuple[int, int]] = set()
+        for u in uses:
+            key = (u.member.node, u.act_index)
+            if key in done:
+                continue
+            done.add(key)
+            gate, gated = self._gate(u, len(self.gates))
+            before.setdefault(u.member.node, []).append(
+                helper.make_node("Mul", [u.x, gate.name], [gated], name=f"{gate.name}_mul"))
+            nodes[u.member.node].input[u.act_index] = gated
+            elem = helper.np_dtype_to_tensor_dtype(gate.dtype)
+            batch = self.static_batch or "gp_probe_batch"
+            g.input.append(helper.make_tensor_value_info(gate.name, elem, [batch, *gate.tail]))
+            self.gates.append(gate)
+        del g.node[:]
+        for i, n in enumerate(nodes):
+            g.node.extend(before.get(i, []))
+            g.node.append(n)
+        return out
+
+    def _gate(self, u: SinkUse, k: int) -> tuple[Gate, str]:
+        rank = self.an.graph.rank(u.x) or (max(u.span.axes) + 1)
+        tail = [1] * (rank - 1)
+        for a, n in zip(u.span.axes, u.span.ids.shape, strict=True):
+            tail[a - 1] = n
+        roots = self.an.roots[u.span.ids].reshape(tail)
+        flat = roots.ravel()
+        positions = {int(r): np.flatnonzero(flat == r) for r in np.unique(flat)}
+        self.units.update(positions)
+        elem = self.an.graph.dtypes.get(u.x, onnx.TensorProto.FLOAT)
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
+        return Gate(f"gp_gate_{k}", tuple(tail), positions, dtype), f"gp_gated_{k}"
+
+    def run(self, feeds: dict[str, np.ndarray], trials: list[Trial]) -> list[list[np.ndarray]]:
+        """Outputs of every trial on `feeds` (S samples): a list per trial, one array per
+        model output, S rows each."""
+        s = len(next(iter(feeds.values())))
+        per_run = 1 if self.static_batch else max(1, ROWS_PER_RUN // s)
+        results = []
+        for start in range(0, len(trials), per_run):
+            results += self._run(feeds, trials[start:start + per_run], s)
+        return results
+
+    def _run(self, feeds, trials: list[Trial], s: int) -> list[list[np.ndarray]]:
+        k = len(trials)
+        tiled = {n: np.concatenate([v] * k) if k > 1 else v for n, v in feeds.items()}
+        for gate in self.gates:
+            arr = np.ones((k, s, int(np.prod(gate.tail))), dtype=gate.dtype)
+            for t, trial in enumerate(trials):
+                for root, value in trial.items():
+                    pos = gate.positions.get(root)
+                    if pos is not None:
+                        arr[t, :, pos] = value
+            tiled[gate.name] = arr.reshape(k * s, *gate.tail)
+        outs = self.session.run(None, tiled)
+        for o in outs:
+            if o.ndim == 0 or o.shape[0] != k * s:
+                raise ValueError("a model output has no batch axis")
+        return [[o[t * s:(t + 1) * s] for o in outs] for t in range(k)]
+
+
+def gateable(an: Analysis, uses: list[SinkUse]) -> list[SinkUse]:
+    """The sink uses of groups whose every sink member can be gated (else none of theirs)."""
+    ok = {id(u.member) for u in uses}
+    bad = {id(g) for g in an.groups
+           if any(m.role == "sink" and id(m) not in ok for m in g.members)}
+    owner = {id(m): g for g in an.groups for m in g.members}
+    return [u for u in uses if id(owner[id(u.member)]) not in bad]
+
+
+def probe_for(model: onnx.ModelProto, an: Analysis, static_batch: int | None) -> GateProbe:
+    return GateProbe(model, an, gateable(an, sink_uses(an)), static_batch)
+
+
+def squared_change(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
+    return float(sum(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+                     for a, b in zip(ref, out, strict=True)))
+
+
+def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[Trial],
+            progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, float]:
+    """Σ over samples of ‖f_trial − f‖² per trial, and Σ‖f‖² (for relative errors)."""
+    change = np.zeros(len(trials))
+    norm = 0.0
+    step = max(1, ROWS_PER_RUN // max(1, len(next(iter(blocks[0].values())))))
+    for feeds in blocks:
+        (ref,) = probe.run(feeds, [{}])
+        norm += squared_change([np.zeros_like(r) for r in ref], ref)
+        for start in range(0, len(trials), step * 8):
+            chunk = trials[start:start + step * 8]
+            for k, out in enumerate(probe.run(feeds, chunk)):
+                change[start + k] += squared_change(ref, out)
+            if progress:
+                progress(start + len(chunk))
+    return change, norm
+
+
+# -- taylor -------------------------------------------------------------------------------------
+def taylor_scores(ctx: ScoreContext) -> np.ndarray:
+    from .calibration import obd
+
+    an, calib = ctx.an, calibration_of(ctx)
+    probe = probe_for(ctx.model, an, calib.static_batch)
+    units = [u for g in an.groups for u in g.prunable if u in probe.units]
+    macs = max(1, count_macs(ctx.model, next(iter(calib.batches(1)))))
+    samples = min(calib.samples, TAYLOR_SAMPLES, int(TAYLOR_BUDGET // max(1, len(units) * macs)))
+    if calib.static_batch:
+        samples -= samples % calib.static_batch
+    if samples < 1 or not units:
+        ctx.notes.append(f"taylor: {len(units)} units × {macs:.3g} MACs per sample exceed the "
+                         "probe budget; scored by obd")
+        return obd(ctx)
+    trials = [{u: 1.0 - TAYLOR_STEP} for u in units]
+    report = _progress(ctx, "taylor", len(trials))
+    change, _ = measure(probe, calib.block(samples), trials, report)
+    scores = np.zeros(len(an.roots))
+    scores[units] = change / (samples * TAYLOR_STEP ** 2)
+    _fallback_groups(ctx, scores, set(units), an.groups)
+    return scores
+
+
+def _fallback_groups(ctx: ScoreContext, scores: np.ndarray, scored: set[int],
+                     groups: Iterable[Group]) -> None:
+    from .calibration import _fallback, obd
+
+    _fallback(ctx, scores, scored, "obd", obd)
+
+
+def _progress(ctx: ScoreContext, what: str, total: int) -> Callable[[int], None]:
+    state = {"next": 0}
+
+    def report(done: int) -> None:
+        if done >= state["next"] or done == total:
+            ctx.progress(f"{what}: {done}/{total} units probed")
+            state["next"] = done + max(1, total // 10)
+
+    return report

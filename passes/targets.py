@@ -1,0 +1,148 @@
+"""Selection under an allocation and an optional target (MACs, parameters or latency).
+
+Without a target, `ratio` decides: uniform removes that fraction of every group (as
+`selection.select_uniform` always has); global and sensitivity remove that fraction of all
+candidate units, ordered by their removal order. With a target (a fraction of the original),
+the prefix of the removal order is found by bisection: against the cost model for MACs and
+parameters (exact for convolutional and linear layers), against onnxruntime measurements for
+latency. The result is the smallest prefix at or under the target.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from graphprune.analysis import Analysis
+
+from . import latency, rewrite, sensitivity, validation
+from .allocation import (
+    Options,
+    Step,
+    bisect,
+    candidates,
+    counts_at,
+    global_order,
+    prefix_for_units,
+    removal,
+    uniform_order,
+)
+from .cost import CostModel
+from .selection import GroupChoice, select_uniform
+
+TOLERANCE = 0.02
+TARGETS = ("macs", "params", "latency")
+
+
+@dataclass
+class Request:
+    ratio: float = 0.4
+    allocation: str = "uniform"
+    round_to: int = 1
+    protect: str | None = None
+    max_group_ratio: float = 0.9
+    metric: str | None = None  # "macs" | "params" | "latency"
+    target: float | None = None
+
+
+@dataclass
+class Selection:
+    removed: np.ndarray
+    choices: list[GroupChoice]
+    latency: dict[str, float] = field(default_factory=dict)
+    curves: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+class Selector:
+    """Holds what repeated selections share: the cost model, the removal order, the scan."""
+
+    def __init__(self, model: onnx.ModelProto, an: Analysis, scores: np.ndarray, req: Request,
+                 *, calibration=None, sizes=None, progress: Callable[[str], None] = print,
+                 notes: list[str] | None = None) -> None:
+        self.model, self.an, self.scores, self.req = model, an, scores, req
+        self.calibration, self.progress = calibration, progress
+        self.notes = notes if notes is not None else []
+        self.opts = Options(req.round_to, req.protect, req.max_group_ratio)
+        self.free, self.protected = candidates(an, req.protect)
+        self.feeds = validation.make_inputs(model, batch=1, sizes=sizes)
+        self._cost: CostModel | None = None
+        self._order: list[Step] | None = None
+        self.curves: dict[int, list[tuple[int, float]]] = {}
+        self._latency: dict[int, float] = {}
+
+    @property
+    def cost(self) -> CostModel:
+        if self._cost is None:
+            self._cost = CostModel(self.model, self.an, self.feeds)
+        return self._cost
+
+    @property
+    def order(self) -> list[Step]:
+        if self._order is None:
+            self._order = self._make_order()
+        return self._order
+
+    def _make_order(self) -> list[Step]:
+        an, kind = self.an, self.req.allocation
+        if kind == "uniform":
+            return uniform_order(an, self.free, self.opts)
+        if kind == "global":
+            return global_order(an, self.scores, self.free, self.opts)
+        self.curves = sensitivity.scan(self.model, an, self.scores, self.free, self.opts,
+                                       self.calibration, self.progress, self.notes)
+        metric = self.req.metric if self.req.metric in ("macs", "params") else "macs"
+        return sensitivity.order(an, self.curves, self.opts, self.cost, metric, self.scores)
+
+    def at(self, k: int) -> tuple[np.ndarray, list[GroupChoice]]:
+        return removal(self.an, self.scores, counts_at(self.order, k), self.protected)
+
+    def select(self, target: float | None = None) -> Selection:
+        """The selection for `target` (default: the request's), or for the ratio."""
+        req = self.req
+        target = req.target if target is None else target
+        if target is None and req.allocation == "uniform":
+            removed, choices = select_uniform(self.an, self.scores, req.ratio, req.round_to,
+                                              req.protect)
+            return Selection(removed, choices)
+        if target is None:
+            k = prefix_for_units(self.an, self.order, req.ratio, self.free)
+        elif req.metric == "latency":
+            k = bisect(len(self.order), self.latency_fraction, target)
+        else:
+            k = bisect(len(self.order),
+                       lambda j: self.cost.fraction(self.at(j)[0], req.metric), target)
+        removed, choices = self.at(k)
+        lat = {}
+        if req.metric == "latency":
+            lat = {"before": self.baseline_latency(), "after": self.latency_of(k)}
+        return Selection(removed, choices, lat, self.curves)
+
+    # -- latency --------------------------------------------------------------------------------
+    def baseline_latency(self) -> float:
+        if -1 not in self._latency:
+            self.progress("measuring latency of the original model")
+            self._latency[-1] = latency.measure(self.model, self.feeds)
+        return self._latency[-1]
+
+    def latency_of(self, k: int) -> float:
+        if k not in self._latency:
+            removed, _ = self.at(k)
+            pruned = rewrite.prune_model(self.model, self.an, removed) if removed.any() \
+                else self.model
+            self._latency[k] = latency.measure(pruned, self.feeds)
+            self.progress(f"latency with {int(removed.sum())} units removed: "
+                          f"{self._latency[k] / self.baseline_latency():.3f} of the original")
+        return self._latency[k]
+
+    def latency_fraction(self, k: int) -> float:
+        return self.latency_of(k) / self.baseline_latency()
+
+
+def unit_fraction(an: Analysis, removed: np.ndarray, groups: list[int]) -> float:
+    total = sum(len(an.groups[gi].units) for gi in groups)
+    gone = sum(int(removed[an.groups[gi].units].sum()) for gi in groups)
+    return gone / total if total else 0.0
+
