@@ -42,12 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--max-group-ratio", type=float, default=0.9, metavar="R",
                    help="at most this fraction of a group is removed under global/sensitivity "
                         "allocation and targets (default 0.9)")
-    t = c.add_mutually_exclusive_group()
-    t.add_argument("--target-macs", type=float, metavar="F",
+    c.add_argument("--target-macs", type=float, metavar="F",
                    help="search for the plan keeping this fraction of the MACs (replaces --ratio)")
-    t.add_argument("--target-params", type=float, metavar="F",
+    c.add_argument("--target-params", type=float, metavar="F",
                    help="search for the plan keeping this fraction of the parameters")
-    t.add_argument("--target-latency", type=float, metavar="F",
+    c.add_argument("--target-latency", type=float, metavar="F",
                    help="search for the plan keeping this fraction of the onnxruntime latency "
                         "measured on this machine (median of repeated runs)")
     c.add_argument("--calib", metavar="NPZ",

@@ -20,7 +20,7 @@ from .metrics import count_macs, count_params
 from .passes import rewrite, scoring, selection, targets, validation
 from .passes.allocation import ALLOCATIONS
 from .passes.calibration import Calibration
-from .plan import Plan, make_plan, removed_from_plan
+from .plan import Plan, check_fingerprint, make_plan, removed_from_plan
 from .report import GroupReport, Report
 
 Progress = Callable[[str], None]
@@ -127,15 +127,15 @@ def compress(
     say = progress or (lambda _msg: None)
     clock = _Clock()
     model = _as_model(model_or_path)
+    calibration = None
+    if criterion in scoring.NEEDS_DATA or allocation == "sensitivity":
+        calibration = Calibration(model, calib, samples=calib_samples, seed=seed,
+                                  sizes=input_sizes)
     say("analysing dependencies")
     an = analyze_graph(Graph(model), inexact="hidden" in scope)
     apply_scope(an, scope)
     clock.lap("analysis")
     notes: list[str] = []
-    calibration = None
-    if criterion in scoring.NEEDS_DATA or allocation == "sensitivity":
-        calibration = Calibration(model, calib, samples=calib_samples, seed=seed,
-                                  sizes=input_sizes)
     say(f"scoring {sum(len(g.units) for g in an.groups)} units ({criterion})")
     scores = scoring.score_units(an, criterion, seed, aggregate=aggregate, normalize=normalize,
                                  calibration=calibration, progress=say, notes=notes)
@@ -170,6 +170,7 @@ def apply_plan(
     say = progress or (lambda _msg: None)
     clock = _Clock()
     model = _as_model(model_or_path)
+    check_fingerprint(model, plan)
     say("analysing dependencies")
     st = plan.settings
     scope = tuple(st.get("scope") or DEFAULT_SCOPE)
@@ -186,7 +187,7 @@ def apply_plan(
     report.scope = list(scope)
     report.target = dict(st.get("target") or {})
     if report.target:
-        report.target["reached"] = _reached(report, report.target["metric"], {})
+        report.target["reached"] = round(_reached(report, report.target["metric"], {}), 4)
         report.target["met"] = _met(report.target)
     report.plan = plan
     clock.finish(report)

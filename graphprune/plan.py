@@ -107,13 +107,17 @@ def make_plan(model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
     return Plan(fingerprint(model), groups, settings)
 
 
-def removed_from_plan(model: onnx.ModelProto, an: Analysis, plan: Plan) -> np.ndarray:
-    """The removed-units array the plan describes for this model (InputError if it does not
-    fit: another model, or a group or unit the analysis does not offer)."""
+def check_fingerprint(model: onnx.ModelProto, plan: Plan) -> None:
     have = fingerprint(model)
     if plan.fingerprint != have:
         raise InputError(f"the plan was made for a different model (fingerprint "
                          f"{plan.fingerprint}, this model has {have})")
+
+
+def removed_from_plan(model: onnx.ModelProto, an: Analysis, plan: Plan) -> np.ndarray:
+    """The removed-units array the plan describes for this model (InputError if it does not
+    fit: another model, or a group or unit the analysis does not offer)."""
+    check_fingerprint(model, plan)
     by_name = {g.name: g for g in an.groups}
     removed = np.zeros(len(an.roots), dtype=bool)
     for entry in plan.groups:
