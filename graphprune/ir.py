@@ -143,6 +143,8 @@ class Graph:
 
         light = strip_weights(self.model)
         del light.graph.value_info[:]
+        for out in light.graph.output:  # a declared output shape may be wrong (onnxruntime
+            out.type.tensor_type.ClearField("shape")  # only warns); inference must not trust it
         all_hints: dict[str, list] = {}
         for _ in range(rounds):
             inferred = _infer(light)
@@ -227,8 +229,21 @@ def _symbolic_inference():
         spec = importlib.util.spec_from_file_location(name, f"{base}/tools/symbolic_shape_infer.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
+        module.onnx = _NoSaveOnnx()  # it saves "sym_shape_infer_temp.onnx" into the cwd
         sys.modules[name] = module
     return sys.modules[name].SymbolicShapeInference
+
+
+class _NoSaveOnnx:
+    """The onnx module, minus saving: the symbolic inference writes a debugging copy of
+    the model into the working directory when some shapes stay unknown."""
+
+    def __getattr__(self, name: str):
+        return getattr(onnx, name)
+
+    @staticmethod
+    def save_model(*_args, **_kwargs) -> None:
+        return None
 
 
 def _more_known(new: list[Dim], old: list[Dim] | None) -> bool:
