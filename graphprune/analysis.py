@@ -253,6 +253,10 @@ class _Analyzer:
             for m in self.marks.get(name, []):
                 if m is not None:
                     self.uf.freeze(m, f"reaches graph output '{name}'")
+        for m in self.members:  # a weight that is itself a graph output
+            name = g.nodes[m.node].input[m.index]
+            if name in g.outputs:
+                self.uf.freeze(m.span.ids, f"reaches graph output '{name}'")
         self._couple_shared_constants()
         self._make_rectangular()
         an = Analysis(g, self.uf, self.spans, self.members, self.edits, self.blockers)

@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     except GraphpruneError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"graphprune: error: {exc}", file=sys.stderr)
+        print(f"graphprune: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("graphprune: interrupted; nothing was written", file=sys.stderr)
@@ -218,9 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 3
         if args.verbose:
             traceback.print_exc()
-        print(f"graphprune: internal error: {type(exc).__name__}: {exc} "
+        print(f"graphprune: internal error: {type(exc).__name__}: {_one_line(exc)} "
               "(rerun with --verbose and report it)", file=sys.stderr)
         return 3
+
+
+def _one_line(exc: BaseException) -> str:
+    """Messages quoting onnxruntime or numpy may span lines; the terminal gets one."""
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

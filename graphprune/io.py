@@ -324,7 +324,7 @@ def guard_input(fn: F) -> F:
         except InputError:
             raise
         except Exception as exc:
-            why = _diagnose(model_or_path, kwargs.get("input_sizes"))
+            why = _diagnose(model_or_path, kwargs.get("input_sizes"), kwargs.get("seed", 0))
             if why is None:
                 raise
             raise InputError(f"the input model cannot be used: {why}") from exc
@@ -332,12 +332,12 @@ def guard_input(fn: F) -> F:
     return guarded  # type: ignore[return-value]
 
 
-def _diagnose(model_or_path, sizes) -> str | None:
+def _diagnose(model_or_path, sizes, seed) -> str | None:
     try:
         if isinstance(model_or_path, onnx.ModelProto):
-            return input_problem(model_or_path, sizes)
+            return input_problem(model_or_path, sizes, seed)
         if isinstance(model_or_path, (str, os.PathLike, bytes)):
-            return input_problem(load(model_or_path), sizes)
+            return input_problem(load(model_or_path), sizes, seed)
     except GraphpruneError as exc:
         return str(exc)
     except Exception:  # noqa: BLE001 - a failed diagnosis must not hide the original error
@@ -345,8 +345,8 @@ def _diagnose(model_or_path, sizes) -> str | None:
     return None
 
 
-def input_problem(model: onnx.ModelProto,
-                  sizes: dict[str, list[int]] | None = None) -> str | None:
+def input_problem(model: onnx.ModelProto, sizes: dict[str, list[int]] | None = None,
+                  seed: int = 0) -> str | None:
     """Why `model` cannot be pruned and proven as given, or None when it can.
 
     onnxruntime must load it and run it on the validation's seeded inputs, in two sessions
@@ -355,10 +355,13 @@ def input_problem(model: onnx.ModelProto,
     """
     from .passes import validation
 
+    batches = [1, 2] if validation.has_dynamic_axes(model) else [1]
     try:
         data = validation.serialize(model)
-        feeds = validation.make_inputs(model, seed=0, sizes=sizes)
-        first, second = (validation.session(model, data).run(None, feeds) for _ in range(2))
+        runs = []
+        for n, batch in enumerate(batches):  # as the exact check does
+            feeds = validation.make_inputs(model, batch=batch, seed=seed, sizes=sizes, variant=n)
+            runs += [validation.session(model, data).run(None, feeds) for _ in range(2)]
     except GraphpruneError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - whatever onnxruntime raises
@@ -366,7 +369,9 @@ def input_problem(model: onnx.ModelProto,
         hint = ("; give the inputs' sizes with --input-shape"
                 if "dimension" in text.lower() and not sizes else "")
         return f"onnxruntime cannot run it ({text}){hint}"
-    for a, b in zip(first, second, strict=True):
+    pairs = [p for first, second in zip(runs[::2], runs[1::2], strict=True)
+             for p in zip(first, second, strict=True)]
+    for a, b in pairs:
         a, b = np.asarray(a), np.asarray(b)
         if a.shape != b.shape or not np.array_equal(a, b, equal_nan=_is_float(a)):
             return ("its outputs differ between two runs on the same inputs (a random op?), "

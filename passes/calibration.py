@@ -114,7 +114,7 @@ def _load_arrays(data, specs) -> dict[str, np.ndarray]:
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read calibration data {path}: {exc}") from None
     arrays = {}
-    for name, elem, _dims in specs:
+    for name, elem, dims in specs:
         if name not in data:
             raise InputError(f"calibration data has no array for input '{name}' "
                              f"(has: {', '.join(sorted(data)) or 'nothing'})")
@@ -124,6 +124,11 @@ def _load_arrays(data, specs) -> dict[str, np.ndarray]:
                                                          np.dtype(dtype).kind in "iu"):
             raise InputError(f"calibration array '{name}' has dtype {a.dtype}, "
                              f"the input expects {np.dtype(dtype)}")
+        if a.ndim != len(dims) or any(isinstance(d, int) and d != n
+                                      for d, n in zip(dims[1:], a.shape[1:], strict=True)):
+            want = "x".join(str(d) if isinstance(d, int) else "?" for d in dims[1:])
+            raise InputError(f"calibration array '{name}' has shape {list(a.shape)}; the input "
+                             f"expects samples × {want or 'scalar'}")
         arrays[name] = np.ascontiguousarray(a.astype(dtype, copy=False))
     lengths = {len(a) for a in arrays.values()}
     if len(lengths) != 1 or 0 in lengths:

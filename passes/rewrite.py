@@ -122,7 +122,8 @@ class Rewriter:
         out = {}
         for (node, index), v in self.pending.items():
             name = self.nodes[node].input[index]
-            if not graph.is_initializer(name) or len(graph.uses(name)) != 1 or name in inputs:
+            if (not graph.is_initializer(name) or len(graph.uses(name)) != 1 or name in inputs
+                    or name in graph.outputs):  # a weight that is also a graph output
                 return None
             out[name] = v
         return out
@@ -179,7 +180,7 @@ class Rewriter:
                 n.input.append("")
             n.input[index] = name
         self._insert_overrides(taken)
-        _remove_dead(self.model)
+        _remove_dead(self.model, _unused(self.an.graph.g))
         del g.value_info[:]
         return self.model
 
@@ -242,23 +243,39 @@ def _unique(base: str, taken: set[str]) -> str:
     return f"{base}{k}"
 
 
-def _remove_dead(model: onnx.ModelProto) -> None:
-    """Drop nodes and initializers nothing reads any more (old weights replaced by clones)."""
+def _live(g: onnx.GraphProto, keep: set[tuple[str, ...]] | frozenset = frozenset()):
+    """Nodes that feed a graph output (or whose outputs are in `keep`), in order, and every
+    name they or the graph outputs read."""
     from graphprune.ir import _subgraph_references
 
-    g = model.graph
     needed = {o.name for o in g.output}
-    keep = []
+    live = []
     for node in reversed(g.node):
-        if any(o in needed for o in node.output if o):
-            keep.append(node)
+        if any(o in needed for o in node.output if o) or tuple(node.output) in keep:
+            live.append(node)
             needed.update(i for i in node.input if i)
             needed.update(_subgraph_references(node))
-    if len(keep) != len(g.node):
-        kept = list(reversed(keep))
+    return live[::-1], needed
+
+
+def _unused(g: onnx.GraphProto) -> tuple[set[tuple[str, ...]], set[str]]:
+    """What nothing read in the original: its dead nodes (by outputs) and initializers."""
+    live, needed = _live(g)
+    live_keys = {tuple(n.output) for n in live}
+    return ({tuple(n.output) for n in g.node} - live_keys,
+            {t.name for t in g.initializer} - needed)
+
+
+def _remove_dead(model: onnx.ModelProto, unused_before=(frozenset(), frozenset())) -> None:
+    """Drop nodes and initializers nothing reads any more (old weights replaced by clones).
+    What nothing read in the original (`unused_before`) stays: not ours to clean up."""
+    g = model.graph
+    nodes_before, inits_before = unused_before
+    kept, needed = _live(g, nodes_before)
+    if len(kept) != len(g.node):
         del g.node[:]
         g.node.extend(kept)
-    dead = [t for t in g.initializer if t.name not in needed]
+    dead = [t for t in g.initializer if t.name not in needed and t.name not in inits_before]
     for t in dead:
         g.initializer.remove(t)
     _sync_weight_inputs(model, {t.name for t in dead})

@@ -231,6 +231,45 @@ def test_bad_protect_regex(capsys, tmp_path, model):
                    words="--protect.*regular expression")
 
 
+# -- calibration data (--calib) --------------------------------------------------------------
+CALIB = {
+    "wrong-name": ({"Y": np.zeros((4, 3, 8, 8), np.float32)}, "no array for input 'X'"),
+    "wrong-shape": ({"X": np.zeros((4, 3, 4, 4), np.float32)}, r"shape \[4, 3, 4, 4\]"),
+    "wrong-rank": ({"X": np.zeros((4, 3, 8), np.float32)}, "expects samples × 3x8x8"),
+    "wrong-dtype": ({"X": np.zeros((4, 3, 8, 8), np.int64)}, "dtype int64"),
+    "no-samples": ({"X": np.zeros((0, 3, 8, 8), np.float32)}, "non-empty"),
+}
+
+
+@pytest.mark.parametrize("case", list(CALIB))
+def test_bad_calibration_data(capsys, tmp_path, model, case):
+    arrays, words = CALIB[case]
+    np.savez(tmp_path / "calib.npz", **arrays)
+    assert_refused(capsys, tmp_path, *compress(model, "-o", tmp_path / "o.onnx", "--criterion",
+                                               "wanda", "--calib", tmp_path / "calib.npz"),
+                   words=words)
+
+
+@pytest.mark.parametrize("what", ["missing", "not-npz", "directory"])
+def test_unreadable_calibration_file(capsys, tmp_path, model, what):
+    path = tmp_path / "calib.npz"
+    if what == "not-npz":
+        path.write_text("not an archive")
+    elif what == "directory":
+        path.mkdir()
+    assert_refused(capsys, tmp_path, *compress(model, "-o", tmp_path / "o.onnx", "--criterion",
+                                               "wanda", "--calib", path),
+                   words="cannot read calibration data")
+
+
+def test_good_calibration_data_is_used(capsys, tmp_path, model):
+    np.savez(tmp_path / "calib.npz", X=np.random.default_rng(0).standard_normal(
+        (4, 3, 8, 8)).astype(np.float32))
+    code, _, err = run_cli(capsys, *compress(model, "-o", tmp_path / "o.onnx", "--criterion",
+                                             "wanda", "--calib", tmp_path / "calib.npz"))
+    assert code == 0, err
+
+
 # -- output paths -----------------------------------------------------------------------------
 def test_output_is_input(capsys, tmp_path, model):
     assert_refused(capsys, tmp_path, *compress(model, "-o", model), words="input")
