@@ -112,7 +112,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
     say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
-    model, external = load_checked(src, out, report=args.report)
+    model, external = load_checked(src, out, report=args.report, plan=args.plan_out)
     if args.plan_out:
         check_writable(args.plan_out, "plan")
     if args.calib_samples < 1:
@@ -151,7 +151,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
     say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
     plan = Plan.load(args.plan)
-    model, external = load_checked(src, out, report=args.report)
+    model, external = load_checked(src, out, keep=(args.plan,), report=args.report)
     pruned, report = apply_plan(model, plan, seed=args.seed,
                                 input_sizes=_input_sizes(args.input_shape), progress=say)
     save_atomic(pruned, out, external=external or None)

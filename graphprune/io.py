@@ -127,16 +127,19 @@ def load_external_data(model: onnx.ModelProto, base: PathLike) -> None:
         raise InputError(f"cannot read external data: {_one_line(exc)}") from exc
 
 
-def load_checked(src: PathLike, out: PathLike, *,
-                 report: PathLike | None = None) -> tuple[onnx.ModelProto, bool]:
-    """Load the input of a compress run after refusing output paths that would overwrite it
-    (or its external data) or cannot be written. Returns (model, had external data)."""
+def load_checked(src: PathLike, out: PathLike, *, keep: tuple[PathLike, ...] = (),
+                 **extra: PathLike | None) -> tuple[onnx.ModelProto, bool]:
+    """Load the input of a compress run after refusing output paths — the model `out` and
+    the named `extra` files (report=, plan=) — that would overwrite the input (its external
+    data, or other input files in `keep`) or each other, or cannot be written. Returns
+    (model, had external data)."""
     src = Path(src)
+    kept = [Path(k) for k in keep]
     if src.exists():
-        check_outputs(src, out, report=report)  # cheap, before reading a large model
+        check_outputs(src, out, inputs=kept, **extra)  # cheap, before reading a large model
     model = load(src, external_data=False)
     data_files = external_data_files(model, src.parent)
-    check_outputs(src, out, report=report, inputs=data_files)
+    check_outputs(src, out, inputs=[*kept, *data_files], **extra)
     load_external_data(model, src.parent)
     return model, bool(data_files)
 
@@ -148,21 +151,23 @@ def data_path(out: PathLike) -> Path:
     return p.with_name(f"{p.name}.data")
 
 
-def check_outputs(src: PathLike, out: PathLike, *, report: PathLike | None = None,
-                  inputs: list[Path] | None = None) -> None:
-    """Refuse an output or report path that is the input model or one of its data files
-    (`inputs`), is a directory, or lies in a missing or read-only directory."""
+def check_outputs(src: PathLike, out: PathLike, *, inputs: list[Path] | None = None,
+                  **extra: PathLike | None) -> None:
+    """Refuse output paths (the model `out`, and named `extra` files such as report=, plan=)
+    that are the input model or one of its data files (`inputs`), that collide with each
+    other, that are directories, or that lie in a missing or read-only directory."""
     protected = [Path(src), *(inputs or [])]
     targets = [("output", Path(out)), ("output data", data_path(out))]
-    if report is not None:
-        targets.append(("report", Path(report)))
-        if any(_same_file(Path(report), t) for t in (Path(out), data_path(out))):
-            raise InputError(f"report path {report} is the output path")
-    for what, path in targets:
+    targets += [(what, Path(p)) for what, p in extra.items() if p is not None]
+    for k, (what, path) in enumerate(targets):
         if any(_same_file(path, p) for p in protected):
-            raise InputError(f"{what} path {path} is the input model"
-                             f"{'' if _same_file(path, Path(src)) else ' data'}; "
-                             "refusing to overwrite the input")
+            which = "input model" if _same_file(path, Path(src)) else "input file"
+            raise InputError(f"{what} path {path} is the {which} "
+                             f"{next(p for p in protected if _same_file(path, p)).name}; "
+                             "refusing to overwrite it")
+        clash = next((w for w, p in targets[:k] if _same_file(path, p)), None)
+        if clash is not None:
+            raise InputError(f"{what} path {path} is also the {clash} path")
         if what != "output data":
             check_writable(path, what)
 

@@ -304,7 +304,7 @@ def test_output_data_file_would_overwrite_input_data(capsys, tmp_path, external)
     external.write_bytes(m.SerializeToString())
     (tmp_path / "ext.onnx.data").rename(tmp_path / "out.onnx.data")
     assert_refused(capsys, tmp_path, *compress(external, "-o", tmp_path / "out.onnx"),
-                   words="input model data")
+                   words="output data path .* is the input file out.onnx.data")
 
 
 def test_output_directory_missing(capsys, tmp_path, model):
@@ -364,6 +364,24 @@ def test_unwritable_report_path(capsys, tmp_path, model, where):
     assert_refused(capsys, tmp_path,
                    *compress(model, "-o", tmp_path / "o.onnx", "--report", report),
                    words="report")
+
+
+@pytest.mark.parametrize("where", ["input", "output", "report"])
+def test_plan_out_would_overwrite_another_file(capsys, tmp_path, model, where):
+    plan = {"input": model, "output": tmp_path / "o.onnx", "report": tmp_path / "r.json"}[where]
+    assert_refused(capsys, tmp_path, *compress(model, "-o", tmp_path / "o.onnx", "--report",
+                                               tmp_path / "r.json", "--plan-out", plan),
+                   words="plan path")
+
+
+def test_apply_output_would_overwrite_the_plan(capsys, tmp_path, model):
+    plan = tmp_path / "plan.json"
+    code, _, err = run_cli(capsys, *compress(model, "-o", tmp_path / "o.onnx", "--plan-out",
+                                             plan))
+    assert code == 0, err
+    (tmp_path / "o.onnx").unlink()
+    assert_refused(capsys, tmp_path, "apply", model, plan, "-o", plan, "--quiet",
+                   words="is the input file plan.json")
 
 
 def test_report_would_overwrite_input_data(capsys, tmp_path, external):
