@@ -14,18 +14,32 @@ FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProt
                onnx.TensorProto.BFLOAT16}
 
 
+NOT_WEIGHTS = {"Resize": {1, 2}, "Upsample": {1}, "Clip": {1, 2}, "Pad": {2}, "Range": {0, 1, 2}}
+"""Float inputs that are settings (scales, bounds, fill values), not parameters."""
+
+
 def count_params(model: onnx.ModelProto) -> int:
     """Elements of floating-point initializers and Constant nodes (weights, not shapes).
 
-    Scalars are left out: they are formula constants (GELU's 0.5, a Clip bound) that one
-    exporter writes once and another once per use, not parameters."""
-    n = sum(_size(t) for t in model.graph.initializer if t.data_type in FLOAT_TYPES)
+    Left out: scalars (formula constants such as GELU's 0.5 that one exporter writes once
+    and another once per use) and tensors used only as settings (Resize scales)."""
+    settings = _used_only_as_settings(model)
+    n = sum(_size(t) for t in model.graph.initializer
+            if t.data_type in FLOAT_TYPES and t.name not in settings)
     for node in model.graph.node:
-        if node.op_type == "Constant":
+        if node.op_type == "Constant" and node.output[0] not in settings:
             t = attr(node, "value")
             if t is not None and t.data_type in FLOAT_TYPES:
                 n += _size(t)
     return n
+
+
+def _used_only_as_settings(model: onnx.ModelProto) -> set[str]:
+    uses: dict[str, list[bool]] = {}
+    for node in model.graph.node:
+        for i, name in enumerate(node.input):
+            uses.setdefault(name, []).append(i in NOT_WEIGHTS.get(node.op_type, ()))
+    return {name for name, flags in uses.items() if all(flags)}
 
 
 def _size(t: onnx.TensorProto) -> int:
