@@ -268,11 +268,11 @@ def _per_sink(ctx: ScoreContext, fn) -> np.ndarray:
     stats = activation_stats(ctx)
     scores = [fn(u, stats.tensors[u.x]) for u in stats.uses if stats.tensors[u.x].count]
     out = ctx.combine(scores)
-    _fallback(ctx, out, {int(r) for units, _ in scores for r in units}, "l1", scoring.l1)
+    fallback(ctx, out, {int(r) for units, _ in scores for r in units}, "l1", scoring.l1)
     return out
 
 
-def _fallback(ctx: ScoreContext, out: np.ndarray, scored: set[int], name: str, fn) -> None:
+def fallback(ctx: ScoreContext, out: np.ndarray, scored: set[int], name: str, fn) -> None:
     groups = [g for g in ctx.an.groups if g.prunable and not any(u in scored for u in g.units)]
     if not groups:
         return

@@ -11,14 +11,14 @@ A model with a fixed batch size runs one trial per call instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper
 
-from graphprune.analysis import Analysis, Group
+from graphprune.analysis import Analysis
 from graphprune.metrics import count_macs
 
 from .calibration import (
@@ -27,7 +27,9 @@ from .calibration import (
     TAYLOR_STEP,
     SinkUse,
     calibration_of,
+    fallback,
     fast_session,
+    obd,
     sink_uses,
 )
 from .scoring import ScoreContext
@@ -161,8 +163,6 @@ def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[
 
 # -- taylor -------------------------------------------------------------------------------------
 def taylor_scores(ctx: ScoreContext) -> np.ndarray:
-    from .calibration import obd
-
     an, calib = ctx.an, calibration_of(ctx)
     probe = probe_for(ctx.model, an, calib.static_batch)
     units = [u for g in an.groups for u in g.prunable if u in probe.units]
@@ -179,15 +179,8 @@ def taylor_scores(ctx: ScoreContext) -> np.ndarray:
     change, _ = measure(probe, calib.block(samples), trials, report)
     scores = np.zeros(len(an.roots))
     scores[units] = change / (samples * TAYLOR_STEP ** 2)
-    _fallback_groups(ctx, scores, set(units), an.groups)
+    fallback(ctx, scores, set(units), "obd", obd)
     return scores
-
-
-def _fallback_groups(ctx: ScoreContext, scores: np.ndarray, scored: set[int],
-                     groups: Iterable[Group]) -> None:
-    from .calibration import _fallback, obd
-
-    _fallback(ctx, scores, scored, "obd", obd)
 
 
 def _progress(ctx: ScoreContext, what: str, total: int) -> Callable[[int], None]:

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from graphprune.analysis import Analysis, Group, Member
+from graphprune.analysis import Analysis, Member
 
 AGGREGATES = ("sum", "mean", "max")
 NORMALIZATIONS = ("none", "mean", "max", "sum", "standard")
@@ -271,10 +271,6 @@ def distance_sums(x: np.ndarray) -> np.ndarray:
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
     np.fill_diagonal(d2, 0.0)
     return np.sqrt(d2).sum(axis=1)
-
-
-def group_of(an: Analysis) -> dict[int, Group]:
-    return {u: g for g in an.groups for u in g.units}
 
 
 from . import calibration as _calibration  # noqa: E402,F401 - registers data-driven criteria

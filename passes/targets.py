@@ -34,6 +34,7 @@ from .cost import CostModel
 from .selection import GroupChoice, select_uniform
 
 TOLERANCE = 0.02
+FILL_STEPS = 256
 TARGETS = ("macs", "params", "latency")
 
 
@@ -67,11 +68,18 @@ class Selector:
         self.notes = notes if notes is not None else []
         self.opts = Options(req.round_to, req.protect, req.max_group_ratio)
         self.free, self.protected = candidates(an, req.protect)
-        self.feeds = validation.make_inputs(model, batch=1, sizes=sizes)
+        self.sizes = sizes
+        self._feeds: dict[str, np.ndarray] | None = None
         self._cost: CostModel | None = None
         self._order: list[Step] | None = None
         self.curves: dict[int, list[tuple[int, float]]] = {}
         self._latency: dict[int, float] = {}
+
+    @property
+    def feeds(self) -> dict[str, np.ndarray]:
+        if self._feeds is None:
+            self._feeds = validation.make_inputs(self.model, batch=1, sizes=self.sizes)
+        return self._feeds
 
     @property
     def cost(self) -> CostModel:
@@ -114,11 +122,39 @@ class Selector:
         else:
             k = bisect(len(self.order),
                        lambda j: self.cost.fraction(self.at(j)[0], req.metric), target)
+            counts = self.fill(k, target)
+            if counts is not None:
+                removed, choices = removal(self.an, self.scores, counts, self.protected)
+                return Selection(removed, choices, {}, self.curves)
         removed, choices = self.at(k)
         lat = {}
         if req.metric == "latency":
             lat = {"before": self.baseline_latency(), "after": self.latency_of(k)}
         return Selection(removed, choices, lat, self.curves)
+
+    def fill(self, k: int, target: float) -> dict[int, int] | None:
+        """When step k overshoots the target by more than the tolerance (one step of a large
+        group can), start from prefix k − 1 and take the following steps in order that keep
+        the cost above target × (1 − tolerance), until at or under the target. Within a group
+        steps stay in order: a group whose step was skipped takes no later one."""
+        metric, low = self.req.metric, target * (1 - TOLERANCE)
+        frac = self.cost.fraction
+        if k == 0 or frac(self.at(k)[0], metric) >= low:
+            return None
+        counts = counts_at(self.order, k - 1)
+        skipped: set[int] = set()
+        for gi, c in self.order[k - 1:k - 1 + FILL_STEPS]:
+            if gi in skipped or c <= counts.get(gi, 0):
+                continue
+            trial = {**counts, gi: c}
+            value = frac(removal(self.an, self.scores, trial)[0], metric)
+            if value < low:
+                skipped.add(gi)
+                continue
+            counts = trial
+            if value <= target:
+                return counts
+        return None
 
     # -- latency --------------------------------------------------------------------------------
     def baseline_latency(self) -> float:
