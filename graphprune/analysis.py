@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from .ir import Dim, Graph
+from .ir import FOLDABLE_OPS, Dim, Graph
 from .rules import registry
 from .rules.elementwise import BINARY
 from .slots import Span, UnionFind, constant_along
@@ -258,11 +258,32 @@ class _Analyzer:
             if name in g.outputs:
                 self.uf.freeze(m.span.ids, f"reaches graph output '{name}'")
         self._couple_shared_constants()
+        self._freeze_weights_read_elsewhere()
         self._make_rectangular()
         an = Analysis(g, self.uf, self.spans, self.members, self.edits, self.blockers)
         an.roots = self.uf.roots()
         an.groups = build_groups(an)
         return an
+
+    def _freeze_weights_read_elsewhere(self) -> None:
+        """A weight also read where it is no member (as data, inside a subgraph) would have to
+        be cloned to be sliced, growing the model: its units stay. (Per-unit parameters may
+        be cloned: they are small.)"""
+        g = self.graph
+        by_root: dict[str, list[Member]] = {}
+        for m in self.members:
+            name = g.nodes[m.node].input[m.index]
+            by_root.setdefault(g.const_root(name) or name, []).append(m)
+        for root, ms in by_root.items():
+            if all(m.role == "param" for m in ms):
+                continue
+            sliced = {(m.node, m.index) for m in ms}
+            other = next((u for u in _final_uses(g, root) if (u.node, u.index) not in sliced),
+                         None)
+            if other is not None:
+                where = f"{g.nodes[other.node].op_type} {g.node_name(other.node)}"
+                for m in ms:
+                    self.uf.freeze(m.span.ids, f"weight also read elsewhere ({where})")
 
     def _couple_shared_constants(self) -> None:
         """Tied weights (one non-trivial initializer sliced for several nodes) prune the same
@@ -306,6 +327,20 @@ class _Analyzer:
 
 def _uniform(value: np.ndarray | None) -> bool:
     return value is None or value.size == 0 or bool(np.all(value == value.flat[0]))
+
+
+def _final_uses(graph: Graph, name: str) -> list:
+    """Uses of a constant, looking through the layout ops that fold it (a Transpose of a
+    tied embedding is the same weight)."""
+    out = []
+    for u in graph.uses(name):
+        node = graph.nodes[u.node]
+        if (u.index == 0 and node.op_type in FOLDABLE_OPS
+                and graph.const(node.output[0]) is not None):
+            out.extend(x for o in node.output for x in _final_uses(graph, o))
+        else:
+            out.append(u)
+    return out
 
 
 def _subgraph_names(graph: Graph, i: int) -> list[str]:

@@ -1,4 +1,10 @@
-"""Errors the user sees as one line, each with its documented exit code."""
+"""Errors the user sees as one line, each with its documented exit code.
+
+The command line's exit codes (README, "Exit codes"): 0 success; 1 `ValidationError`, the
+exact check failed and nothing was written; 2 `InputError` (and `GraphError`), bad input or
+usage; 3 any other exception, an internal error; 130 interrupted. Messages are single lines
+(the CLI also collapses any line breaks a quoted library message brings along).
+"""
 
 from __future__ import annotations
 

@@ -328,6 +328,9 @@ def guard_input(fn: F) -> F:
             return fn(model_or_path, *args, **kwargs)
         except InputError:
             raise
+        except UnicodeDecodeError as exc:  # protobuf decodes string fields when first read
+            raise InputError("the input model cannot be used: a name or text in it is not "
+                             f"valid UTF-8 ({_one_line(exc)})") from exc
         except Exception as exc:
             why = _diagnose(model_or_path, kwargs.get("input_sizes"), kwargs.get("seed", 0))
             if why is None:
