@@ -1,9 +1,11 @@
-"""Latency of a model in onnxruntime on this machine: median of repeated timed runs.
+"""Latency in onnxruntime on this machine: medians of repeated timed runs.
 
-The session uses onnxruntime's default graph optimisations (what a deployment runs), batch-1
-inputs from `validation.make_inputs`, `WARMUP` untimed runs, then `REPEATS` timed runs (more
-for fast models, up to `BUDGET_S` seconds). Latency targets are met by bisection on measured
-latencies, so they carry this noise: the report states what was measured.
+Sessions use onnxruntime's default graph optimisations (what a deployment runs) and batch-1
+inputs from `validation.make_inputs`. `compare` times two models *interleaved* (a run of one,
+then a run of the other, `WARMUP` untimed runs first, at least `REPEATS` timed pairs and at
+least `BUDGET_S` seconds, at most `MAX_RUNS`), so a load change on the machine slows both
+alike and their ratio stays meaningful. Latency targets are met by bisection on these
+measured ratios, so they carry the machine's noise: the report states what was measured.
 """
 
 from __future__ import annotations
@@ -20,24 +22,36 @@ from . import validation
 WARMUP = 3
 REPEATS = 15
 BUDGET_S = 1.0
+MAX_RUNS = 2000
 
 
-def measure(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None) -> float:
-    """Median seconds per run."""
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
     data = validation.serialize(model)
-    sess = ort.InferenceSession(data if data is not None else model.SerializeToString(), opts,
+    return ort.InferenceSession(data if data is not None else model.SerializeToString(), opts,
                                 providers=["CPUExecutionProvider"])
-    feeds = feeds if feeds is not None else validation.make_inputs(model, batch=1)
-    for _ in range(WARMUP):
-        sess.run(None, feeds)
-    times: list[float] = []
+
+
+def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto,
+            feeds: dict[str, np.ndarray] | None = None) -> tuple[float, float]:
+    """Median seconds per run of `reference` and of `candidate`, timed interleaved."""
+    feeds = feeds if feeds is not None else validation.make_inputs(reference, batch=1)
+    sessions = [_session(reference), _session(candidate)]
+    for s in sessions:
+        for _ in range(WARMUP):
+            s.run(None, feeds)
+    times: list[list[float]] = [[], []]
     start = time.perf_counter()
-    while len(times) < REPEATS or (time.perf_counter() - start < BUDGET_S and len(times) < 200):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        times.append(time.perf_counter() - t)
-        if time.perf_counter() - start > 4 * BUDGET_S and len(times) >= 5:
-            break
-    return statistics.median(times)
+    while len(times[0]) < MAX_RUNS and (len(times[0]) < REPEATS
+                                        or time.perf_counter() - start < BUDGET_S):
+        for s, ts in zip(sessions, times, strict=True):
+            t = time.perf_counter()
+            s.run(None, feeds)
+            ts.append(time.perf_counter() - t)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
+def measure(model: onnx.ModelProto, feeds: dict[str, np.ndarray] | None = None) -> float:
+    """Median seconds per run of one model."""
+    return compare(model, model, feeds)[0]

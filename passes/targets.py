@@ -73,7 +73,7 @@ class Selector:
         self._cost: CostModel | None = None
         self._order: list[Step] | None = None
         self.curves: dict[int, list[tuple[int, float]]] = {}
-        self._latency: dict[int, float] = {}
+        self._latency: dict[int, tuple[float, float]] = {}
 
     @property
     def feeds(self) -> dict[str, np.ndarray]:
@@ -118,7 +118,8 @@ class Selector:
         if target is None:
             k = prefix_for_units(self.an, self.order, req.ratio, self.free)
         elif req.metric == "latency":
-            k = bisect(len(self.order), self.latency_fraction, target)
+            bisect(len(self.order), self.latency_fraction, target)
+            k = self.closest_measured(target)
         else:
             k = bisect(len(self.order),
                        lambda j: self.cost.fraction(self.at(j)[0], req.metric), target)
@@ -129,7 +130,7 @@ class Selector:
         removed, choices = self.at(k)
         lat = {}
         if req.metric == "latency":
-            lat = {"before": self.baseline_latency(), "after": self.latency_of(k)}
+            lat = dict(zip(("before", "after"), self.latency_of(k), strict=True))
         return Selection(removed, choices, lat, self.curves)
 
     def fill(self, k: int, target: float) -> dict[int, int] | None:
@@ -157,24 +158,29 @@ class Selector:
         return None
 
     # -- latency --------------------------------------------------------------------------------
-    def baseline_latency(self) -> float:
-        if -1 not in self._latency:
-            self.progress("measuring latency of the original model")
-            self._latency[-1] = latency.measure(self.model, self.feeds)
-        return self._latency[-1]
-
-    def latency_of(self, k: int) -> float:
+    def latency_of(self, k: int) -> tuple[float, float]:
+        """(original, pruned at prefix k) median latencies, measured interleaved."""
         if k not in self._latency:
             removed, _ = self.at(k)
             pruned = rewrite.prune_model(self.model, self.an, removed) if removed.any() \
                 else self.model
-            self._latency[k] = latency.measure(pruned, self.feeds)
+            self._latency[k] = latency.compare(self.model, pruned, self.feeds)
+            before, after = self._latency[k]
             self.progress(f"latency with {int(removed.sum())} units removed: "
-                          f"{self._latency[k] / self.baseline_latency():.3f} of the original")
+                          f"{after / before:.3f} of the original")
         return self._latency[k]
 
+    def closest_measured(self, target: float) -> int:
+        """Measurements are noisy, so bisection's last step need not be its best: of the
+        prefixes measured, the one closest to the target (not above it by more than the
+        tolerance, when one is not)."""
+        ok = [k for k in self._latency if self.latency_fraction(k) <= target * (1 + TOLERANCE)]
+        pool = ok or list(self._latency)
+        return min(pool, key=lambda k: (abs(self.latency_fraction(k) - target), k))
+
     def latency_fraction(self, k: int) -> float:
-        return self.latency_of(k) / self.baseline_latency()
+        before, after = self.latency_of(k)
+        return after / before
 
 
 def unit_fraction(an: Analysis, removed: np.ndarray, groups: list[int]) -> float:
