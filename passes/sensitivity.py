@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from graphprune.analysis import Analysis
+from graphprune.metrics import count_macs
 
 from .allocation import Options, allowed_counts, make_order, ranked
 from .calibration import Calibration
@@ -30,6 +31,8 @@ from .probe import measure, probe_for
 
 LEVELS = 8
 SAMPLES = 16
+BUDGET = 2e11
+"""Multiply-accumulates the scan aims to spend; beyond it, fewer samples (at least one)."""
 
 
 def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[int],
@@ -43,7 +46,14 @@ def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[
                      "gated; they are kept whole")
     plan = [(gi, c) for gi in ok for c in levels(allowed_counts(an.groups[gi], opts))]
     trials = [dict.fromkeys(ranked(an.groups[gi], scores)[:c], 0.0) for gi, c in plan]
-    samples = min(SAMPLES, calib.samples)
+    macs = max(1, count_macs(model, next(iter(calib.batches(1)))))
+    samples = max(1, min(SAMPLES, calib.samples, int(BUDGET // max(1, len(trials) * macs))))
+    if calib.static_batch:
+        samples = max(calib.static_batch, samples - samples % calib.static_batch)
+    if samples < min(SAMPLES, calib.samples):
+        notes.append(f"sensitivity: {len(trials)} trials × {macs:.3g} MACs: scanned on "
+                     f"{samples} calibration samples (of {min(SAMPLES, calib.samples)}) to "
+                     "bound the time")
     total = len(trials)
 
     def report(done: int) -> None:

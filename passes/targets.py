@@ -182,9 +182,3 @@ class Selector:
         before, after = self.latency_of(k)
         return after / before
 
-
-def unit_fraction(an: Analysis, removed: np.ndarray, groups: list[int]) -> float:
-    total = sum(len(an.groups[gi].units) for gi in groups)
-    gone = sum(int(removed[an.groups[gi].units].sum()) for gi in groups)
-    return gone / total if total else 0.0
-
