@@ -280,8 +280,9 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def strip_weights(model: onnx.ModelProto, keep_elements: int = 256) -> onnx.ModelProto:
-    """A copy with large initializers reduced to name, dtype and dims (for shape inference),
-    built without copying the weights themselves."""
+    """A copy for shape inference, built without copying the weights: large initializers
+    become graph inputs of the same dtype and dims (an initializer without its data would be
+    read, and fail, by onnxruntime's symbolic inference)."""
     out = onnx.ModelProto()
     out.ir_version = model.ir_version
     out.opset_import.extend(model.opset_import)
@@ -290,12 +291,12 @@ def strip_weights(model: onnx.ModelProto, keep_elements: int = 256) -> onnx.Mode
     h.name = g.name
     for field in ("node", "input", "output", "value_info", "sparse_initializer"):
         getattr(h, field).extend(getattr(g, field))
+    declared = {i.name for i in g.input}
     for t in g.initializer:
         if math.prod(t.dims) <= keep_elements and t.data_location != onnx.TensorProto.EXTERNAL:
             h.initializer.append(t)
-        else:
-            h.initializer.append(onnx.TensorProto(name=t.name, dims=t.dims,
-                                                  data_type=t.data_type))
+        elif t.name not in declared:
+            h.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
     return out
 
 

@@ -134,3 +134,32 @@ def test_exporters_agree_on_units() -> None:
                    for e in ("torchscript", "dynamo")]
         assert _kinds(reports[0]) == _kinds(reports[1]), name
         assert reports[0].params_after == reports[1].params_after, name
+
+
+def test_wide_attention_heads_found(tmp_path: Path) -> None:
+    """Regression: weight-free copies used for shape inference once emptied biases wider than
+    256, onnxruntime's symbolic inference then failed and every head of BERT-base froze."""
+    import torch
+
+    class Block(torch.nn.Module):
+        def __init__(self, hidden: int = 384, heads: int = 6) -> None:
+            super().__init__()
+            self.heads = heads
+            self.qkv = torch.nn.ModuleList(torch.nn.Linear(hidden, hidden) for _ in range(3))
+            self.out = torch.nn.Linear(hidden, hidden)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b, s, h = x.shape
+            q, k, v = (m(x).view(b, s, self.heads, -1).transpose(1, 2) for m in self.qkv)
+            a = torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+            return self.out(a.transpose(1, 2).reshape(b, s, h)) + x
+
+    torch.manual_seed(0)
+    path = tmp_path / "wide.onnx"
+    torch.onnx.export(Block().eval(), (torch.randn(2, 7, 384),), str(path), dynamo=False,
+                      input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "b", 1: "s"}, "y": {0: "b", 1: "s"}})
+    heads = [g for g in graphprune.analyze(path).groups if g.kind == "heads"]
+    assert len(heads) == 1 and len(heads[0].prunable) == 6
+    _, report = graphprune.compress(path, ratio=0.5)
+    assert report.exact_check["passed"] and _kinds(report)["heads"] == (6, 3)
