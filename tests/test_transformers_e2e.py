@@ -138,27 +138,28 @@ def test_exporters_agree_on_units() -> None:
 
 def test_wide_attention_heads_found(tmp_path: Path) -> None:
     """Regression: weight-free copies used for shape inference once emptied biases wider than
-    256, onnxruntime's symbolic inference then failed and every head of BERT-base froze."""
+    256; onnxruntime's symbolic inference then failed on an HF BERT and every head froze."""
     import torch
+    from transformers import BertConfig, BertModel
 
-    class Block(torch.nn.Module):
-        def __init__(self, hidden: int = 384, heads: int = 6) -> None:
+    cfg = BertConfig(vocab_size=100, hidden_size=384, num_hidden_layers=1,
+                     num_attention_heads=6, intermediate_size=512, attn_implementation="eager")
+
+    class Bert(torch.nn.Module):
+        def __init__(self) -> None:
             super().__init__()
-            self.heads = heads
-            self.qkv = torch.nn.ModuleList(torch.nn.Linear(hidden, hidden) for _ in range(3))
-            self.out = torch.nn.Linear(hidden, hidden)
+            self.bert = BertModel(cfg)
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            b, s, h = x.shape
-            q, k, v = (m(x).view(b, s, self.heads, -1).transpose(1, 2) for m in self.qkv)
-            a = torch.softmax(q @ k.transpose(-1, -2), -1) @ v
-            return self.out(a.transpose(1, 2).reshape(b, s, h)) + x
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return self.bert(input_ids=ids, attention_mask=mask).last_hidden_state
 
     torch.manual_seed(0)
     path = tmp_path / "wide.onnx"
-    torch.onnx.export(Block().eval(), (torch.randn(2, 7, 384),), str(path), dynamo=False,
-                      input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "b", 1: "s"}, "y": {0: "b", 1: "s"}})
+    ids, mask = torch.randint(0, 100, (2, 7)), torch.ones(2, 7, dtype=torch.long)
+    torch.onnx.export(Bert().eval(), (ids, mask), str(path), dynamo=False,
+                      input_names=["input_ids", "attention_mask"], output_names=["h"],
+                      dynamic_axes={"input_ids": {0: "b", 1: "s"},
+                                    "attention_mask": {0: "b", 1: "s"}})
     heads = [g for g in graphprune.analyze(path).groups if g.kind == "heads"]
     assert len(heads) == 1 and len(heads[0].prunable) == 6
     _, report = graphprune.compress(path, ratio=0.5)
