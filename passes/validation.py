@@ -114,20 +114,24 @@ small enough for models with few positions, different so a size baked in by mist
 def make_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0,
                 sizes: dict[str, list[int]] | None = None,
                 variant: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs: dynamic leading axes take `batch`, other dynamic axes 8 (13 in the
-    second run) unless `sizes` names them. Integer inputs that index an embedding table are
+    """Seeded inputs: the batch dim (the symbol most inputs lead with) takes `batch`, other
+    dynamic axes 8 (13 in the second run); `sizes` fixes an input's shape (its batch dim still
+    follows `batch`). Integer inputs that index an embedding table are
     drawn from its rows; other integer inputs (masks, flags) from {0, 1}."""
     rng = np.random.default_rng(seed)
     bounds = _index_bounds(model)
+    specs = input_specs(model)
+    batch_dim = _batch_symbol(specs)
+    other = DYNAMIC_SIZES[variant % len(DYNAMIC_SIZES)]
     feeds = {}
-    for name, elem, dims in input_specs(model):
+    for name, elem, dims in specs:
         if sizes and name in sizes:
             shape = list(sizes[name])
-            if not isinstance(dims[0] if dims else 0, int) and shape:
-                shape[0] = batch
+            if batch > 1:  # the second run changes the batch axis, where there is one
+                shape = [batch if k < len(dims) and not isinstance(dims[k], int)
+                         and _is_batch(dims[k], k, batch_dim) else n for k, n in enumerate(shape)]
         else:
-            other = DYNAMIC_SIZES[variant % len(DYNAMIC_SIZES)]
-            shape = [d if isinstance(d, int) else (batch if k == 0 else other)
+            shape = [d if isinstance(d, int) else (batch if _is_batch(d, k, batch_dim) else other)
                      for k, d in enumerate(dims)]
         dtype = _NP_TYPES.get(elem)
         if dtype is None:
@@ -139,6 +143,20 @@ def make_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0,
         else:
             feeds[name] = rng.integers(0, bounds.get(name, 2), size=shape).astype(dtype)
     return feeds
+
+
+def _is_batch(dim: object, axis: int, batch_dim: object) -> bool:
+    """Unnamed dynamic dims: the leading one is the batch."""
+    return dim == batch_dim if dim is not None and batch_dim is not None else axis == 0
+
+
+def _batch_symbol(specs: list[tuple[str, int, list]]) -> object:
+    """The dynamic dim most inputs lead with (a [S, 64] RoPE table's S is not the batch)."""
+    leads = [dims[0] for _, _, dims in specs if dims and not isinstance(dims[0], int)]
+    if not leads:
+        return object()  # matches nothing
+    names = [d for d in leads if d is not None]
+    return max(set(names), key=names.count) if names else None
 
 
 def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:
