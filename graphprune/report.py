@@ -59,6 +59,14 @@ class Report:
     def macs_ratio(self) -> float:
         return self.macs_after / self.macs_before if self.macs_before else 1.0
 
+    def units_by_kind(self) -> dict[str, tuple[int, int]]:
+        """Units before and after per kind (channels, heads, ffn, hidden)."""
+        kinds: dict[str, tuple[int, int]] = {}
+        for d in self.group_details:
+            a, b = kinds.get(d.kind, (0, 0))
+            kinds[d.kind] = (a + d.units_before, b + d.units_after)
+        return kinds
+
     def to_dict(self) -> dict[str, Any]:
         plan, self.plan = self.plan, None
         try:
@@ -103,11 +111,16 @@ class Report:
                    f"{g.get('frozen', 0)} frozen")
         pruned = [d for d in self.group_details if d.units_after < d.units_before]
         if pruned:
-            out.append(f"  {'group':<40}{'units':>14}")
+            out.append(f"  {'group':<40}{'kind':<10}{'units':>14}")
             for d in pruned[:max_groups]:
-                out.append(f"  {d.name[:40]:<40}{d.units_before:>6} -> {d.units_after:<6}")
+                out.append(f"  {d.name[:40]:<40}{d.kind:<10}{d.units_before:>6} -> "
+                           f"{d.units_after:<6}")
             if len(pruned) > max_groups:
                 out.append(f"  ... {len(pruned) - max_groups} more (see --report)")
+        kinds = self.units_by_kind()
+        if len(kinds) > 1 or "channels" not in kinds:
+            out.append("units by kind: " + ", ".join(
+                f"{k} {a} -> {b}" for k, (a, b) in sorted(kinds.items())))
         if self.frozen_reasons:
             out.append("kept (frozen) units, by reason:")
             for reason, n in sorted(self.frozen_reasons.items(), key=lambda kv: -kv[1])[:8]:
@@ -120,6 +133,9 @@ class Report:
             verdict = "passed" if ec.get("passed") else "FAILED"
             out.append(f"exact check vs masked original: {verdict} "
                        f"(max abs err {ec.get('max_abs_err', 0):.2e})")
+        for name, f in self.fidelity.items():
+            out.append(f"fidelity of the full (inexact) plan, output '{name}': cosine "
+                       f"{f['cosine']:.4f}, relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
         out.append(f"time: {self.seconds:.2f} s")
         return "\n".join(out)
 
