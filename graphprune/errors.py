@@ -14,6 +14,10 @@ class GraphpruneError(Exception):
 
     exit_code = 2
 
+    def __str__(self) -> str:
+        # a quoted tensor or node name may itself hold a line break: show it escaped
+        return super().__str__().replace("\r", "\\r").replace("\n", "\\n")
+
 
 class InputError(GraphpruneError):
     """Bad input file, bad option or unusable path (exit 2)."""

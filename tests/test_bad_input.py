@@ -419,6 +419,19 @@ def test_api_raises_input_error(tmp_path, model):
         graphprune.compress(m)
 
 
+def test_line_break_in_a_name_stays_one_line(capsys, tmp_path, model):
+    """A fuzzed or hand-made name may hold a line break; the error still is one line."""
+    m = onnx.load(model)
+    m.graph.node[-1].input[1] = "B\n_W"
+    model.write_bytes(m.SerializeToString())
+    line = assert_refused(capsys, tmp_path, *compress(model, "-o", tmp_path / "o.onnx"),
+                          words="reads 'B")
+    assert "B\\n_W" in line
+    with pytest.raises(graphprune.InputError) as info:
+        graphprune.compress(m)
+    assert "\n" not in str(info.value)
+
+
 def test_api_leaves_the_model_alone_on_failure(model):
     m = onnx.load(model)
     before = m.SerializeToString()
