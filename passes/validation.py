@@ -69,6 +69,9 @@ def session(model: onnx.ModelProto, data: Serialized | None = None,
     bytes and swaps only the masked weights)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    # weight prepacking only speeds up many runs; for our few runs it costs seconds and a
+    # copy of every MatMul weight when the session is built (both sides use the same kernels)
+    opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.log_severity_level = 4  # failures come back as exceptions; no log lines on stderr
     keep = []
     for name, value in (overrides or {}).items():
