@@ -168,6 +168,16 @@ class Ctx:
             if m is not None and pos not in overridden:
                 self.freeze(m, "channel count used for another size")
 
+    def freeze_marks(self, why: str) -> None:
+        """Sizes read as values stay as they are (their units frozen along one line, so the
+        axis never shrinks); the op itself then sees unchanged values and its rule handles
+        the tensors' units as usual."""
+        self.marks_handled = True
+        for i in range(self.n_inputs()):
+            for m in self.marks(i) or []:
+                if m is not None:
+                    self.freeze(m, why)
+
     def fresh(self, n: int) -> np.ndarray:
         return self.uf.fresh(n)
 
@@ -208,6 +218,12 @@ class Ctx:
         return bool(self.spans(i))
 
 
+TILE_AWARE = frozenset({
+    "Reshape", "Transpose", "Identity", "Cast", "Dropout", "Shape", "Softmax", "LogSoftmax",
+    "Add", "Sub", "Mul", "Div", "Where", "MatMul", "Unsqueeze",
+})
+"""Ops whose rules map tiled spans (units repeating along a dynamic axis, Span.tiled)."""
+
 MULTI_INPUT = frozenset({*BINARY, "Concat", "MatMul", "Attention"})
 """Ops whose rules read units on every input; others only on their first (data) input."""
 
@@ -228,9 +244,11 @@ class _Analyzer:
         for i, node in g.iter_nodes():
             ctx = Ctx(self, i)
             fn = registry.lookup(node.domain, node.op_type, g.opset)
+            if node.op_type not in TILE_AWARE:
+                self._untile_inputs(ctx)
             marked = any(ctx.marks(j) for j in range(len(node.input)))
             if node.op_type not in SHAPE_AWARE and marked:
-                ctx.freeze_inputs("channel count read as a value")
+                ctx.freeze_marks("channel count read as a value")
             if fn is not None and node.op_type not in MULTI_INPUT:
                 for j in range(1, len(node.input)):
                     ctx.freeze_spans(ctx.spans(j), "units reach a weight or parameter input")
@@ -242,7 +260,7 @@ class _Analyzer:
             else:
                 fn(ctx)
                 if not ctx.marks_handled and any(ctx.marks(j) for j in range(len(node.input))):
-                    ctx.freeze_inputs("channel count read as a value")
+                    ctx.freeze_marks("channel count read as a value")
             for name in _subgraph_names(g, i):
                 for s in self.spans.get(name, []):
                     self.uf.freeze(
@@ -264,6 +282,27 @@ class _Analyzer:
         an.roots = self.uf.roots()
         an.groups = build_groups(an)
         return an
+
+    def _untile_inputs(self, ctx: Ctx) -> None:
+        """Before an op that knows nothing of tiling: units stay whole along tiled axes
+        (collapsed, or frozen when that is all they span), and those axes drop out."""
+        from .rules.common import keep_whole
+
+        for name in ctx.node.input:
+            spans = self.spans.get(name, [])
+            if not any(s.tiled for s in spans):
+                continue
+            out = []
+            for s in spans:
+                if not s.tiled:
+                    out.append(s)
+                    continue
+                if not keep_whole(ctx, s, set(s.tiled), "units interleaved with a dynamic axis"):
+                    continue
+                keep = [k for k, a in enumerate(s.axes) if a not in s.tiled]
+                index = tuple(slice(None) if k in keep else 0 for k in range(len(s.axes)))
+                out.append(Span(tuple(s.axes[k] for k in keep), s.ids[index]))
+            self.spans[name] = out
 
     def _freeze_weights_read_elsewhere(self) -> None:
         """A weight also read where it is no member (as data, inside a subgraph) would have to

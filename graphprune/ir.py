@@ -20,7 +20,9 @@ from .errors import GraphError
 Dim = int | str | None
 """A dimension: an int when static, a symbol name when dynamic, None when unknown."""
 
-FOLDABLE_OPS = frozenset({"Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze"})
+FOLDABLE_OPS = frozenset({
+    "Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Split", "Slice", "Gather",
+})
 """Layout-only ops whose output we may evaluate when their data input is a constant.
 Casts and DequantizeLinear are deliberately absent: folding them would change stored dtypes."""
 
@@ -121,7 +123,10 @@ class Graph:
         x = self.const(node.input[0])
         if x is None:
             return None
-        return _fold(node, x, [self.const(n) for n in node.input[1:]], self.opset)
+        rest = [self.const(n) for n in node.input[1:]]
+        if node.op_type == "Split":
+            return _split_piece(node, x, rest, list(node.output).index(name), self.opset)
+        return _fold(node, x, rest, self.opset)
 
     # -- shapes ----------------------------------------------------------------------------
     def shape(self, name: str) -> list[Dim] | None:
@@ -354,10 +359,38 @@ def attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
+def _split_piece(node: onnx.NodeProto, x: np.ndarray, rest: list, k: int,
+                 opset: int) -> np.ndarray | None:
+    """Output `k` of a Split of a constant (in_proj weights split into Q/K/V by an exporter)."""
+    axis = int(attr(node, "axis", 0)) % x.ndim
+    sizes = attr(node, "split")
+    if sizes is None and rest and rest[0] is not None:
+        sizes = [int(v) for v in np.ravel(rest[0])]
+    n = len(node.output)
+    if sizes is None:
+        parts = int(attr(node, "num_outputs", n))
+        step = -(-x.shape[axis] // parts)  # the last piece may be smaller (opset 18)
+        sizes = [min(step, x.shape[axis] - step * i) for i in range(parts)]
+    if len(sizes) != n or sum(sizes) != x.shape[axis]:
+        return None
+    start = sum(sizes[:k])
+    return np.take(x, np.arange(start, start + sizes[k]), axis=axis)
+
+
 def _fold(node: onnx.NodeProto, x: np.ndarray, rest: list, opset: int) -> np.ndarray | None:
     op = node.op_type
     if op == "Identity":
         return x
+    if op == "Slice":
+        return _slice_const(node, x, rest, opset)
+    if op == "Gather":
+        if not rest or rest[0] is None or not np.issubdtype(rest[0].dtype, np.integer):
+            return None
+        axis = int(attr(node, "axis", 0)) % max(x.ndim, 1)
+        idx = np.where(rest[0] < 0, rest[0] + x.shape[axis], rest[0])
+        if idx.size and (idx.min() < 0 or idx.max() >= x.shape[axis]):
+            return None
+        return np.take(x, idx, axis=axis)
     if op == "Transpose":
         perm = attr(node, "perm")
         return np.transpose(x, perm)
@@ -379,3 +412,28 @@ def _fold(node: onnx.NodeProto, x: np.ndarray, rest: list, opset: int) -> np.nda
     if op == "Squeeze":
         return np.squeeze(x, axis=None if axes is None else tuple(a % x.ndim for a in axes))
     return None
+
+
+def _slice_const(node: onnx.NodeProto, x: np.ndarray, rest: list,
+                 opset: int) -> np.ndarray | None:
+    if opset < 10:
+        starts, ends, axes = attr(node, "starts"), attr(node, "ends"), attr(node, "axes")
+        steps = None
+    else:
+        if len(rest) < 2 or rest[0] is None or rest[1] is None:
+            return None
+        if any(len(rest) > k and node.input[k + 1] and rest[k] is None for k in (2, 3)):
+            return None
+        starts, ends = rest[0].tolist(), rest[1].tolist()
+        axes = rest[2].tolist() if len(rest) > 2 and rest[2] is not None else None
+        steps = rest[3].tolist() if len(rest) > 3 and rest[3] is not None else None
+    if starts is None or ends is None:
+        return None
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    index = [slice(None)] * x.ndim
+    for s, e, a, st in zip(starts, ends, axes, steps, strict=True):
+        if st == 0:
+            return None
+        index[int(a) % x.ndim] = slice(int(s), int(e), int(st))
+    return x[tuple(index)]

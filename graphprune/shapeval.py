@@ -160,6 +160,20 @@ def _trunc_div(a: int, b: int) -> int | None:
     return q if (a >= 0) == (b > 0) else -q
 
 
+def _mod(graph: Graph, node, args) -> Known | None:
+    """Integer Mod: the sign follows the divisor (Python's %), or the dividend with fmod=1."""
+    if args[0] is None or args[1] is None:
+        return None
+    fmod = int(attr(node, "fmod", 0))
+
+    def one(a: int, b: int) -> int | None:
+        if b == 0:
+            return None
+        return int(np.fmod(a, b)) if fmod else a % b
+
+    return _lift(one)(args[0], args[1])
+
+
 def _unary(op: Callable[[np.ndarray], np.ndarray]):
     def fn(graph: Graph, node, args) -> Known | None:
         return None if args[0] is None else op(args[0])
@@ -233,6 +247,7 @@ _OPS: dict[str, Callable] = {
     "Max": _binary(_lift(max)),
     "Min": _binary(_lift(min)),
     "Div": _binary(_lift(_trunc_div)),
+    "Mod": _mod,
     "Equal": _binary(np.frompyfunc(_equal_entry, 2, 1)),
 }
 

@@ -14,19 +14,27 @@ import numpy as np
 
 @dataclass(eq=False)
 class Span:
-    """Slot ids over `axes` (ascending) of one tensor; `ids.shape` matches those axes' sizes."""
+    """Slot ids over `axes` (ascending) of one tensor; `ids.shape` matches those axes' sizes.
+
+    An axis in `tiled` is a dynamic multiple of its ids' length, position p carrying
+    ids[p % n]: heads folded into the batch (`[B·H, S, D]`, torch's MultiheadAttention). Only
+    layout rules that understand tiling see such spans; for every other op the engine keeps
+    the units whole along tiled axes first (see analysis.TILE_AWARE)."""
 
     axes: tuple[int, ...]
     ids: np.ndarray
+    tiled: frozenset[int] = frozenset()
 
     def shifted(self, delta: int) -> Span:
-        return Span(tuple(a + delta for a in self.axes), self.ids)
+        return Span(tuple(a + delta for a in self.axes), self.ids,
+                    frozenset(a + delta for a in self.tiled))
 
     def moved(self, mapping: dict[int, int]) -> Span:
         """Renumber axes; reorders the ids so their dimensions stay in ascending axis order."""
         new_axes = [mapping[a] for a in self.axes]
         order = sorted(range(len(new_axes)), key=new_axes.__getitem__)
-        return Span(tuple(new_axes[i] for i in order), np.transpose(self.ids, order))
+        return Span(tuple(new_axes[i] for i in order), np.transpose(self.ids, order),
+                    frozenset(mapping[a] for a in self.tiled))
 
 
 class UnionFind:
@@ -113,4 +121,5 @@ def simplify(span: Span) -> Span:
     if not keep or len(keep) == span.ids.ndim:
         return span
     index = tuple(slice(None) if k in keep else 0 for k in range(span.ids.ndim))
-    return Span(tuple(span.axes[k] for k in keep), span.ids[index])
+    axes = tuple(span.axes[k] for k in keep)
+    return Span(axes, span.ids[index], span.tiled & frozenset(axes))

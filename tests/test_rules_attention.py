@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import Builder, analyze, assert_exact, node
+from graphprune.passes import rewrite
+from helpers import Builder, analyze, assert_exact, node, removed_units, run
+
+import graphprune
 
 HIDDEN, HEAD_DIM, SEQ = 32, 8, 5
 
@@ -128,3 +131,81 @@ def test_fused_attention_op(four_d):
     if not four_d:
         heads = {a.name: a.i for a in attn.attribute}
         assert heads["q_num_heads"] == 2 and heads["kv_num_heads"] == 1
+
+
+# -- heads folded into a dynamic batch axis (torch nn.MultiheadAttention) ----------------------
+def _fold_heads(b: Builder, t: str, n_heads: int) -> str:
+    """[B, S, H·D] → [S, B, H·D] → [S, B·H, D] (B·H computed from Shape) → [B·H, S, D]."""
+    t = b.op("Transpose", [t], perm=[1, 0, 2])
+    shape = b.op("Shape", [t])
+    s_len = b.op("Unsqueeze", [b.op("Gather", [shape, b.ints(0)], axis=0), b.ints([0])])
+    bh = b.op("Mul", [b.op("Gather", [shape, b.ints(1)], axis=0), b.ints(n_heads)])
+    target = b.op("Concat", [s_len, b.op("Unsqueeze", [bh, b.ints([0])]), b.ints([HEAD_DIM])],
+                  axis=0)
+    return b.op("Transpose", [b.op("Reshape", [t, target])], perm=[1, 0, 2])
+
+
+def batch_folded_attention(n_heads: int = 4, split_back: bool = False):
+    """Heads live in a `[B·H, S, D]` batch axis whose size is only known at run time. Either
+    the scores are computed there (bmm, softmax, scaling: torch's need_weights path), or the
+    axis is split back to `[B, H, S, D]` first (its SDPA path)."""
+    b = Builder(opset=17)
+    x = b.input("X", ["batch", SEQ, HIDDEN])
+    q, k, v = (_fold_heads(b, _proj(b, x, n_heads * HEAD_DIM, f"{n}_proj"), n_heads)
+               for n in "qkv")
+    if split_back:
+        dims = b.op("Concat", [b.op("Slice", [b.op("Shape", [x]), b.ints([0]), b.ints([1])]),
+                               b.ints([n_heads, SEQ, HEAD_DIM])], axis=0)
+        q, k, v = (b.op("Reshape", [t, dims]) for t in (q, k, v))
+    kt = b.op("Transpose", [k], perm=[0, 1, 3, 2] if split_back else [0, 2, 1])
+    q = b.op("Mul", [q, b.const(np.float32(HEAD_DIM ** -0.5))])
+    attn = b.op("Softmax", [b.op("MatMul", [q, kt])], axis=-1)
+    y = b.op("MatMul", [attn, v])
+    if split_back:  # [B, H, S, D] → [B, S, H·D]
+        y = b.op("Reshape", [b.op("Transpose", [y], perm=[0, 2, 1, 3]),
+                             b.ints([0, 0, n_heads * HEAD_DIM])])
+    else:  # [B·H, S, D] → [S, B·H, D] → [S, B, H·D] → [B, S, H·D]
+        t = b.op("Transpose", [y], perm=[1, 0, 2])
+        dims = b.op("Concat", [b.op("Slice", [b.op("Shape", [t]), b.ints([0]), b.ints([1])]),
+                               b.op("Slice", [b.op("Shape", [x]), b.ints([0]), b.ints([1])]),
+                               b.ints([n_heads * HEAD_DIM])], axis=0)
+        y = b.op("Transpose", [b.op("Reshape", [t, dims])], perm=[1, 0, 2])
+    out = b.op("MatMul", [y, b.weight([n_heads * HEAD_DIM, HIDDEN], name="o_proj_W")],
+               name="o_proj")
+    return b.build(out)
+
+
+@pytest.mark.parametrize("split_back", [False, True])
+def test_heads_folded_into_dynamic_batch(split_back):
+    model = batch_folded_attention(split_back=split_back)
+    heads = [g for g in analyze(model).groups if g.kind == "heads"]
+    assert len(heads) == 1 and len(heads[0].units) == 4 and len(heads[0].prunable) == 4
+    pruned, report = graphprune.compress(model, ratio=0.5)
+    assert report.exact_check["passed"]
+    w = {t.name: list(t.dims) for t in pruned.graph.initializer}
+    assert w["q_proj_W"] == [HIDDEN, 2 * HEAD_DIM] and w["o_proj_W"] == [2 * HEAD_DIM, HIDDEN]
+    an, removed = removed_units(model, 0.5)
+    masked = rewrite.masked_model(model, an, removed)
+    rng = np.random.default_rng(5)
+    for batch in (1, 3):  # the B·H size is inferred at run time from the pruned width
+        feeds = {"X": rng.standard_normal((batch, SEQ, HIDDEN)).astype(np.float32)}
+        want, got = run(masked, feeds)[0], run(pruned, feeds)[0]
+        assert got.shape == want.shape == (batch, SEQ, HIDDEN)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_folded_heads_with_a_batch_mask_freeze():
+    """A mask over the whole `[B·H, S, S]` score tensor (a per-sample, per-head input) has no
+    head layout we could slice: the heads stay, with that reason."""
+    b = Builder(opset=17)
+    x = b.input("X", ["batch", SEQ, HIDDEN])
+    mask = b.input("M", ["batch_heads", SEQ, SEQ])
+    q, k, v = (_fold_heads(b, _proj(b, x, 4 * HEAD_DIM, f"{n}_proj"), 4) for n in "qkv")
+    scores = b.op("Add", [b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 2, 1])]), mask])
+    y = b.op("MatMul", [b.op("Softmax", [scores], axis=-1), v])
+    y = b.op("Reshape", [b.op("Transpose", [y], perm=[1, 0, 2]), b.ints([SEQ, -1, 32])])
+    model = b.build(b.op("MatMul", [y, b.weight([32, HIDDEN])], name="o_proj"))
+    group = next(g for g in analyze(model).groups if g.kind == "heads")
+    assert not group.prunable
+    assert "combined with a tensor that carries no units" in " ".join(
+        r for rs in group.frozen.values() for r in rs)

@@ -23,9 +23,6 @@ import models
 from models.export import export_spec
 
 NAMES = list(models.TRANSFORMER_MODELS)
-MERGED_HEADS = {"mha_encoder", "transformer_encoder"}
-"""nn.MultiheadAttention reshapes heads into the batch axis ([B·H, S, D]) in both exporters:
-with a dynamic batch the head axis has no static layout, so heads stay (FFN is pruned)."""
 GQA = {"llama": 2, "hf_llama": 2}
 """Key/value heads per layer: GQA units are KV groups. With 2 groups a ratio of 0.4 removes
 none (selection never removes more than asked), so these run at 0.5."""
@@ -84,11 +81,8 @@ def test_heads_and_ffn(name: str, exporter: str) -> None:
     assert report.params_after < report.params_before
     kinds = _kinds(report)
     assert kinds["ffn"][1] < kinds["ffn"][0]
-    if name in MERGED_HEADS:
-        assert "heads" not in kinds
-    else:
-        before, after = kinds["heads"]
-        assert after < before, f"no head pruned: {kinds}"
+    before, after = kinds["heads"]  # nn.MultiheadAttention: heads folded into the batch too
+    assert after < before, f"no head pruned: {kinds}"
     if name in GQA:
         heads = [d for d in report.group_details if d.kind == "heads"]
         assert all(d.units_before == GQA[name] for d in heads)
@@ -129,7 +123,7 @@ def test_hidden_state_outputs_keep_hidden_units(name: str) -> None:
 
 def test_exporters_agree_on_units() -> None:
     """Both exporters' graphs of one model must give the same unit counts."""
-    for name in ("gpt2", "llama", "vit"):
+    for name in ("gpt2", "llama", "vit", "mha_encoder", "transformer_encoder"):
         reports = [graphprune.compress(exported(name, e), ratio=0.4)[1]
                    for e in ("torchscript", "dynamo")]
         assert _kinds(reports[0]) == _kinds(reports[1]), name

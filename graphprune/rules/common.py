@@ -102,7 +102,8 @@ def reduce_over(ctx: Ctx, spans: list[Span], axes: set[int], keepdims: bool, why
             out.append(s)
             continue
         index = tuple(slice(None) if k in kept else 0 for k in range(len(s.axes)))
-        out.append(Span(tuple(s.axes[k] for k in kept), s.ids[index]))
+        axes_kept = tuple(s.axes[k] for k in kept)
+        out.append(Span(axes_kept, s.ids[index], s.tiled & frozenset(axes_kept)))
     if keepdims:
         return out
     return [drop_axes(s, axes) for s in out]
@@ -110,7 +111,11 @@ def reduce_over(ctx: Ctx, spans: list[Span], axes: set[int], keepdims: bool, why
 
 def drop_axes(span: Span, removed: set[int]) -> Span:
     """Renumber a span's axes after `removed` axes (none of its own) disappear."""
-    return Span(tuple(a - sum(r < a for r in removed) for a in span.axes), span.ids)
+    def renumber(a: int) -> int:
+        return a - sum(r < a for r in removed)
+
+    return Span(tuple(renumber(a) for a in span.axes), span.ids,
+                frozenset(renumber(a) for a in span.tiled))
 
 
 def broadcast_member(ctx: Ctx, i: int, span: Span, out_rank: int) -> bool:
@@ -130,7 +135,7 @@ def broadcast_member(ctx: Ctx, i: int, span: Span, out_rank: int) -> bool:
     full = {a for a, d in zip(span.axes, dims, strict=True) if d != 1}
     if not full:
         return True
-    if all(d == n for d, n in zip(dims, span.ids.shape, strict=True)):
+    if not full & span.tiled and all(d == n for d, n in zip(dims, span.ids.shape, strict=True)):
         if ctx.const(i) is not None:
             ctx.member(i, Span(tuple(a - offset for a in span.axes), span.ids), "param")
             return True

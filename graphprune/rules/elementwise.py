@@ -62,7 +62,8 @@ def broadcast_elementwise(ctx: Ctx) -> None:
             return
         for s in ctx.spans(i):
             aligned = s.shifted(rank - in_rank)
-            if any(out_shape[a] != n for a, n in zip(aligned.axes, s.ids.shape, strict=True)):
+            if any(out_shape[a] != n for a, n in zip(aligned.axes, s.ids.shape, strict=True)
+                   if a not in aligned.tiled):
                 ctx.freeze(s.ids, "unit axis broadcast to a larger size")
                 continue
             layouts.setdefault(aligned.axes, []).append(aligned)
@@ -72,6 +73,9 @@ def broadcast_elementwise(ctx: Ctx) -> None:
         return
     out = []
     for axes, spans in layouts.items():
+        if any(t.tiled != spans[0].tiled or t.ids.shape != spans[0].ids.shape for t in spans):
+            ctx.freeze_spans(spans, "inputs repeat units along a dynamic axis differently")
+            continue
         for other in spans[1:]:
             ctx.unify(spans[0].ids, other.ids)
         span = spans[0]
@@ -91,8 +95,8 @@ def _propagate_marks(ctx: Ctx) -> None:
     """Shape arithmetic (`C // 2`): each output entry depends on what its inputs' entries do."""
     shape = ctx.out_shape(0)
     n = 1 if shape == [] else (shape[0] if shape and len(shape) == 1 else None)
-    if not isinstance(n, int):
-        ctx.freeze_inputs("channel count used in arithmetic of unknown shape")
+    if not isinstance(n, int):  # not shape arithmetic: the size is used as a value
+        ctx.freeze_marks("channel count read as a value")
         return
     marks: list[np.ndarray | None] = []
     for k in range(n):

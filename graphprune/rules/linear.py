@@ -109,8 +109,14 @@ def _matmul_activations(ctx: Ctx) -> None:
     for n, (s, _) in enumerate(live):
         for t, _ in live[n + 1:]:
             common = sorted(set(s.axes) & set(t.axes))
-            if common:
-                ctx.unify(_project(s, common), _project(t, common))
+            if not common:
+                continue
+            ps, pt = _project(s, common), _project(t, common)
+            if ps.shape != pt.shape or s.tiled & set(common) != t.tiled & set(common):
+                ctx.freeze(s.ids, "operands repeat units along a dynamic axis differently")
+                ctx.freeze(t.ids, "operands repeat units along a dynamic axis differently")
+                continue
+            ctx.unify(ps, pt)
     dims = [_out_dims(sa, ro, False), _out_dims(sb, ro, True)]
     out: dict[tuple[int, ...], Span] = {}
     for span, side in live:
@@ -122,7 +128,7 @@ def _matmul_activations(ctx: Ctx) -> None:
         kept = [a for a in span.axes if a != k_axis]
         if kept:
             proj = _project(span, kept)
-            out.setdefault(tuple(kept), Span(tuple(kept), proj))
+            out.setdefault(tuple(kept), Span(tuple(kept), proj, span.tiled & frozenset(kept)))
     ctx.set_out(0, _disjoint(ctx, list(out.values())))
 
 

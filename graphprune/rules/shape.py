@@ -94,8 +94,8 @@ def reshape_groups(ins: list[Dim], outs: list[Dim]) -> list[tuple[list[int], lis
 def _groups_both_ends(ins: list[Dim], outs: list[Dim]):
     head: list = []
     i = j = 0
-    while i < len(ins) and j < len(outs) and isinstance(ins[i], int) and isinstance(outs[j], int):
-        run = _product_run(ins, outs, i, j)
+    while i < len(ins) and j < len(outs):
+        run = _same_symbol(ins, outs, i, j) or _product_run(ins, outs, i, j)
         if run is None:
             break
         head.append(run)
@@ -103,8 +103,8 @@ def _groups_both_ends(ins: list[Dim], outs: list[Dim]):
     tail: list = []
     ri, rj = ins[i:][::-1], outs[j:][::-1]
     a = b = 0
-    while a < len(ri) and b < len(rj) and isinstance(ri[a], int) and isinstance(rj[b], int):
-        run = _product_run(ri, rj, a, b)
+    while a < len(ri) and b < len(rj):
+        run = _same_symbol(ri, rj, a, b) or _product_run(ri, rj, a, b)
         if run is None:
             break
         tail.append(([len(ins) - 1 - x for x in run[0]][::-1],
@@ -115,6 +115,13 @@ def _groups_both_ends(ins: list[Dim], outs: list[Dim]):
     if not mid_i or not mid_j:
         return None
     return [*head, (mid_i, mid_j), *tail[::-1]]
+
+
+def _same_symbol(ins, outs, i, j):
+    """Equal named dims are equal sizes: a run boundary (products match on both sides)."""
+    if isinstance(ins[i], str) and ins[i] == outs[j]:
+        return [i], [j]
+    return None
 
 
 def _groups_forward(ins: list[Dim], outs: list[Dim]) -> list[tuple[list[int], list[int]]] | None:
@@ -196,30 +203,83 @@ def regroup(ctx: Ctx, ins: list[Dim] | None, outs: list[Dim] | None) -> list[Spa
 
 def _regroup_span(s: Span, groups, ins: list[Dim], outs: list[Dim]) -> Span | None:
     touched = [(gi, gj) for gi, gj in groups if set(gi) & set(s.axes)]
-    if any(not gj or any(not isinstance(ins[a], int) for a in gi) for gi, gj in touched):
+    if any(not gj for gi, gj in touched):
         return None
     if not set(s.axes) <= {a for gi, _ in touched for a in gi}:
+        return None
+    virt_in: dict[int, int] = {}
+    virt_out: dict[int, int] = {}
+    tiled: set[int] = set()
+    for gi, gj in touched:
+        if all(isinstance(ins[a], int) for a in gi) and not set(gi) & s.tiled:
+            continue
+        run = _tiled_run(s, gi, gj, ins, outs)
+        if run is None:
+            return None
+        virt_in.update(run[0])
+        virt_out.update(run[1])
+        tiled.update(run[2])
+    if any(not isinstance(outs[b], int) and b not in virt_out for _, gj in touched for b in gj):
         return None
     lo, hi = min(touched[0][0]), max(touched[-1][0])
     index = tuple(slice(None) if a in s.axes else np.newaxis for a in range(lo, hi + 1))
     arr = s.ids[index]
+    for a, n in virt_in.items():  # a tiled axis read at a whole number of periods
+        if a in s.tiled:
+            arr = np.concatenate([arr] * (n // arr.shape[a - lo]), axis=a - lo)
     out_axes: list[int] = []
     out_dims: list[int] = []
     for gi, gj in groups:
         if not gi or gi[0] < lo or gi[-1] > hi:
             continue
+        out_axes.extend(gj)
         if (gi, gj) in touched:
-            out_axes.extend(gj)
-            out_dims.extend(outs[b] for b in gj)
+            out_dims.extend(virt_out.get(b, outs[b]) for b in gj)
         else:
-            out_axes.extend(gj)
             out_dims.extend(1 for _ in gj)
-    in_dims = [ins[a] if any(a in gi for gi, _ in touched) else 1 for a in range(lo, hi + 1)]
+    in_dims = [virt_in.get(a, ins[a]) if any(a in gi for gi, _ in touched) else 1
+               for a in range(lo, hi + 1)]
     full = np.broadcast_to(arr, in_dims).reshape(out_dims)
     keep = [k for k, b in enumerate(out_axes)
             if any(b in gj for gi, gj in touched)]
     full = full[tuple(slice(None) if k in keep else 0 for k in range(len(out_axes)))]
-    return simplify(Span(tuple(out_axes[k] for k in keep), full))
+    axes = tuple(out_axes[k] for k in keep)
+    return simplify(Span(axes, full, frozenset(tiled) & frozenset(axes)))
+
+
+def _tiled_run(s: Span, gi: list[int], gj: list[int], ins: list[Dim], outs: list[Dim]):
+    """A run with dynamic dims: `[…, X, k…] → […, Y, l…]`, X and Y its last dynamic dims.
+
+    Units may sit only on the known tails k and, repeating with some period t (Span.tiled),
+    on X; everything before X carries none. The ids are then a function of the flat index
+    modulo P = t·Πk. With Q = Πl: if P divides Q, the output tail repeats them (`[S, B·H, D]
+    → [S·B, H·D]`, `[B·H, S, D] → [B, H, S, D]`); if Q divides P and Y is the run's only
+    output dim before l, Y repeats them with period P/Q (heads folded into the batch,
+    `[S, B, H·D] → [S, B·H, D]`). Returns the virtual sizes standing in for the run's dims
+    and the tiled output axes, or None when the run has another form."""
+    xi = max(k for k, a in enumerate(gi) if not isinstance(ins[a], int) or a in s.tiled)
+    yj = max((k for k, b in enumerate(gj) if not isinstance(outs[b], int)), default=None)
+    x, head, tail = gi[xi], gi[:xi], gi[xi + 1:]
+    if (yj is None or isinstance(ins[x], int) or any(a in s.axes for a in head)
+            or any(not isinstance(ins[a], int) for a in tail)):
+        return None
+    if x in s.axes and x not in s.tiled:
+        return None
+    t_in = s.ids.shape[s.axes.index(x)] if x in s.axes else 1
+    p = t_in * math.prod(ins[a] for a in tail)
+    q = math.prod(outs[b] for b in gj[yj + 1:])
+    virt_in = {a: 1 for a in head}
+    virt_out = {b: 1 for b in gj[:yj]}
+    y = gj[yj]
+    if q % p == 0:
+        virt_in[x] = t_in * (q // p)
+        virt_out[y] = 1
+        return virt_in, virt_out, set()
+    if p % q == 0 and yj == 0:
+        virt_in[x] = t_in
+        virt_out[y] = p // q
+        return virt_in, virt_out, ({y} if p // q > 1 else set())
+    return None
 
 
 @rule("Flatten")
@@ -288,6 +348,13 @@ def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...],
         if pos < 0:
             continue
         v = values[pos] if pos < len(values) else None
+        if a in span.tiled:  # B·H: let the Reshape infer it from the rest (-1)
+            if any(x == -1 for k, x in enumerate(values) if k != pos):
+                ctx.freeze(span.ids, "two sizes inferred in one reshape")
+                return False
+            if v != -1:
+                ctx.edit(f"shape[{pos}]", _set_value(ctx.index, index, pos, -1))
+            continue
         if v is None:
             ctx.freeze(span.ids, "size of a unit axis is computed from a dynamic value")
             return False
@@ -302,6 +369,13 @@ def _same_axis(ctx: Ctx, span: Span, a: int) -> bool:
     """A 0 in a Reshape shape copies the input's dim: fine when that axis carries these units."""
     src = span_on(ctx.spans(0), a)
     return src is not None and src.axes == (a,) and np.array_equal(src.ids, span.ids)
+
+
+def _set_value(node: int, index: int, pos: int, value: int):
+    def fix(rw: Rewriter) -> None:
+        rw.set_const_entry(node, index, pos, value)
+
+    return fix
 
 
 def _set_entry(node: int, index: int, span: Span, axis: int, pos: int):
@@ -354,8 +428,16 @@ def shape(ctx: Ctx) -> None:
     marks: list = []
     for a in range(start, end):
         s = span_on(ctx.spans(0), a)
-        marks.append(None if s is None else s.ids.ravel())
+        marks.append(None if s is None else _size_line(s, a))
     ctx.set_marks(0, marks)
+
+
+def _size_line(span: Span, axis: int) -> np.ndarray:
+    """The slots whose freezing keeps `axis`'s size: one line along it. (A head-dim size read
+    from `[B, H, S, D]` then pins one head, not every head: each d keeps that head's entry.)"""
+    k = span.axes.index(axis)
+    index = tuple(slice(None) if j == k else 0 for j in range(span.ids.ndim))
+    return span.ids[index].ravel()
 
 
 @rule("Size")
