@@ -10,7 +10,8 @@ criterion (L1 magnitude), same ratio, each tool as its documentation says to dri
 - graphprune: `graphprune.compress(original.onnx, ratio=R, criterion="l1")` (default scope:
   channels, heads, FFN; the time includes its exact check in onnxruntime). For transformers a
   second row adds `scope="channels,heads,ffn,hidden"` (the residual stream, inexact), which is
-  what Torch-Pruning prunes there by default.
+  what Torch-Pruning prunes there by default. A row `graphprune rounding=up` rounds each
+  group's removal up (⌈R·n⌉, Torch-Pruning's convention) instead of down (the default).
 - Torch-Pruning: `MetaPruner(model, example, MagnitudeImportance(p=1), global_pruning=False,
   pruning_ratio=R, ignored_layers=<the layers whose outputs reach a model output>)` on the
   torch module, then the pruned module exported with the same TorchScript exporter as the
@@ -69,6 +70,10 @@ MARK = "@@RESULT "
 
 
 # -- small utilities ----------------------------------------------------------------------------
+GP_UP = "graphprune rounding=up"
+"""graphprune with `rounding="up"` (⌈R·n⌉ per group, Torch-Pruning's own rounding)."""
+
+
 def one_line(exc: BaseException, limit: int = 110) -> str:
     msg = str(exc).strip().splitlines()
     text = f"{type(exc).__name__}: {msg[0] if msg else ''}"
@@ -161,10 +166,12 @@ def onnx_masked_err(orig: Any, pruned: Any, feeds: dict[str, np.ndarray],
 
 
 # -- the tools -----------------------------------------------------------------------------------
-def prune_graphprune(path: Path, ratio: float, scope: str | None = None) -> tuple[Any, dict]:
+def prune_graphprune(path: Path, ratio: float, scope: str | None = None,
+                     rounding: str = "down") -> tuple[Any, dict]:
     import graphprune
 
-    kw = {"scope": scope} if scope else {}
+    kw: dict[str, Any] = {"scope": scope} if scope else {}
+    kw["rounding"] = rounding
     t = time.perf_counter()
     pruned, rep = graphprune.compress(str(path), ratio=ratio, criterion="l1", **kw)
     secs = time.perf_counter() - t
@@ -383,7 +390,7 @@ def worker(name: str, ratios: list[float], tool_timeout: float = 60) -> list[dic
     _, feeds1 = spec_feeds(spec, 1, 0)
     ex2, feeds2 = spec_feeds(spec, 2, 1)
     rows = []
-    tools = [("graphprune", None), ("Torch-Pruning", None), ("onnxsim", None)]
+    tools = [("graphprune", None), (GP_UP, None), ("Torch-Pruning", None), ("onnxsim", None)]
     if os.environ.get("BENCH_ONNXSIM_SIMPLIFY"):
         tools.append(("onnxsim +simplify", None))
     if name in TRANSFORMERS:
@@ -394,7 +401,8 @@ def worker(name: str, ratios: list[float], tool_timeout: float = 60) -> list[dic
             try:
                 if tool.startswith("graphprune"):
                     with time_limit(tool_timeout):
-                        pruned, info = prune_graphprune(src, ratio, scope)
+                        pruned, info = prune_graphprune(src, ratio, scope,
+                                                        "up" if tool == GP_UP else "down")
                     row.update(info)
                     row["valid"], outs = validity(pruned, feeds2)
                     if outs is not None:
@@ -598,19 +606,20 @@ def summary(rows: list[dict]) -> list[str]:
     present = {r["tool"] for r in rows}
     for peer in [p for p in ("Torch-Pruning", "onnxsim", "onnxsim +simplify") if p in present]:
         handled = [k for k, v in by.items() if ok(v.get(peer))]
-        gp_too = [k for k in handled if ok(by[k].get("graphprune"))]
         exact = [k for k in handled if str(by[k][peer].get("equal", "")).startswith("yes")]
-        bigger = [k for k in gp_too
-                  if by[k]["graphprune"]["params_ratio"] <= by[k][peer]["params_ratio"] + 1e-9]
         lines.append(f"{peer}: produced a valid smaller model for {len(handled)}/{len(by)} "
-                     f"model-ratio pairs ({len(exact)} equal to their masked original); "
-                     f"graphprune handled {len(gp_too)} of those, with an equal or larger "
-                     f"parameter reduction on {len(bigger)}")
-        worse = sorted(set(gp_too) - set(bigger))
-        if worse:
-            lines.append("  graphprune removed fewer parameters than " + peer + " on: " +
-                         ", ".join(f"{m}@{r} ({by[(m, r)]['graphprune']['params_ratio']:.3f} vs "
-                                   f"{by[(m, r)][peer]['params_ratio']:.3f})" for m, r in worse))
+                     f"model-ratio pairs ({len(exact)} equal to their masked original)")
+        for gp in [g for g in ("graphprune", GP_UP) if g in present]:
+            gp_too = [k for k in handled if ok(by[k].get(gp))]
+            bigger = [k for k in gp_too
+                      if by[k][gp]["params_ratio"] <= by[k][peer]["params_ratio"] + 1e-9]
+            lines.append(f"  {gp} handled {len(gp_too)} of those, with an equal or larger "
+                         f"parameter reduction on {len(bigger)}")
+            worse = sorted(set(gp_too) - set(bigger))
+            if worse:
+                lines.append(f"    fewer parameters removed than {peer} on: " + ", ".join(
+                    f"{m}@{r} ({by[(m, r)][gp]['params_ratio']:.3f} vs "
+                    f"{by[(m, r)][peer]['params_ratio']:.3f})" for m, r in worse))
     gp_ok = [k for k, v in by.items() if ok(v.get("graphprune"))]
     lines.append(f"graphprune: valid smaller model for {len(gp_ok)}/{len(by)} model-ratio pairs")
     return lines

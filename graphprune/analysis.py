@@ -325,19 +325,28 @@ class _Analyzer:
                     self.uf.freeze(m.span.ids, f"weight also read elsewhere ({where})")
 
     def _couple_shared_constants(self) -> None:
-        """Tied weights (one non-trivial initializer sliced for several nodes) prune the same
-        positions at every use, so the pruned copies stay one tensor. Constants whose values
+        """Tied weights (one non-trivial initializer sliced for several nodes, directly or
+        through an Identity an exporter put in between) prune the same positions at every
+        use, so the pruned copies stay one tensor. Other views of the same initializer (a
+        Split piece, a transpose) are different tensors: not tied. Constants whose values
         are all equal are shared by exporters' deduplication, not by design: they are cloned."""
-        by_name: dict[str, list[Member]] = {}
+        g = self.graph
+        by_root: dict[str, list[Member]] = {}
         for m in self.members:
-            by_name.setdefault(self.graph.nodes[m.node].input[m.index], []).append(m)
-        for name, ms in by_name.items():
+            name = g.nodes[m.node].input[m.index]
+            by_root.setdefault(g.const_root(name) or name, []).append(m)
+        for ms in by_root.values():
             uses = {(m.node, m.index) for m in ms}
-            if len(uses) < 2 or _uniform(self.graph.const(name)):
+            ref_name = g.nodes[ms[0].node].input[ms[0].index]
+            ref = g.const(ref_name)
+            if len(uses) < 2 or _uniform(ref):
                 continue  # an exporter shared equal constants (zero biases): clone, don't tie
             first = [m for m in ms if (m.node, m.index) == (ms[0].node, ms[0].index)]
             for m in ms:
                 if (m.node, m.index) == (ms[0].node, ms[0].index):
+                    continue
+                name = g.nodes[m.node].input[m.index]
+                if name != ref_name and not _same_array(g.const(name), ref):
                     continue
                 twin = next((f for f in first if f.span.axes == m.span.axes
                              and f.span.ids.shape == m.span.ids.shape), None)
@@ -362,6 +371,10 @@ class _Analyzer:
                     for k in range(roots.shape[keep]):
                         self.uf.unify_all(np.take(roots, k, axis=keep))
                     changed = True
+
+
+def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b)
 
 
 def _uniform(value: np.ndarray | None) -> bool:

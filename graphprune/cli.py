@@ -58,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                    "`graphprune apply`)")
     c.add_argument("--round-to", type=int, default=1, metavar="N",
                    help="keep unit counts at multiples of N where a group is large enough")
+    c.add_argument("--rounding", choices=("down", "up"), default="down",
+                   help="uniform ratio per group of n units: down removes floor(ratio*n), never "
+                        "more than asked (default); up removes ceil(ratio*n), as Torch-Pruning")
     c.add_argument("--protect", metavar="REGEX", help="keep groups touching matching node names")
     c.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
                    help="concrete shape for a dynamic input during validation (repeatable)")
@@ -118,7 +121,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
     if args.calib_samples < 1:
         raise InputError(f"calib-samples must be a positive integer, got {args.calib_samples}")
     pruned, report = compress(model, ratio=args.ratio, criterion=args.criterion,
-                              round_to=args.round_to, protect=args.protect, seed=args.seed,
+                              round_to=args.round_to, rounding=args.rounding,
+                              protect=args.protect, seed=args.seed,
                               input_sizes=_input_sizes(args.input_shape), progress=say,
                               scope=args.scope, aggregate=args.aggregate,
                               normalize=args.normalize, allocation=args.allocation,

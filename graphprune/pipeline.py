@@ -76,6 +76,7 @@ def compress(
     criterion: str = "l1",
     *,
     round_to: int = 1,
+    rounding: str = "down",
     protect: str | None = None,
     seed: int = 0,
     input_sizes: dict[str, list[int]] | None = None,
@@ -101,7 +102,9 @@ def compress(
     sensitivity (measured error per cost); at most `max_group_ratio` of a group goes under
     global, sensitivity and targets. A target (`target_macs`, `target_params`,
     `target_latency`: fractions of the original) replaces `ratio` and is met by search.
-    `report.plan` holds the plan (graphprune.plan) of the run.
+    `report.plan` holds the plan (graphprune.plan) of the run. `rounding` (uniform
+    allocation): "down" removes ⌊ratio·n⌋ units of a group of n, never more than asked; "up"
+    removes ⌈ratio·n⌉ (Torch-Pruning's convention).
 
     `scope` picks unit kinds: channels, heads, ffn (default) and hidden (opt-in: the residual
     stream, through LayerNorm/RMSNorm, inexact). With hidden units removed, the exact check
@@ -114,12 +117,16 @@ def compress(
         raise InputError(f"ratio must be in [0, 1), got {ratio}")
     if round_to < 1:
         raise InputError(f"round-to must be a positive integer, got {round_to}")
+    if rounding not in selection.ROUNDINGS:
+        raise InputError(f"unknown rounding '{rounding}' (choose from "
+                         f"{', '.join(selection.ROUNDINGS)})")
     if criterion not in scoring.CRITERIA:
         raise InputError(f"unknown criterion '{criterion}' "
                          f"(choose from {', '.join(sorted(scoring.CRITERIA))})")
     _check_regex(protect)
     req = _request(ratio, allocation, round_to, protect, max_group_ratio,
                    target_macs, target_params, target_latency)
+    req.rounding = rounding
     try:
         scoring.check_options(criterion, aggregate, normalize)
     except ValueError as exc:
@@ -337,7 +344,7 @@ def _settings(report: Report, req: targets.Request, seed: int) -> dict:
 
     return {"criterion": report.criterion, "aggregate": report.aggregate,
             "normalize": report.normalize, "allocation": req.allocation, "ratio": req.ratio,
-            "round_to": req.round_to, "protect": req.protect,
+            "round_to": req.round_to, "rounding": req.rounding, "protect": req.protect,
             "max_group_ratio": req.max_group_ratio, "scope": report.scope, "seed": seed,
             "target": ({"metric": req.metric, "value": req.target} if req.metric else None),
             "graphprune": __version__}

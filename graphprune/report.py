@@ -113,7 +113,7 @@ class Report:
         if pruned:
             out.append(f"  {'group':<40}{'kind':<10}{'units':>14}")
             for d in pruned[:max_groups]:
-                out.append(f"  {d.name[:40]:<40}{d.kind:<10}{d.units_before:>6} -> "
+                out.append(f"  {_fit(d.name, 39):<40}{d.kind:<10}{d.units_before:>6} -> "
                            f"{d.units_after:<6}")
             if len(pruned) > max_groups:
                 out.append(f"  ... {len(pruned) - max_groups} more (see --report)")
@@ -152,3 +152,8 @@ def _bytes(n: int) -> str:
         if n >= div:
             return f"{n / div:.1f} {unit}"
     return f"{n} B"
+
+
+def _fit(name: str, width: int) -> str:
+    """Long node names keep their end (the layer and op), which tells groups apart."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]

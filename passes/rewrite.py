@@ -41,6 +41,7 @@ class Rewriter:
         self.gone = removed[an.roots]  # per slot id: removed?
         self.pending: dict[tuple[int, int], np.ndarray] = {}
         self.overrides: dict[tuple[int, int], dict[int, int]] = {}
+        self.scales: dict[tuple[int, int], dict[int, tuple[int, int]]] = {}
 
     # -- what survives --------------------------------------------------------------------------
     def kept_mask(self, ids: np.ndarray) -> np.ndarray:
@@ -81,10 +82,49 @@ class Rewriter:
         by a Where that overrides just that entry at run time (dynamic entries stay)."""
         if (node, index) not in self.pending and self.an.graph.const(
                 self.nodes[node].input[index]) is None:
-            self.overrides.setdefault((node, index), {})[pos] = value
-            return
+            piece = self._literal_piece(node, index, pos)
+            if piece is not None:  # edit the literal the shape is built from
+                node, index, pos = piece
+            else:
+                self.overrides.setdefault((node, index), {})[pos] = value
+                return
         v = np.array(self.value(node, index), copy=True)
         v.reshape(-1)[pos] = value
+        self.pending[(node, index)] = v
+
+    def _literal_piece(self, node: int, index: int, pos: int) -> tuple[int, int, int] | None:
+        """Where a computed size input is `Concat(…, literal, …)` read only here, entry `pos`
+        may sit in a literal piece: edit that (a clone), and shape inference still follows
+        the whole shape (a Where override would hide it)."""
+        graph = self.an.graph
+        name = self.nodes[node].input[index]
+        p = graph.producer.get(name)
+        if (p is None or graph.nodes[p].op_type != "Concat" or len(graph.uses(name)) != 1
+                or name in graph.outputs):
+            return None
+        start = 0
+        for j, piece in enumerate(graph.nodes[p].input):
+            shape = graph.shape(piece)
+            if not shape or len(shape) != 1 or not isinstance(shape[0], int):
+                return None
+            if start <= pos < start + shape[0]:
+                return (p, j, pos - start) if graph.const(piece) is not None else None
+            start += shape[0]
+        return None
+
+    def scale_const_entry(self, node: int, index: int, pos: int, num: int, den: int) -> None:
+        """Scale one entry of a size input by num/den (a batch-folded head axis: B·H → B·H′):
+        in a clone of a literal, or at run time for a computed shape (Mul, then exact Div)."""
+        if (node, index) not in self.pending and self.an.graph.const(
+                self.nodes[node].input[index]) is None:
+            self.scales.setdefault((node, index), {})[pos] = (num, den)
+            return
+        v = np.array(self.value(node, index), copy=True)
+        flat = v.reshape(-1)
+        if flat[pos] % den:
+            raise RewriteError(f"size {flat[pos]} of {self.an.graph.node_name(node)} is not a "
+                               f"multiple of {den}")
+        flat[pos] = flat[pos] // den * num
         self.pending[(node, index)] = v
 
     def set_attr(self, node: int, name: str, value) -> None:
@@ -164,7 +204,7 @@ class Rewriter:
             value = np.ascontiguousarray(value)
             if old and _same_value(graph.const(old), value):
                 continue  # nothing removed here: the tensor stays as it is, shared or not
-            key = (old, _digest(value))
+            key = (graph.const_root(old) or old, _digest(value))
             if not sole and key in shared:  # tied weights pruned alike stay one tensor
                 name = shared[key]
             else:
@@ -185,28 +225,47 @@ class Rewriter:
         return self.model
 
     def _insert_overrides(self, taken: set[str]) -> None:
-        if not self.overrides:
+        """Computed size inputs: scaled entries get `Div(Mul(shape, num), den)`, replaced
+        entries `Where(mask, values, shape)`; the other entries pass unchanged."""
+        if not self.overrides and not self.scales:
             return
         g = self.model.graph
         before: dict[int, list[onnx.NodeProto]] = {}
-        for (node, index), entries in sorted(self.overrides.items()):
+        for node, index in sorted({*self.overrides, *self.scales}):
             n = self.nodes[node]
             src = n.input[index]
             length = self.an.graph.shape(src)
             if not length or len(length) != 1 or not isinstance(length[0], int):
                 raise RewriteError(f"cannot override entries of '{src}' (unknown length)")
             dtype = _np_dtype(self.an.graph.dtypes.get(src, onnx.TensorProto.INT64))
-            mask = np.zeros(length[0], dtype=bool)
-            vals = np.zeros(length[0], dtype=dtype)
-            for pos, v in entries.items():
-                mask[pos], vals[pos] = True, v
-            names = [_unique(f"{src}_gp_{tag}", taken) for tag in ("mask", "value", "shape")]
-            taken.update(names)
-            g.initializer.extend([numpy_helper.from_array(mask, names[0]),
-                                  numpy_helper.from_array(vals, names[1])])
-            before.setdefault(node, []).append(helper.make_node(
-                "Where", [names[0], names[1], src], [names[2]], name=names[2]))
-            n.input[index] = names[2]
+            added = before.setdefault(node, [])
+            scales = self.scales.get((node, index), {})
+            if scales:
+                num, den = np.ones(length[0], dtype=dtype), np.ones(length[0], dtype=dtype)
+                for pos, (a, b) in scales.items():
+                    num[pos], den[pos] = a, b
+                names = [_unique(f"{src}_gp_{tag}", taken) for tag in ("num", "den", "mul", "div")]
+                taken.update(names)
+                g.initializer.extend([numpy_helper.from_array(num, names[0]),
+                                      numpy_helper.from_array(den, names[1])])
+                added.append(helper.make_node("Mul", [src, names[0]], [names[2]], name=names[2]))
+                added.append(helper.make_node("Div", [names[2], names[1]], [names[3]],
+                                              name=names[3]))
+                src = names[3]
+            entries = self.overrides.get((node, index), {})
+            if entries:
+                mask = np.zeros(length[0], dtype=bool)
+                vals = np.zeros(length[0], dtype=dtype)
+                for pos, v in entries.items():
+                    mask[pos], vals[pos] = True, v
+                names = [_unique(f"{src}_gp_{tag}", taken) for tag in ("mask", "value", "shape")]
+                taken.update(names)
+                g.initializer.extend([numpy_helper.from_array(mask, names[0]),
+                                      numpy_helper.from_array(vals, names[1])])
+                added.append(helper.make_node("Where", [names[0], names[1], src], [names[2]],
+                                              name=names[2]))
+                src = names[2]
+            n.input[index] = src
         nodes = list(g.node)
         del g.node[:]
         for i, n in enumerate(nodes):

@@ -171,11 +171,31 @@ def weight_members(an: Analysis, roles=("source", "sink")) -> list[Member]:
 
 def _power_scores(ctx: ScoreContext, power: int, roles=("source", "sink")) -> list[MemberScore]:
     out = []
+    graph = ctx.an.graph
     for m in weight_members(ctx.an, roles):
-        w = np.abs(ctx.weight(m)) ** power
-        other = tuple(a for a in range(w.ndim) if a not in m.span.axes)
-        out.append(per_unit(ctx.an, m.span.ids, w.sum(axis=other) if other else w))
+        w = np.asarray(graph.const(graph.nodes[m.node].input[m.index]))
+        out.append(per_unit(ctx.an, m.span.ids, power_sums(w, power, m.span.axes)))
     return out
+
+
+CHUNK_ELEMENTS = 1 << 22
+"""Float64 working copies are made this many elements at a time (a 1B model's LM head would
+otherwise need 1 GB of temporaries)."""
+
+
+def power_sums(w: np.ndarray, power: int, keep: tuple[int, ...]) -> np.ndarray:
+    """Σ|w|^power over every axis not in `keep`, in float64, chunked along axis 0."""
+    other = tuple(a for a in range(w.ndim) if a not in keep)
+
+    def part(x: np.ndarray) -> np.ndarray:
+        x = np.abs(x.astype(np.float64)) ** power
+        return x.sum(axis=other) if other else x
+
+    if w.ndim == 0 or w.size <= CHUNK_ELEMENTS:
+        return part(w)
+    rows = max(1, CHUNK_ELEMENTS // max(1, w.size // w.shape[0]))
+    pieces = [part(w[i:i + rows]) for i in range(0, w.shape[0], rows)]
+    return np.concatenate(pieces, axis=0) if 0 in keep else np.sum(pieces, axis=0)
 
 
 @criterion("l1")

@@ -47,6 +47,7 @@ class Request:
     max_group_ratio: float = 0.9
     metric: str | None = None  # "macs" | "params" | "latency"
     target: float | None = None
+    rounding: str = "down"
 
 
 @dataclass
@@ -113,7 +114,7 @@ class Selector:
         target = req.target if target is None else target
         if target is None and req.allocation == "uniform":
             removed, choices = select_uniform(self.an, self.scores, req.ratio, req.round_to,
-                                              req.protect)
+                                              req.protect, req.rounding)
             return Selection(removed, choices)
         if target is None:
             k = prefix_for_units(self.an, self.order, req.ratio, self.free)

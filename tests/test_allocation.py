@@ -90,6 +90,27 @@ def test_global_ratio_removes_that_fraction_of_units():
     assert len({d.units_after / d.units_before for d in free}) > 1  # not uniform
 
 
+@pytest.mark.parametrize("n, ratio, down, up", [
+    (16, 0.4, 6, 7), (8, 0.5, 4, 4), (2, 0.4, 0, 1), (10, 0.3, 3, 3), (12, 0.1, 1, 2)])
+def test_rounding_down_and_up(n, ratio, down, up):
+    assert n - selection.keep_count(n, ratio) == down
+    assert n - selection.keep_count(n, ratio, rounding="up") == up
+
+
+def test_rounding_up_removes_the_ceiling_per_group():
+    path = model_path("resnet_bottleneck")
+    reports = {r: graphprune.compress(path, 0.4, rounding=r)[1] for r in ("down", "up")}
+    for mode, report in reports.items():
+        assert report.exact_check["passed"]
+        for d in report.group_details:
+            if d.frozen == 0 and d.units_before > 1:
+                want = (math.floor(0.4 * d.units_before + 1e-9) if mode == "down"
+                        else d.units_before - math.floor(0.6 * d.units_before + 1e-9))
+                assert d.units_before - d.units_after == want, (mode, d.name)
+    assert reports["up"].params_after < reports["down"].params_after
+    assert reports["up"].plan.settings["rounding"] == "up"
+
+
 def test_cost_model_matches_rewritten_models():
     for name in TARGET_MODELS:
         model = onnx.load(model_path(name))
@@ -165,6 +186,7 @@ def test_allowed_counts_respect_ceiling_and_round_to():
     ({"target_latency": 0.0}, "target-latency"),
     ({"allocation": "greedy"}, "allocation"),
     ({"max_group_ratio": 1.0}, "max-group-ratio"),
+    ({"rounding": "nearest"}, "rounding"),
 ])
 def test_bad_allocation_options(kw, match):
     with pytest.raises(InputError, match=match):

@@ -257,3 +257,18 @@ def test_bad_options_are_input_errors():
     for kw in ({"criterion": "l7"}, {"aggregate": "median"}, {"normalize": "z"}):
         with pytest.raises(InputError):
             graphprune.compress(two_conv(), 0.25, **kw)
+
+
+@pytest.mark.parametrize("shape, keep", [((10, 6), (0,)), ((10, 6), (1,)), ((5, 4, 3), (0, 2)),
+                                         ((5, 4, 3), (1,)), ((9,), (0,))])
+@pytest.mark.parametrize("power", [1, 2])
+def test_power_sums_chunked_equal_whole(monkeypatch, shape, keep, power):
+    """Large weights are reduced a block of rows at a time: same sums as one float64 pass."""
+    from graphprune.passes import scoring as sc
+
+    w = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    other = tuple(a for a in range(w.ndim) if a not in keep)
+    whole = np.abs(w.astype(np.float64)) ** power
+    want = whole.sum(axis=other) if other else whole
+    monkeypatch.setattr(sc, "CHUNK_ELEMENTS", 7)
+    np.testing.assert_allclose(sc.power_sums(w, power, keep), want, rtol=1e-12)

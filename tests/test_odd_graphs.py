@@ -321,6 +321,29 @@ def test_tied_weights_prune_alike_and_stay_one_tensor():
     assert list(t.dims) == [4, 4, 3, 3]
 
 
+def test_tied_through_identity_prune_alike_and_stay_one_tensor():
+    """ALBERT shares one layer's weights across layers; the TorchScript exporter reads the
+    second use through an Identity. Both uses are still one weight: tied, one tensor out."""
+    b = Builder()
+    p = b.conv(b.input(), 3, 8, name="P")
+    tied = b.weight([8, 8, 3, 3], name="TIED")
+    c1 = b.op("Conv", [b.op("Relu", [p]), tied], name="C1", pads=[1] * 4)
+    again = b.op("Identity", [tied], name="AGAIN")
+    c2 = b.op("Conv", [b.op("Relu", [c1]), again], name="C2", pads=[1] * 4)
+    b.conv(b.op("Relu", [c2]), 8, 4, name="B")
+    model = b.build("B_out")
+
+    assert len(group_named(analyze(model), "P").prunable) == 8
+    pruned, report = assert_exact(model)
+    w1 = next(n for n in pruned.graph.node if n.name == "C1").input[1]
+    w2 = next(n for n in pruned.graph.node if n.name == "C2").input[1]
+    assert w1 == w2  # one sliced tensor for both uses, not one copy per use
+    (t,) = [t for t in pruned.graph.initializer if t.name == w1]
+    assert list(t.dims) == [4, 4, 3, 3]
+    assert "TIED" not in {t.name for t in pruned.graph.initializer}
+    assert report.params_after < report.params_before
+
+
 def test_tied_weight_that_cannot_prune_alike_freezes():
     """The same kernel reads a graph input at one use: its input axis cannot shrink there, so
     slicing it for the other use is refused; the output keeps the one original tensor."""

@@ -145,14 +145,24 @@ def _fold_heads(b: Builder, t: str, n_heads: int) -> str:
     return b.op("Transpose", [b.op("Reshape", [t, target])], perm=[1, 0, 2])
 
 
-def batch_folded_attention(n_heads: int = 4, split_back: bool = False):
+def _fold_heads_4d(b: Builder, t: str, n_heads: int) -> str:
+    """[B, S, H·D] → [B, H, S, D] → [B·H, -1, D] (BLOOM: B·H computed, the sequence inferred)."""
+    t = b.op("Transpose", [b.op("Reshape", [t, b.ints([0, 0, n_heads, HEAD_DIM])])],
+             perm=[0, 2, 1, 3])
+    bh = b.op("Mul", [b.op("Gather", [b.op("Shape", [t]), b.ints(0)], axis=0), b.ints(n_heads)])
+    target = b.op("Concat", [b.op("Unsqueeze", [bh, b.ints([0])]), b.ints([-1, HEAD_DIM])],
+                  axis=0)
+    return b.op("Reshape", [t, target])
+
+
+def batch_folded_attention(n_heads: int = 4, split_back: bool = False, four_d: bool = False):
     """Heads live in a `[B·H, S, D]` batch axis whose size is only known at run time. Either
     the scores are computed there (bmm, softmax, scaling: torch's need_weights path), or the
     axis is split back to `[B, H, S, D]` first (its SDPA path)."""
     b = Builder(opset=17)
     x = b.input("X", ["batch", SEQ, HIDDEN])
-    q, k, v = (_fold_heads(b, _proj(b, x, n_heads * HEAD_DIM, f"{n}_proj"), n_heads)
-               for n in "qkv")
+    fold = _fold_heads_4d if four_d else _fold_heads
+    q, k, v = (fold(b, _proj(b, x, n_heads * HEAD_DIM, f"{n}_proj"), n_heads) for n in "qkv")
     if split_back:
         dims = b.op("Concat", [b.op("Slice", [b.op("Shape", [x]), b.ints([0]), b.ints([1])]),
                                b.ints([n_heads, SEQ, HEAD_DIM])], axis=0)
@@ -175,9 +185,9 @@ def batch_folded_attention(n_heads: int = 4, split_back: bool = False):
     return b.build(out)
 
 
-@pytest.mark.parametrize("split_back", [False, True])
-def test_heads_folded_into_dynamic_batch(split_back):
-    model = batch_folded_attention(split_back=split_back)
+@pytest.mark.parametrize("split_back, four_d", [(False, False), (True, False), (False, True)])
+def test_heads_folded_into_dynamic_batch(split_back, four_d):
+    model = batch_folded_attention(split_back=split_back, four_d=four_d)
     heads = [g for g in analyze(model).groups if g.kind == "heads"]
     assert len(heads) == 1 and len(heads[0].units) == 4 and len(heads[0].prunable) == 4
     pruned, report = graphprune.compress(model, ratio=0.5)

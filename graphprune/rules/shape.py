@@ -348,12 +348,14 @@ def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...],
         if pos < 0:
             continue
         v = values[pos] if pos < len(values) else None
-        if a in span.tiled:  # B·H: let the Reshape infer it from the rest (-1)
-            if any(x == -1 for k, x in enumerate(values) if k != pos):
-                ctx.freeze(span.ids, "two sizes inferred in one reshape")
+        if a in span.tiled:  # B·H → B·H′: the entry scales by the kept share of the period
+            period = span.ids.shape[span.axes.index(a)]
+            if v == -1:
+                continue
+            if v is not None and (v <= 0 or v % period):
+                ctx.freeze(span.ids, "size of a batch-folded unit axis is not a multiple of it")
                 return False
-            if v != -1:
-                ctx.edit(f"shape[{pos}]", _set_value(ctx.index, index, pos, -1))
+            ctx.edit(f"shape[{pos}]", _scale_entry(ctx.index, index, span, a, pos, period))
             continue
         if v is None:
             ctx.freeze(span.ids, "size of a unit axis is computed from a dynamic value")
@@ -371,9 +373,9 @@ def _same_axis(ctx: Ctx, span: Span, a: int) -> bool:
     return src is not None and src.axes == (a,) and np.array_equal(src.ids, span.ids)
 
 
-def _set_value(node: int, index: int, pos: int, value: int):
+def _scale_entry(node: int, index: int, span: Span, axis: int, pos: int, period: int):
     def fix(rw: Rewriter) -> None:
-        rw.set_const_entry(node, index, pos, value)
+        rw.scale_const_entry(node, index, pos, rw.axis_count(span, axis), period)
 
     return fix
 
