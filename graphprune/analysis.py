@@ -222,10 +222,12 @@ IO_MAX_POSITIONS = 1 << 16
 
 class _Analyzer:
     def __init__(self, graph: Graph, inexact: bool = False,
-                 io_inputs: frozenset[str] | None = None) -> None:
+                 io_inputs: dict[str, str] | None = None) -> None:
         self.graph = graph
         self.inexact = inexact
-        self.io_inputs = io_inputs  # None: inputs carry no units, outputs freeze theirs
+        self.io_inputs = io_inputs
+        """None: inputs carry no units, outputs freeze theirs. Else: graph input -> how its
+        static axes are labelled, "joint" (one span over them all) or "split" (one each)."""
         self.uf = UnionFind()
         self.spans: dict[str, list[Span]] = {}
         self.marks: dict[str, list[np.ndarray | None]] = {}
@@ -284,19 +286,29 @@ class _Analyzer:
     def _label_inputs(self) -> None:
         """allow_io_change: a graph input gets fresh slots over its static axes (size > 1),
         one per position; the op rules then couple them like any tensor's (a past key
-        concatenated with the new key along the sequence axis shares its head slots)."""
+        concatenated with the new key along the sequence axis shares its head slots).
+        "joint": one span over all those axes (it meets [heads, dim] spans, as a KV cache
+        does); "split": one span per axis (it meets spans of fewer axes, e.g. [channels]
+        beside a static batch axis)."""
+        assert self.io_inputs is not None
         g = self.graph
         for name in g.inputs:
             shape = g.shape(name)
-            if name not in self.io_inputs or shape is None:
+            how = self.io_inputs.get(name)
+            if how is None or shape is None:
                 continue
             axes = tuple(a for a, d in enumerate(shape) if isinstance(d, int) and d > 1)
             dims = tuple(int(shape[a]) for a in axes)  # type: ignore[arg-type]
             if not axes or int(np.prod(dims)) > IO_MAX_POSITIONS:
                 continue
-            ids = self.uf.fresh(int(np.prod(dims))).reshape(dims)
-            self.uf.tag(ids, "io")
-            self.spans[name] = [Span(axes, ids)]
+            if how == "joint":
+                ids = self.uf.fresh(int(np.prod(dims))).reshape(dims)
+                spans = [Span(axes, ids)]
+            else:
+                spans = [Span((a,), self.uf.fresh(n)) for a, n in zip(axes, dims, strict=True)]
+            for span in spans:
+                self.uf.tag(span.ids, "io")
+            self.spans[name] = spans
 
     def state_roots(self) -> set[int]:
         """Roots that enter through a graph input and leave through a graph output."""
@@ -482,13 +494,16 @@ def analyze_graph(graph: Graph, *, inexact: bool = False, io: bool = False) -> A
 
     if not io:
         return _Analyzer(graph, inexact).run()
-    probe = _Analyzer(graph, inexact, frozenset(graph.inputs))
-    probe.run()
-    state = probe.state_roots()
-    carriers = frozenset(
-        name for name in graph.inputs for s in probe.spans.get(name, [])
-        if any(probe.uf.find(x) in state for x in np.unique(s.ids).tolist()))
-    return _Analyzer(graph, inexact, carriers).run()
+    chosen: dict[str, str] = {}
+    for how in ("joint", "split"):  # the first labelling under which an input carries state
+        probe = _Analyzer(graph, inexact, {n: how for n in graph.inputs if n not in chosen})
+        probe.run()
+        weighted = {probe.uf.find(x) for m in probe.members for x in np.unique(m.span.ids).tolist()}
+        live = {r for r in probe.state_roots() & weighted if r not in probe.uf.reasons}
+        chosen.update({name: how for name in graph.inputs if name not in chosen and any(
+            probe.uf.find(x) in live
+            for s in probe.spans.get(name, []) for x in np.unique(s.ids).tolist())})
+    return _Analyzer(graph, inexact, chosen).run()
 
 
 SCOPES = ("channels", "heads", "ffn", "hidden")

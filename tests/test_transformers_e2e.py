@@ -26,7 +26,10 @@ NAMES = list(models.TRANSFORMER_MODELS)
 MERGED_HEADS = {"mha_encoder", "transformer_encoder"}
 """nn.MultiheadAttention reshapes heads into the batch axis ([B·H, S, D]) in both exporters:
 with a dynamic batch the head axis has no static layout, so heads stay (FFN is pruned)."""
-GQA = {"llama": 2, "hf_llama": 2}
+KV_CACHE = {"kv_llama", "kv_mha"}
+"""Past/present key-values are graph inputs/outputs: heads stay unless allow_io_change (see
+test_kv_cache.py); FFN neurons are pruned."""
+GQA = {"llama": 2, "hf_llama": 2, "kv_llama": 2}
 """Key/value heads per layer: GQA units are KV groups. With 2 groups a ratio of 0.4 removes
 none (selection never removes more than asked), so these run at 0.5."""
 OUTPUT_IS_HIDDEN = {"bert", "hf_bert", "mha_encoder", "transformer_encoder"}
@@ -86,10 +89,13 @@ def test_heads_and_ffn(name: str, exporter: str) -> None:
     assert kinds["ffn"][1] < kinds["ffn"][0]
     if name in MERGED_HEADS:
         assert "heads" not in kinds
+    elif name in KV_CACHE:
+        before, after = kinds["heads"]
+        assert after == before and report.io_changes == []
     else:
         before, after = kinds["heads"]
         assert after < before, f"no head pruned: {kinds}"
-    if name in GQA:
+    if name in GQA and name not in KV_CACHE:
         heads = [d for d in report.group_details if d.kind == "heads"]
         assert all(d.units_before == GQA[name] for d in heads)
     # the pruned model runs at two batch sizes and two sequence lengths
