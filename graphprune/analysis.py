@@ -88,6 +88,10 @@ class Analysis:
     blockers: Counter
     groups: list[Group] = field(default_factory=list)
     roots: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    io: bool = False
+    """Graph inputs/outputs may change shape (allow_io_change): their spans in `spans` say
+    along which axes; only units that enter through a graph input and leave through a graph
+    output (state such as a KV cache) are left unfrozen there."""
 
 
 class Ctx:
@@ -228,10 +232,18 @@ MULTI_INPUT = frozenset({*BINARY, "Concat", "MatMul", "Attention"})
 """Ops whose rules read units on every input; others only on their first (data) input."""
 
 
+IO_MAX_POSITIONS = 1 << 16
+"""A graph input gets units (allow_io_change) over at most this many static positions."""
+
+
 class _Analyzer:
-    def __init__(self, graph: Graph, inexact: bool = False) -> None:
+    def __init__(self, graph: Graph, inexact: bool = False,
+                 io_inputs: dict[str, str] | None = None) -> None:
         self.graph = graph
         self.inexact = inexact
+        self.io_inputs = io_inputs
+        """None: inputs carry no units, outputs freeze theirs. Else: graph input -> how its
+        static axes are labelled, "joint" (one span over them all) or "split" (one each)."""
         self.uf = UnionFind()
         self.spans: dict[str, list[Span]] = {}
         self.marks: dict[str, list[np.ndarray | None]] = {}
@@ -241,6 +253,8 @@ class _Analyzer:
 
     def run(self) -> Analysis:
         g = self.graph
+        if self.io_inputs is not None:
+            self._label_inputs()
         for i, node in g.iter_nodes():
             ctx = Ctx(self, i)
             fn = registry.lookup(node.domain, node.op_type, g.opset)
@@ -266,8 +280,9 @@ class _Analyzer:
                     self.uf.freeze(
                         s.ids, f"used inside a subgraph of {node.op_type} {g.node_name(i)}")
         for name in g.outputs:
-            for s in self.spans.get(name, []):
-                self.uf.freeze(s.ids, f"reaches graph output '{name}'")
+            if self.io_inputs is None:
+                for s in self.spans.get(name, []):
+                    self.uf.freeze(s.ids, f"reaches graph output '{name}'")
             for m in self.marks.get(name, []):
                 if m is not None:
                     self.uf.freeze(m, f"reaches graph output '{name}'")
@@ -278,7 +293,10 @@ class _Analyzer:
         self._couple_shared_constants()
         self._freeze_weights_read_elsewhere()
         self._make_rectangular()
-        an = Analysis(g, self.uf, self.spans, self.members, self.edits, self.blockers)
+        if self.io_inputs is not None:
+            self._freeze_io()
+        an = Analysis(g, self.uf, self.spans, self.members, self.edits, self.blockers,
+                      io=self.io_inputs is not None)
         an.roots = self.uf.roots()
         an.groups = build_groups(an)
         return an
@@ -303,6 +321,65 @@ class _Analyzer:
                 index = tuple(slice(None) if k in keep else 0 for k in range(len(s.axes)))
                 out.append(Span(tuple(s.axes[k] for k in keep), s.ids[index]))
             self.spans[name] = out
+
+    def _label_inputs(self) -> None:
+        """allow_io_change: a graph input gets fresh slots over its static axes (size > 1),
+        one per position; the op rules then couple them like any tensor's (a past key
+        concatenated with the new key along the sequence axis shares its head slots).
+        "joint": one span over all those axes (it meets [heads, dim] spans, as a KV cache
+        does); "split": one span per axis (it meets spans of fewer axes, e.g. [channels]
+        beside a static batch axis)."""
+        assert self.io_inputs is not None
+        g = self.graph
+        for name in g.inputs:
+            shape = g.shape(name)
+            how = self.io_inputs.get(name)
+            if how is None or shape is None:
+                continue
+            axes = tuple(a for a, d in enumerate(shape) if isinstance(d, int) and d > 1)
+            dims = tuple(int(shape[a]) for a in axes)  # type: ignore[arg-type]
+            if not axes or int(np.prod(dims)) > IO_MAX_POSITIONS:
+                continue
+            if how == "joint":
+                ids = self.uf.fresh(int(np.prod(dims))).reshape(dims)
+                spans = [Span(axes, ids)]
+            else:
+                spans = [Span((a,), self.uf.fresh(n)) for a, n in zip(axes, dims, strict=True)]
+            for span in spans:
+                self.uf.tag(span.ids, "io")
+            self.spans[name] = spans
+
+    def state_roots(self) -> set[int]:
+        """Roots that enter through a graph input and leave through a graph output."""
+        def roots_of(names) -> set[int]:
+            return {self.uf.find(x) for n in names for s in self.spans.get(n, [])
+                    for x in np.unique(s.ids).tolist()}
+
+        return roots_of(self.graph.inputs) & roots_of(self.graph.outputs)
+
+    def _freeze_io(self) -> None:
+        """Units may change the interface only where they are state: they enter through a
+        graph input and leave through a graph output (the caller feeds one back as the
+        other, both shrink alike), and only along static axes of the declared shapes. Any
+        other unit reaching a graph output, or read from a graph input, stays."""
+        g = self.graph
+        state = self.state_roots()
+        declared = {v.name: v for v in (*g.g.input, *g.g.output)}
+        for names, why in ((g.outputs, "reaches graph output '{}'"),
+                           (g.inputs, "comes from graph input '{}'")):
+            for name in names:
+                dims = _declared_dims(declared.get(name))
+                for s in self.spans.get(name, []):
+                    roots = np.vectorize(self.uf.find, otypes=[np.int64])(s.ids)
+                    inside = np.isin(roots, np.fromiter(state, np.int64, len(state)))
+                    if not inside.all():
+                        self.uf.freeze(s.ids[~inside], why.format(name))
+                    static = dims is not None and all(
+                        a < len(dims) and dims[a] == n
+                        for a, n in zip(s.axes, s.ids.shape, strict=True))
+                    if inside.any() and not static:
+                        self.uf.freeze(s.ids[inside], why.format(name)
+                                       + " (its declared shape has no static size there)")
 
     def _freeze_weights_read_elsewhere(self) -> None:
         """A weight also read where it is no member (as data, inside a subgraph) would have to
@@ -376,6 +453,13 @@ class _Analyzer:
 def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return a is not None and b is not None and a.shape == b.shape and np.array_equal(a, b)
 
+def _declared_dims(value: onnx.ValueInfoProto | None) -> list[int | None] | None:
+    """Static dims of a declared graph input/output (None per dynamic dim)."""
+    if value is None or not value.type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None
+            for d in value.type.tensor_type.shape.dim]
+
 
 def _uniform(value: np.ndarray | None) -> bool:
     return value is None or value.size == 0 or bool(np.all(value == value.flat[0]))
@@ -447,12 +531,30 @@ def _dedupe_names(groups: list[Group]) -> None:
             gr.name = f"{gr.name}#{seen[gr.name]}"
 
 
-def analyze_graph(graph: Graph, *, inexact: bool = False) -> Analysis:
+def analyze_graph(graph: Graph, *, inexact: bool = False, io: bool = False) -> Analysis:
     """`inexact`: let units pass through statistics over their axis (LayerNorm, RMSNorm,
-    mean reductions) instead of freezing them; they are tagged "inexact" (hidden-size pruning)."""
+    mean reductions) instead of freezing them; they are tagged "inexact" (hidden-size pruning).
+
+    `io` (allow_io_change): graph inputs and outputs may shrink along static unit axes where
+    they carry state (units entering through an input and leaving through an output, as a
+    KV cache's past and present key/values do). A first pass labels every graph input and
+    finds which ones carry such state; the analysis then runs again labelling only those, so
+    a model without state (or an input that is plain data) is analysed exactly as without
+    `io` apart from its state."""
     from . import rules  # noqa: F401 - registers the op rules
 
-    return _Analyzer(graph, inexact).run()
+    if not io:
+        return _Analyzer(graph, inexact).run()
+    chosen: dict[str, str] = {}
+    for how in ("joint", "split"):  # the first labelling under which an input carries state
+        probe = _Analyzer(graph, inexact, {n: how for n in graph.inputs if n not in chosen})
+        probe.run()
+        weighted = {probe.uf.find(x) for m in probe.members for x in np.unique(m.span.ids).tolist()}
+        live = {r for r in probe.state_roots() & weighted if r not in probe.uf.reasons}
+        chosen.update({name: how for name in graph.inputs if name not in chosen and any(
+            probe.uf.find(x) in live
+            for s in probe.spans.get(name, []) for x in np.unique(s.ids).tolist())})
+    return _Analyzer(graph, inexact, chosen).run()
 
 
 SCOPES = ("channels", "heads", "ffn", "hidden")

@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                         "default channels,heads,ffn)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--report", metavar="JSON", help="write the report as JSON here")
+    _io_flag(c)
     _common(c)
 
     ap = sub.add_parser("apply", help="apply a saved plan (--plan-out) to its model")
@@ -85,8 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="print the coupled groups and what blocks pruning")
     a.add_argument("model")
     a.add_argument("--all", action="store_true", help="list every group, not only the first 40")
+    _io_flag(a)
     _common(a)
     return p
+
+
+def _io_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-io-change", action="store_true",
+                   help="let graph inputs and outputs that carry state (a KV cache's past and "
+                        "present key/values) shrink along static unit axes (heads); the "
+                        "report lists the new shapes")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -129,7 +138,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
                               max_group_ratio=args.max_group_ratio,
                               target_macs=args.target_macs, target_params=args.target_params,
                               target_latency=args.target_latency, calib=args.calib,
-                              calib_samples=args.calib_samples)
+                              calib_samples=args.calib_samples,
+                              allow_io_change=args.allow_io_change)
     save_atomic(pruned, out, external=external or None)
     if args.plan_out:
         write_text_atomic(args.plan_out, report.plan.to_json())
@@ -182,7 +192,7 @@ def _nothing_pruned(report) -> str:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .pipeline import analyze
 
-    result = analyze(args.model).to_dict()
+    result = analyze(args.model, allow_io_change=args.allow_io_change).to_dict()
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

@@ -63,10 +63,12 @@ def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> onnx.ModelP
 
 
 @guard_input
-def analyze(model_or_path: onnx.ModelProto | str | os.PathLike) -> AnalysisResult:
-    """Find the coupled groups of a model without changing it."""
+def analyze(model_or_path: onnx.ModelProto | str | os.PathLike, *,
+            allow_io_change: bool = False) -> AnalysisResult:
+    """Find the coupled groups of a model without changing it (`allow_io_change`: as
+    compress with it, graph inputs/outputs that carry state may shrink)."""
     model = _as_model(model_or_path)
-    return AnalysisResult(analyze_graph(Graph(model)))
+    return AnalysisResult(analyze_graph(Graph(model), io=allow_io_change))
 
 
 @guard_input
@@ -91,6 +93,7 @@ def compress(
     target_latency: float | None = None,
     calib: str | os.PathLike | dict[str, np.ndarray] | None = None,
     calib_samples: int = 32,
+    allow_io_change: bool = False,
 ) -> tuple[onnx.ModelProto, Report]:
     """Prune `ratio` of every prunable group's units and prove the result exact.
 
@@ -109,6 +112,9 @@ def compress(
     `scope` picks unit kinds: channels, heads, ffn (default) and hidden (opt-in: the residual
     stream, through LayerNorm/RMSNorm, inexact). With hidden units removed, the exact check
     runs on the exact part of the plan and the report gives the full plan's fidelity.
+    `allow_io_change`: graph inputs and outputs that carry state (units entering through an
+    input and leaving through an output: a KV cache's past and present key/values) may
+    shrink along static unit axes; the report lists the changed shapes (`io_changes`).
     Returns the pruned model and its report. Raises ValidationError (nothing to write) when
     the rewrite does not match the masked original.
     """
@@ -139,7 +145,7 @@ def compress(
         calibration = Calibration(model, calib, samples=calib_samples, seed=seed,
                                   sizes=input_sizes)
     say("analysing dependencies")
-    an = analyze_graph(Graph(model), inexact="hidden" in scope)
+    an = analyze_graph(Graph(model), inexact="hidden" in scope, io=allow_io_change)
     apply_scope(an, scope)
     clock.lap("analysis")
     notes: list[str] = []
@@ -156,7 +162,8 @@ def compress(
     report.criterion, report.ratio, report.scope = criterion, ratio, list(scope)
     _fill_selection(report, req, picked, an, aggregate,
                     normalize or scoring.DEFAULT_NORMALIZE[criterion], calibration, notes)
-    report.plan = make_plan(model, an, picked.removed, _settings(report, req, seed))
+    report.plan = make_plan(model, an, picked.removed,
+                            _settings(report, req, seed, allow_io_change))
     clock.finish(report)
     return pruned, report
 
@@ -181,7 +188,8 @@ def apply_plan(
     say("analysing dependencies")
     st = plan.settings
     scope = tuple(st.get("scope") or DEFAULT_SCOPE)
-    an = analyze_graph(Graph(model), inexact="hidden" in scope)
+    an = analyze_graph(Graph(model), inexact="hidden" in scope,
+                       io=bool(st.get("allow_io_change", False)))
     apply_scope(an, scope)
     removed = removed_from_plan(model, an, plan)
     choices = [selection.GroupChoice(g, [u for u in g.units if removed[u]]) for g in an.groups]
@@ -236,7 +244,8 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
         validation.structural_check(pruned, pruned_bytes)
         fidelity = validation.fidelity(validation.session(model),
                                        validation.session(pruned, pruned_bytes), model,
-                                       seed=seed, sizes=input_sizes)
+                                       seed=seed, sizes=input_sizes,
+                                       io=rewrite.removed_io(an, removed))
     clock.lap("validation")
     if not check.passed:
         bad = max((r for r in check.runs if not r["passed"]), key=lambda r: r["max_abs_err"])
@@ -245,15 +254,35 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
             f"the masked original by {bad['max_abs_err']:.3e} (output scale {bad['scale']:.3e}); "
             "nothing was written. This is a graphprune bug: please report it with --verbose")
     feeds = validation.make_inputs(model, batch=1, seed=seed, sizes=input_sizes)
+    io = rewrite.removed_io(an, removed if fidelity is not None else exact_part)
     report = Report(
         params_before=count_params(model), params_after=count_params(pruned),
-        macs_before=count_macs(model, feeds), macs_after=count_macs(pruned, feeds),
+        macs_before=count_macs(model, feeds),
+        macs_after=count_macs(pruned, validation.shrink_feeds(feeds, io)),
         bytes_before=approx_bytes(model),
         bytes_after=len(pruned_bytes) if pruned_bytes else approx_bytes(pruned),
         exact_check=check.to_dict(), fidelity=fidelity or {},
     )
     _fill_groups(report, an, choices)
+    report.io_changes = _io_report(model, pruned)
     return pruned, report
+
+
+def _io_report(model: onnx.ModelProto, pruned: onnx.ModelProto) -> list[dict]:
+    """Graph inputs and outputs whose declared shapes changed: old → new."""
+    def shapes(m: onnx.ModelProto, kind: str, values) -> dict[str, tuple]:
+        inits = {t.name for t in m.graph.initializer}
+        return {(kind, v.name): [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                 for d in v.type.tensor_type.shape.dim]
+                for v in values if v.name not in inits}
+
+    before = {**shapes(model, "input", model.graph.input),
+              **shapes(model, "output", model.graph.output)}
+    after = {**shapes(pruned, "input", pruned.graph.input),
+             **shapes(pruned, "output", pruned.graph.output)}
+    return [{"name": name, "kind": kind, "before": dims, "after": after[(kind, name)]}
+            for (kind, name), dims in before.items()
+            if (kind, name) in after and after[(kind, name)] != dims]
 
 
 # -- allocation and targets -----------------------------------------------------------------
@@ -300,7 +329,8 @@ def _real_fraction(model, an, removed, metric: str, feeds) -> float:
     pruned = rewrite.prune_model(model, an, removed)
     if metric == "macs":
         before = count_macs(model, feeds)
-        return count_macs(pruned, feeds) / before if before else 1.0
+        after = count_macs(pruned, validation.shrink_feeds(feeds, rewrite.removed_io(an, removed)))
+        return after / before if before else 1.0
     before = count_params(model)
     return count_params(pruned) / before if before else 1.0
 
@@ -339,13 +369,14 @@ def _fill_selection(report: Report, req: targets.Request, picked: targets.Select
                           for gi, curve in picked.curves.items()}
 
 
-def _settings(report: Report, req: targets.Request, seed: int) -> dict:
+def _settings(report: Report, req: targets.Request, seed: int, allow_io: bool) -> dict:
     from . import __version__
 
     return {"criterion": report.criterion, "aggregate": report.aggregate,
             "normalize": report.normalize, "allocation": req.allocation, "ratio": req.ratio,
             "round_to": req.round_to, "rounding": req.rounding, "protect": req.protect,
             "max_group_ratio": req.max_group_ratio, "scope": report.scope, "seed": seed,
+            "allow_io_change": allow_io,
             "target": ({"metric": req.metric, "value": req.target} if req.metric else None),
             "graphprune": __version__}
 
@@ -393,7 +424,9 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
         reference = validation.session(model, overrides=overrides)
     else:
         reference = validation.session(rewrite.masked_model(model, an, removed))
-    return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes), data
+    io = rewrite.removed_io(an, removed)
+    return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes,
+                                  io=io), data
 
 
 def _fill_groups(report: Report, an: Analysis, choices: list[selection.GroupChoice]) -> None:

@@ -45,6 +45,9 @@ class Report:
     groups: dict[str, int] = field(default_factory=dict)
     group_details: list[GroupReport] = field(default_factory=list)
     blockers: dict[str, int] = field(default_factory=dict)
+    io_changes: list[dict[str, Any]] = field(default_factory=list)
+    """Graph inputs/outputs whose declared shapes changed (allow_io_change): {name, kind
+    ("input"/"output"), before, after}, dims as ints or symbol names."""
     frozen_reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
@@ -128,6 +131,11 @@ class Report:
         if self.blockers:
             out.append("blockers (ops without a rule): "
                        + ", ".join(f"{k} ×{v}" for k, v in sorted(self.blockers.items())))
+        if self.io_changes:
+            out.append("interface changed (--allow-io-change):")
+            for c in self.io_changes:
+                out.append(f"  {c['kind']:<7}{c['name'][:36]:<37}{_shape(c['before'])} -> "
+                           f"{_shape(c['after'])}")
         ec = self.exact_check
         if ec:
             verdict = "passed" if ec.get("passed") else "FAILED"
@@ -138,6 +146,10 @@ class Report:
                        f"{f['cosine']:.4f}, relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
         out.append(f"time: {self.seconds:.2f} s")
         return "\n".join(out)
+
+
+def _shape(dims: list) -> str:
+    return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
 def _num(n: int) -> str:

@@ -11,7 +11,7 @@ cheap for code that only needs the names.
 ``CNN_MODELS`` take one float ``input`` with a dynamic ``batch`` axis.
 ``TRANSFORMER_MODELS`` describe their inputs with ``InputSpec`` (int64
 ``input_ids``/``attention_mask`` or float features) and have dynamic
-``batch`` and, except ViT, ``sequence`` axes.
+``batch`` and, except ViT, ``sequence`` axes (KV-cache decoders also a ``past`` axis).
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ class ModelSpec:
     inputs: tuple[InputSpec, ...] = ()
     static_dims: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     """exporter -> dim names that exporter must keep static (works around exporter bugs)."""
+    outputs: tuple[str, ...] = ()
+    """Graph output names (empty: ``output`` / ``output0..N``, see models.export)."""
 
     def __post_init__(self) -> None:
         if not self.inputs:
@@ -250,6 +252,24 @@ def _feature_inputs(dim: int) -> tuple[InputSpec, ...]:
     return (InputSpec("input", shape, dynamic_axes={0: BATCH, 1: SEQUENCE}),)
 
 
+PAST = "past"
+TRACE_PAST = 5
+"""Past (KV-cache) length used for tracing: not 0/1 and no other dim of the models."""
+
+
+def _kv_inputs(layers: int, kv_heads: int, head_dim: int) -> tuple[InputSpec, ...]:
+    """``input_ids`` and ``past.{i}.key``/``past.{i}.value`` of [batch, kv_heads, past, D]."""
+    shape = (TRACE_BATCH, kv_heads, TRACE_PAST, head_dim)
+    axes = {0: BATCH, 2: PAST}
+    past = tuple(InputSpec(f"past.{i}.{kv}", shape, dynamic_axes=axes)
+                 for i in range(layers) for kv in ("key", "value"))
+    return (*_text_inputs(mask=False), *past)
+
+
+def _kv_outputs(layers: int) -> tuple[str, ...]:
+    return ("logits", *(f"present.{i}.{kv}" for i in range(layers) for kv in ("key", "value")))
+
+
 _TORCHSCRIPT_STATIC_SEQUENCE: dict[str, tuple[str, ...]] = {"torchscript": (SEQUENCE,)}
 """For ``nn.MultiheadAttention``: under the TorchScript exporter, torch's own
 ``multi_head_attention_forward`` reads ``k.shape[0]`` after an ``unflatten``
@@ -266,7 +286,11 @@ _TRANSFORMER_TABLE: dict[str, tuple[str, str, tuple[InputSpec, ...]]] = {
     "llama": ("llama", "llama", _text_inputs(mask=False)),
     "mha_encoder": ("mha", "mha_encoder", _feature_inputs(32)),
     "transformer_encoder": ("mha", "transformer_encoder", _feature_inputs(32)),
+    "kv_llama": ("kv_decoder", "kv_gqa", _kv_inputs(2, 2, 16)),
+    "kv_mha": ("kv_decoder", "kv_mha", _kv_inputs(2, 4, 16)),
 }
+_OUTPUTS: dict[str, tuple[str, ...]] = {"kv_llama": _kv_outputs(2), "kv_mha": _kv_outputs(2)}
+"""Models with named outputs (KV-cache decoders: ``logits`` and ``present.{i}.key/value``)."""
 if importlib.util.find_spec("transformers") is not None:  # optional: pip install transformers
     _TRANSFORMER_TABLE |= {
         "hf_bert": ("hf", "hf_bert", _text_inputs(mask=True)),
@@ -282,10 +306,12 @@ TRANSFORMER_MODELS: dict[str, ModelSpec] = {
         family="transformer",
         inputs=inputs,
         static_dims=_TORCHSCRIPT_STATIC_SEQUENCE if module == "mha" else {},
+        outputs=_OUTPUTS.get(name, ()),
     )
     for name, (module, factory, inputs) in _TRANSFORMER_TABLE.items()
 }
-"""Tiny attention models (BERT, ViT, GPT-2, LLaMA, nn.MultiheadAttention); ``hf_*`` entries
+"""Tiny attention models (BERT, ViT, GPT-2, LLaMA, nn.MultiheadAttention, KV-cache decoders
+``kv_llama`` (GQA) and ``kv_mha`` with past/present key-values as inputs/outputs); ``hf_*`` entries
 only when the optional ``transformers`` package is importable."""
 
 

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
 __all__ = ["RUN_SIZES", "CheckResult", "check_model", "main"]
 
 RUN_SIZES: tuple[dict[str, int], ...] = (
-    {"batch": 1, "sequence": 7},
-    {"batch": 3, "sequence": 11},
+    {"batch": 1, "sequence": 7, "past": 3},
+    {"batch": 3, "sequence": 11, "past": 9},
 )
 """Dynamic-dim sizes each export is run at (names a model lacks are ignored)."""
 
@@ -59,7 +59,9 @@ def _check_interface(path: Path, spec: ModelSpec, exporter: str) -> str:
     if [i.name for i in inputs] != spec.input_names:
         return f"inputs are {[i.name for i in inputs]}, expected {spec.input_names}"
     outs = [o.name for o in proto.graph.output]
-    if outs != ["output"] and outs != [f"output{i}" for i in range(len(outs))]:
+    if spec.outputs and outs != list(spec.outputs):
+        return f"outputs are {outs}, expected {list(spec.outputs)}"
+    if not spec.outputs and outs != ["output"] and outs != [f"output{i}" for i in range(len(outs))]:
         return f"outputs are {outs}"
     for vi, inp in zip(inputs, spec.inputs_for(exporter), strict=True):
         dims = vi.type.tensor_type.shape.dim
@@ -72,7 +74,8 @@ def _check_interface(path: Path, spec: ModelSpec, exporter: str) -> str:
         if "batch" in known and not dims[0].dim_param:
             return f"{vi.name} has static batch"
         for axis, dim in enumerate(dims):
-            if not dim.HasField("dim_value") and dim.dim_param not in known:
+            derived = dim.dim_param == f"{vi.name}_dim{axis}"  # e.g. past + sequence
+            if not dim.HasField("dim_value") and dim.dim_param not in known and not derived:
                 return f"{vi.name} axis {axis} has unexpected symbolic dim {dim.dim_param!r}"
     return ""
 
@@ -109,6 +112,7 @@ def check_model(
             exporter=exporter,
             opset=opset,
             inputs=spec.inputs_for(exporter),
+            output_names=spec.outputs or None,
         )
         result.export_s = time.perf_counter() - start
         problem = _check_interface(path, spec, exporter)

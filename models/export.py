@@ -271,6 +271,7 @@ def export_onnx(
     opset: int | None = None,
     dynamic_batch: bool = True,
     inputs: Sequence[InputSpec] | None = None,
+    output_names: Sequence[str] | None = None,
 ) -> Path:
     """Export ``model`` (in eval mode) to a single self-contained ONNX file.
 
@@ -317,7 +318,9 @@ def export_onnx(
     try:
         with _quiet(), torch.no_grad():
             out_shapes = _output_shapes(model(*args))
-            out_names = output_names_for(len(out_shapes))
+            out_names = list(output_names) if output_names else output_names_for(len(out_shapes))
+            if len(out_names) != len(out_shapes):
+                raise ValueError(f"{len(out_names)} output names for {len(out_shapes)} outputs")
             out_axes = _infer_output_axes(model, args, in_axes, out_shapes, out_names)
             if exporter == "torchscript":
                 dynamic_axes = {
@@ -392,6 +395,7 @@ def export_spec(
         opset=opset,
         dynamic_batch=dynamic_batch,
         inputs=spec.inputs_for(exporter),
+        output_names=spec.outputs or None,
     )
 
 

@@ -34,20 +34,23 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 
 def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto,
-            feeds: dict[str, np.ndarray] | None = None) -> tuple[float, float]:
-    """Median seconds per run of `reference` and of `candidate`, timed interleaved."""
+            feeds: dict[str, np.ndarray] | None = None,
+            candidate_feeds: dict[str, np.ndarray] | None = None) -> tuple[float, float]:
+    """Median seconds per run of `reference` and of `candidate`, timed interleaved
+    (`candidate_feeds`: the candidate's own inputs, when its inputs shrank)."""
     feeds = feeds if feeds is not None else validation.make_inputs(reference, batch=1)
+    both = [feeds, candidate_feeds if candidate_feeds is not None else feeds]
     sessions = [_session(reference), _session(candidate)]
-    for s in sessions:
+    for s, f in zip(sessions, both, strict=True):
         for _ in range(WARMUP):
-            s.run(None, feeds)
+            s.run(None, f)
     times: list[list[float]] = [[], []]
     start = time.perf_counter()
     while len(times[0]) < MAX_RUNS and (len(times[0]) < REPEATS
                                         or time.perf_counter() - start < BUDGET_S):
-        for s, ts in zip(sessions, times, strict=True):
+        for s, ts, f in zip(sessions, times, both, strict=True):
             t = time.perf_counter()
-            s.run(None, feeds)
+            s.run(None, f)
             ts.append(time.perf_counter() - t)
     return statistics.median(times[0]), statistics.median(times[1])
 

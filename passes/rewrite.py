@@ -147,7 +147,9 @@ class Rewriter:
             self.pending[(node, index)] = v
         for edit in self.an.edits:
             edit.fn(self)
-        return self._materialize()
+        model = self._materialize()
+        _resize_interface(model, io_changes(self.an, self.gone))
+        return model
 
     def mask(self) -> onnx.ModelProto:
         self._mask_sinks()
@@ -355,6 +357,50 @@ def _sync_weight_inputs(model: onnx.ModelProto, dropped: set[str]) -> None:
         listed = {i.name for i in g.input}
         g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                        for t in g.initializer if t.name not in listed)
+
+
+IoChanges = dict[str, dict[int, np.ndarray]]
+"""Graph input/output name -> axis -> keep mask, for the interfaces that shrink."""
+
+
+def io_changes(an: Analysis, gone: np.ndarray) -> IoChanges:
+    """Which positions of which graph inputs and outputs survive (allow_io_change): their
+    spans' kept positions; `gone` marks removed slots (per slot id, as Rewriter.gone)."""
+    graph = an.graph
+    out: IoChanges = {}
+    for name in dict.fromkeys([*graph.inputs, *graph.outputs]):
+        for span in an.spans.get(name, []):
+            keep = ~gone[span.ids]
+            if keep.all():
+                continue
+            if not an.io:
+                raise RewriteError(f"units of graph input/output '{name}' were removed")
+            masks = [keep.any(axis=tuple(j for j in range(keep.ndim) if j != k))
+                     for k in range(keep.ndim)]
+            product = masks[0]
+            for m in masks[1:]:
+                product = np.multiply.outer(product, m)
+            if not np.array_equal(product, keep):
+                raise RewriteError(f"units of '{name}' on axes {span.axes} are no rectangle")
+            axes = out.setdefault(name, {})
+            for a, m in zip(span.axes, masks, strict=True):
+                axes[a] = axes[a] & m if a in axes else m
+    return out
+
+
+def removed_io(an: Analysis, removed: np.ndarray) -> IoChanges:
+    """io_changes for `removed` (per root, as the pipeline holds it)."""
+    return io_changes(an, removed[an.roots]) if an.io else {}
+
+
+def _resize_interface(model: onnx.ModelProto, changes: IoChanges) -> None:
+    """Declared shapes of shrunk graph inputs/outputs: the static dims take the kept count."""
+    for vi in (*model.graph.input, *model.graph.output):
+        for axis, keep in changes.get(vi.name, {}).items():
+            dims = vi.type.tensor_type.shape.dim
+            if axis >= len(dims) or dims[axis].dim_value != len(keep):
+                raise RewriteError(f"'{vi.name}' has no static size {len(keep)} on axis {axis}")
+            dims[axis].dim_value = int(keep.sum())
 
 
 def prune_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> onnx.ModelProto:

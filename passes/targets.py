@@ -165,7 +165,9 @@ class Selector:
             removed, _ = self.at(k)
             pruned = rewrite.prune_model(self.model, self.an, removed) if removed.any() \
                 else self.model
-            self._latency[k] = latency.compare(self.model, pruned, self.feeds)
+            io = rewrite.removed_io(self.an, removed)  # allow_io_change: shrunk inputs
+            shrunk = (validation.shrink_feeds(self.feeds, io),) if io else ()
+            self._latency[k] = latency.compare(self.model, pruned, self.feeds, *shrunk)
             before, after = self._latency[k]
             self.progress(f"latency with {int(removed.sum())} units removed: "
                           f"{after / before:.3f} of the original")

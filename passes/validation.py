@@ -214,16 +214,42 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray],
     return diffs
 
 
+IoChanges = dict[str, dict[int, np.ndarray]]
+"""Graph input/output name -> axis -> keep mask (allow_io_change; see rewrite.io_changes)."""
+
+
+def kept(value: np.ndarray, axes: dict[int, np.ndarray] | None) -> np.ndarray:
+    """The kept positions of a shrunk input or output (the value itself when none shrank)."""
+    for axis, keep in (axes or {}).items():
+        value = np.compress(keep, value, axis=axis)
+    return value
+
+
+def shrink_feeds(feeds: dict[str, np.ndarray], io: IoChanges | None) -> dict[str, np.ndarray]:
+    """The original's inputs as the pruned model takes them: shrunk inputs get the slice of
+    their kept positions (the values the original reads there)."""
+    if not io:
+        return feeds
+    return {name: np.ascontiguousarray(kept(v, io.get(name))) for name, v in feeds.items()}
+
+
 def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession,
                 model: onnx.ModelProto, *, seed: int = 0,
-                sizes: dict[str, list[int]] | None = None) -> CheckResult:
-    """Run both sessions on the same seeded inputs (batch 1, and 2 when axes are dynamic)."""
+                sizes: dict[str, list[int]] | None = None,
+                io: IoChanges | None = None) -> CheckResult:
+    """Run both sessions on the same seeded inputs (batch 1, and 2 when axes are dynamic).
+
+    `io` (allow_io_change): shrunk inputs are fed their kept positions of the original's
+    inputs, and shrunk outputs are compared on their kept positions of the reference (the
+    removed positions no longer exist); the tolerances are the same."""
     names = [o.name for o in reference.get_outputs()]
     batches = [1, 2] if has_dynamic_axes(model) else [1]
     runs, worst, passed = [], 0.0, True
     for n, b in enumerate(batches):
         feeds = make_inputs(model, batch=b, seed=seed, sizes=sizes, variant=n)
-        diffs = compare(reference.run(None, feeds), candidate.run(None, feeds), names)
+        want = [kept(v, (io or {}).get(name)) for name, v in
+                zip(names, reference.run(None, feeds), strict=True)]
+        diffs = compare(want, candidate.run(None, shrink_feeds(feeds, io)), names)
         for d in diffs:
             worst = max(worst, d.max_abs_err)
             passed &= d.passed
@@ -249,13 +275,17 @@ def structural_check(model: onnx.ModelProto, data: Serialized | None = None) -> 
 
 def fidelity(reference: ort.InferenceSession, candidate: ort.InferenceSession,
              model: onnx.ModelProto, *, seed: int = 0,
-             sizes: dict[str, list[int]] | None = None) -> dict[str, dict[str, float]]:
+             sizes: dict[str, list[int]] | None = None,
+             io: IoChanges | None = None) -> dict[str, dict[str, float]]:
     """How close an inexact rewrite stays to the original, per output: relative L2 error,
-    cosine similarity of the flattened outputs, and top-1 agreement along the last axis."""
+    cosine similarity of the flattened outputs, and top-1 agreement along the last axis
+    (shrunk outputs on their kept positions, see exact_check)."""
     feeds = make_inputs(model, batch=2, seed=seed + 1, sizes=sizes)
     names = [o.name for o in reference.get_outputs()]
+    want = [kept(v, (io or {}).get(name)) for name, v in
+            zip(names, reference.run(None, feeds), strict=True)]
     out = {}
-    for name, a, b in zip(names, reference.run(None, feeds), candidate.run(None, feeds),
+    for name, a, b in zip(names, want, candidate.run(None, shrink_feeds(feeds, io)),
                           strict=True):
         a64, b64 = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
         if a64.shape != b64.shape:

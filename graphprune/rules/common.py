@@ -141,7 +141,16 @@ def broadcast_member(ctx: Ctx, i: int, span: Span, out_rank: int) -> bool:
             return True
         if _expanded_constant(ctx, i, Span(tuple(a - offset for a in span.axes), span.ids)):
             return True
-    return keep_whole(ctx, span, full, "combined with a tensor that carries no units")
+    return keep_whole(ctx, span, full, no_units_reason(ctx, i, "combined with"))
+
+
+def no_units_reason(ctx: Ctx, i: int, how: str) -> str:
+    """Why a unit span cannot pass a tensor without units; a graph input is named (with
+    allow_io_change, one that carries state such as a KV cache gets units)."""
+    name = ctx.input(i)
+    if name in ctx.graph.inputs:
+        return f"{how} graph input '{name}', which carries no units"
+    return f"{how} a tensor that carries no units"
 
 
 def _expanded_constant(ctx: Ctx, i: int, span: Span) -> bool:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..ir import attr
 from ..slots import Span, simplify
-from .common import broadcast_member, keep_whole, norm_axis, span_on
+from .common import broadcast_member, keep_whole, no_units_reason, norm_axis, span_on
 from .registry import rule
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def concat(ctx: Ctx) -> None:
                 pieces.append(s.ids)
             elif isinstance(n, int):
                 ids = ctx.fresh(n)
-                ctx.freeze(ids, "concatenated with a tensor that carries no units")
+                ctx.freeze(ids, no_units_reason(ctx, i, "concatenated with"))
                 if s is not None:
                     ctx.freeze(s.ids, "unit span crosses the concat axis")
                 pieces.append(ids)
