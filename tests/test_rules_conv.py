@@ -61,25 +61,43 @@ def test_conv_dilation(dilation):
 
 
 @pytest.mark.parametrize(("groups", "cout"), [(4, 8), (4, 16), (2, 8), (2, 4)])
-def test_grouped_conv_couples_each_group(groups, cout):
-    """A grouped conv: each group (its input and output channels) is one unit, coupled with
-    the producer's channels; `group` shrinks with the groups kept."""
+def test_grouped_conv_prunes_positions_within_groups(groups, cout):
+    """A grouped conv with room in its groups: input position j of every group is one unit
+    (with the producer's channels g·a + j), output position j another; both weight axes
+    shrink and `group` stays."""
     b = Builder()
     a = b.conv(b.input(), 3, 8, name="A")
     g = b.conv(a, 8, cout, group=groups, name="G")
     b.conv(b.op("Relu", [g]), cout, 4, k=1, name="B")
     model = b.build("B_out")
+    per_in, per_out = 8 // groups, cout // groups
 
     res = analyze(model)
-    assert group_sizes(res) == sorted([(groups, groups), (4, 0)])
-    assert members(res, group_named(res, "A")) == {"A[1]", "A[2]", "G[1]", "G[2]", "B[1]"}
+    assert group_sizes(res) == sorted([(per_in, per_in), (per_out, per_out), (4, 0)])
+    assert members(res, group_named(res, "A")) == {"A[1]", "A[2]", "G[1]"}
 
     pruned, _ = assert_exact(model)
-    kept = groups - groups // 2
-    assert attr(pruned, "G", "group") == kept
-    assert const_input(pruned, "A", 1).shape[0] == 8 // groups * kept
-    assert const_input(pruned, "G", 1).shape == (cout // groups * kept, 8 // groups, 3, 3)
-    assert const_input(pruned, "B", 1).shape[1] == cout // groups * kept
+    keep_in, keep_out = per_in - per_in // 2, per_out - per_out // 2
+    assert attr(pruned, "G", "group") == groups
+    assert const_input(pruned, "A", 1).shape[0] == groups * keep_in
+    assert const_input(pruned, "G", 1).shape == (groups * keep_out, keep_in, 3, 3)
+    assert const_input(pruned, "B", 1).shape[1] == groups * keep_out
+
+
+def test_grouped_conv_with_one_output_per_group_prunes_whole_groups():
+    """One output channel per group leaves no room inside the groups: each group is a unit
+    (its input and output channels together) and `group` shrinks with the groups kept."""
+    b = Builder()
+    a = b.conv(b.input(), 3, 8, name="A")
+    g = b.conv(a, 8, 4, group=4, name="G")
+    b.conv(b.op("Relu", [g]), 4, 4, k=1, name="B")
+    model = b.build("B_out")
+    res = analyze(model)
+    assert group_sizes(res) == [(4, 0), (4, 4)]
+    assert members(res, group_named(res, "A")) == {"A[1]", "A[2]", "G[1]", "G[2]", "B[1]"}
+    pruned, _ = assert_exact(model)
+    assert attr(pruned, "G", "group") == 2
+    assert const_input(pruned, "G", 1).shape == (2, 2, 3, 3)
 
 
 @pytest.mark.parametrize("multiplier", [1, 2])
@@ -111,18 +129,20 @@ def test_depthwise_separable_1d():
     assert attr(pruned, "D", "group") == 3
 
 
-def test_grouped_conv_on_graph_input_is_frozen():
-    """Input channels of a grouped conv fed by the graph input cannot go: neither can its
-    groups' output channels."""
+def test_grouped_conv_on_graph_input_keeps_its_inputs():
+    """Input channels of a grouped conv fed by the graph input cannot go; its output
+    positions within the groups still can."""
     b = Builder()
     x = b.input("X", [2, 4, 6, 7])
     g = b.conv(x, 4, 8, group=2, name="G")
     b.conv(g, 8, 4, k=1, name="B")
     model = b.build("B_out")
     res = analyze(model)
-    assert group_sizes(res) == [(2, 0), (4, 0)]
-    assert_frozen(group_named(res, "G"), "grouped conv input")
-    assert_exact(model)
+    assert group_sizes(res) == [(2, 0), (4, 0), (4, 4)]
+    assert "grouped conv input" in " ".join(r for gr in res.groups for rs in gr.frozen.values()
+                                            for r in rs)
+    pruned, _ = assert_exact(model)
+    assert const_input(pruned, "G", 1).shape == (4, 2, 3, 3)
 
 
 def test_conv_transpose():

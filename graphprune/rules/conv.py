@@ -1,9 +1,12 @@
 """Convolutions: output channels are sources; input channels are sinks.
 
-A grouped conv (ResNeXt, RegNet, depthwise) cannot drop one input channel of a group without
-breaking the group layout, so each group is one unit: its input channels and its output
-channels share a slot and the `group` attribute shrinks with the number of groups kept.
-A depthwise conv is the case of one input channel per group.
+A grouped conv keeps its layout only if every group keeps as many channels as the others.
+With at least two input and two output channels per group (ResNeXt, RegNet), the units are
+*positions within the groups*: input position j is one unit across all groups (the
+producer's channels g·a + j go together), and so is output position j; weights shrink along
+both axes and `group` stays. A depthwise conv (one input channel per group) or a group with a
+single output channel has no such room: each group is one unit, its input and output channels
+share a slot and the `group` attribute shrinks with the number of groups kept.
 """
 
 from __future__ import annotations
@@ -49,16 +52,26 @@ def _conv(ctx: Ctx, in_axis: int, out_axis: int) -> None:
     group = int(attr(ctx.node, "group", 1))
     n_in = w.shape[in_axis] * (group if in_axis == 1 else 1)
     n_out = w.shape[out_axis] * (group if out_axis == 1 else 1)
+    per_in, per_out = n_in // group, n_out // group
     if group == 1:
         if chan is not None:
             ctx.member(1, Span((in_axis,), chan.ids), "sink")
         out = ctx.fresh(n_out)
         ctx.member(1, Span((out_axis,), out), "source")
+    elif in_axis == 1 and per_in >= 2 and per_out >= 2:
+        ins = chan.ids if chan is not None else ctx.fresh(n_in)
+        if chan is None:
+            ctx.freeze(ins, "grouped conv input carries no units")
+        by_position = ins.reshape(group, per_in)
+        for j in range(per_in):
+            ctx.uf.unify_all(by_position[:, j])
+        ctx.member(1, Span((1,), by_position[0]), "sink")
+        out = np.tile(ctx.fresh(per_out), group)
+        ctx.member(1, Span((0,), out), "source")
     else:
         ins = chan.ids if chan is not None else ctx.fresh(n_in)
         if chan is None:
             ctx.freeze(ins, "grouped conv input carries no units")
-        per_in, per_out = n_in // group, n_out // group
         for k in range(group):
             ctx.uf.unify_all(ins[k * per_in:(k + 1) * per_in])
         units = ins[::per_in]
