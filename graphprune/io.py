@@ -255,7 +255,7 @@ class _temp_beside:  # noqa: N801 - used as a context manager, like a function
             os.unlink(self.tmp)
 
 
-_DATA_FIELDS = frozenset({"raw_data", "float_data", "int32_data", "int64_data", "double_data",
+DATA_FIELDS = frozenset({"raw_data", "float_data", "int32_data", "int64_data", "double_data",
                           "uint64_data", "string_data", "external_data", "data_location"})
 
 
@@ -264,8 +264,8 @@ def _with_external_data(model: onnx.ModelProto, data: BinaryIO,
     """A copy of `model` whose large initializers refer to `data` (written here) at
     `location`; the weights are streamed out, never copied in memory."""
     out = onnx.ModelProto()
-    _copy_fields(model, out, skip={"graph"})
-    _copy_fields(model.graph, out.graph, skip={"initializer"})
+    copy_fields(model, out, skip={"graph"})
+    copy_fields(model.graph, out.graph, skip={"initializer"})
     offset = 0
     for t in model.graph.initializer:
         raw = _raw_bytes(t)
@@ -273,7 +273,7 @@ def _with_external_data(model: onnx.ModelProto, data: BinaryIO,
             out.graph.initializer.append(t)
             continue
         ref = out.graph.initializer.add()
-        _copy_fields(t, ref, skip=_DATA_FIELDS)
+        copy_fields(t, ref, skip=DATA_FIELDS)
         data.write(raw)
         ref.data_location = onnx.TensorProto.EXTERNAL
         for key, value in (("location", location), ("offset", offset), ("length", len(raw))):
@@ -290,16 +290,21 @@ def _raw_bytes(t: onnx.TensorProto) -> bytes | None:
     return numpy_helper.from_array(np.asarray(numpy_helper.to_array(t))).raw_data
 
 
-def _copy_fields(src, dst, skip: set[str] | frozenset[str]) -> None:
-    for fd, value in src.ListFields():
+def copy_fields(src, dst, skip: set[str] | frozenset[str]) -> None:
+    """Copy the set fields of message `src` into `dst`, except those named in `skip`, which
+    are never read (reading raw_data copies the weights; ListFields would read them all)."""
+    for fd in src.DESCRIPTOR.fields:
         if fd.name in skip:
             continue
         if fd.is_repeated:
-            getattr(dst, fd.name).extend(value)
-        elif fd.type == fd.TYPE_MESSAGE:
-            getattr(dst, fd.name).CopyFrom(value)
-        else:
-            setattr(dst, fd.name, value)
+            value = getattr(src, fd.name)
+            if len(value):
+                getattr(dst, fd.name).extend(value)
+        elif src.HasField(fd.name):
+            if fd.type == fd.TYPE_MESSAGE:
+                getattr(dst, fd.name).CopyFrom(getattr(src, fd.name))
+            else:
+                setattr(dst, fd.name, getattr(src, fd.name))
 
 
 def file_size(path: PathLike) -> int:

@@ -303,8 +303,10 @@ def strip_weights(model: onnx.ModelProto, keep_elements: int = 256) -> onnx.Mode
 def _stripped(t: onnx.TensorProto) -> bool:
     if t.data_location == onnx.TensorProto.EXTERNAL or math.prod(t.dims) == 0:
         return False
-    return not (t.raw_data or t.float_data or t.int64_data or t.int32_data or t.double_data
-                or t.uint64_data or t.string_data)
+    # HasField, not the value: reading raw_data copies the weights
+    return not (t.HasField("raw_data") or len(t.float_data) or len(t.int64_data)
+                or len(t.int32_data) or len(t.double_data) or len(t.uint64_data)
+                or len(t.string_data))
 
 
 def approx_bytes(model: onnx.ModelProto) -> int:

@@ -220,15 +220,15 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
     pruned = rewrite.prune_model(model, an, exact_part) if exact_part.any() else _unchanged(model)
     clock.lap("rewrite")
     say("validating in onnxruntime")
-    check, pruned_bytes = _prove(model, pruned, an, exact_part, seed, input_sizes)
+    check = _prove(model, pruned, an, exact_part, seed, input_sizes)
     fidelity = None
     if (removed & inexact).any():
         say("rewriting inexact (hidden-size) units and measuring fidelity")
         pruned = rewrite.prune_model(model, an, removed)
-        pruned_bytes = validation.serialize(pruned)
-        validation.structural_check(pruned, pruned_bytes)
+        parts = validation.split(pruned)
+        validation.structural_check(pruned, parts=parts)
         fidelity = validation.fidelity(validation.session(model),
-                                       validation.session(pruned, pruned_bytes), model,
+                                       validation.session(pruned, parts=parts), model,
                                        seed=seed, sizes=input_sizes)
     clock.lap("validation")
     if not check.passed:
@@ -242,7 +242,7 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
         params_before=count_params(model), params_after=count_params(pruned),
         macs_before=count_macs(model, feeds), macs_after=count_macs(pruned, feeds),
         bytes_before=approx_bytes(model),
-        bytes_after=len(pruned_bytes) if pruned_bytes else approx_bytes(pruned),
+        bytes_after=approx_bytes(pruned),
         exact_check=check.to_dict(), fidelity=fidelity or {},
     )
     _fill_groups(report, an, choices)
@@ -368,11 +368,11 @@ def _unchanged(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed,
-           seed: int, sizes: dict[str, list[int]] | None):
+           seed: int, sizes: dict[str, list[int]] | None) -> validation.CheckResult:
     """Checker + exact check of `pruned` against the masked original."""
-    data = validation.serialize(pruned)
+    parts = validation.split(pruned)  # shared by the checker and the session
     try:
-        validation.structural_check(pruned, data)
+        validation.structural_check(pruned, parts=parts)
     except ValidationError:
         try:  # a complaint the original shares (a deprecated op, say) is not ours to fix
             validation.structural_check(model)
@@ -380,13 +380,14 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
             pass
         else:
             raise
-    candidate = validation.session(pruned, data)
+    candidate = validation.session(pruned, parts=parts)
+    del parts
     overrides = rewrite.mask_overrides(model, an, removed)
     if overrides is not None:
         reference = validation.session(model, overrides=overrides)
     else:
         reference = validation.session(rewrite.masked_model(model, an, removed))
-    return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes), data
+    return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes)
 
 
 def _fill_groups(report: Report, an: Analysis, choices: list[selection.GroupChoice]) -> None:

@@ -9,7 +9,9 @@ up here, on every run, on graphs nobody here wrote.
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 
@@ -18,7 +20,7 @@ import onnx
 import onnxruntime as ort
 
 from graphprune.errors import ValidationError
-from graphprune.io import TWO_GB, save_atomic
+from graphprune.io import DATA_FIELDS, TWO_GB, copy_fields, save_atomic
 from graphprune.ir import approx_bytes
 
 RTOL = 1e-4
@@ -51,7 +53,7 @@ class CheckResult:
 
 
 Serialized = bytes
-"""A model as protobuf bytes: serialized once, shared by the checker and the session."""
+"""A model as protobuf bytes (for callers that want one buffer; validation avoids it)."""
 
 
 def serialize(model: onnx.ModelProto) -> Serialized | None:
@@ -61,12 +63,85 @@ def serialize(model: onnx.ModelProto) -> Serialized | None:
     return model.SerializeToString()
 
 
+SPLIT_MIN_BYTES = 1 << 16
+"""Initializers of at least this many bytes leave the weight-free copy (shape-like int tensors
+are far smaller, so the checker's shape inference sees the same constants)."""
+WEIGHTS_FILE = "graphprune-weights.bin"
+"""The external-data location the weight-free copy names (empty on disk, for the checker)."""
+_SPLIT_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8,
+}
+
+
+@dataclass
+class Split:
+    """A model as a weight-free graph plus its large weights as arrays.
+
+    The graph keeps every field of the model; each large initializer keeps its name, type
+    and dims but refers to external data, and its value (read from the same raw bytes the
+    file would hold) is in `weights`. Sessions take the arrays as external initializers and
+    the checker reads the graph, so no one serialises hundreds of MB of weights: the cost
+    of validation no longer grows with the model's bytes."""
+
+    graph: onnx.ModelProto
+    weights: dict[str, np.ndarray]
+
+    @property
+    def graph_bytes(self) -> int:
+        return self.graph.ByteSize()
+
+
+def split(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None) -> Split:
+    """`model` as a Split; `overrides` (by initializer name) replace weights' values.
+
+    A tensor leaves the graph only when its bytes are exactly what its type and dims say, in
+    raw_data alone, of a plain numeric type: anything else stays inline, so onnxruntime and
+    the checker judge it from the model's own bytes, as they would the whole file. Overridden
+    initializers always leave (their value comes from the override), unless their type is
+    not a plain numeric one (then `session` swaps them in with add_initializer)."""
+    overrides = overrides or {}
+    out = onnx.ModelProto()
+    copy_fields(model, out, skip={"graph"})
+    copy_fields(model.graph, out.graph, skip={"initializer"})
+    weights: dict[str, np.ndarray] = {}
+    little = sys.byteorder == "little"
+    for t in model.graph.initializer:
+        dtype = _SPLIT_TYPES.get(t.data_type)
+        value = None
+        if dtype is not None and little and t.name in overrides:
+            value = np.ascontiguousarray(overrides[t.name])
+        elif (dtype is not None and little and t.data_location != onnx.TensorProto.EXTERNAL
+              and math.prod(t.dims) * np.dtype(dtype).itemsize >= SPLIT_MIN_BYTES
+              and t.HasField("raw_data") and not _typed_data(t)):
+            raw = t.raw_data
+            if len(raw) == math.prod(t.dims) * np.dtype(dtype).itemsize:
+                value = np.frombuffer(raw, dtype=dtype).reshape(tuple(t.dims))
+        if value is None:
+            out.graph.initializer.append(t)
+            continue
+        ref = out.graph.initializer.add()
+        copy_fields(t, ref, skip=DATA_FIELDS)
+        ref.data_location = onnx.TensorProto.EXTERNAL
+        ref.external_data.add(key="location", value=WEIGHTS_FILE)
+        weights[t.name] = value
+    return Split(out, weights)
+
+
+def _typed_data(t: onnx.TensorProto) -> bool:
+    return bool(len(t.float_data) or len(t.int32_data) or len(t.int64_data)
+                or len(t.double_data) or len(t.uint64_data) or len(t.string_data))
+
+
 def session(model: onnx.ModelProto, data: Serialized | None = None,
-            overrides: dict[str, np.ndarray] | None = None) -> ort.InferenceSession:
+            overrides: dict[str, np.ndarray] | None = None, *,
+            parts: Split | None = None) -> ort.InferenceSession:
     """An onnxruntime session with graph optimisations off (we test our graph, not ORT's).
 
-    `overrides` replace initializers by name (the masked original reuses the original's
-    bytes and swaps only the masked weights)."""
+    Built from the weight-free graph of `split` (or `parts`, when the caller has it) with the
+    large weights handed over as arrays, or from `data` when given. `overrides` replace
+    initializers by name (the masked original swaps in only the masked weights)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     # weight prepacking only speeds up many runs; for our few runs it costs seconds and a
@@ -74,21 +149,34 @@ def session(model: onnx.ModelProto, data: Serialized | None = None,
     opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.log_severity_level = 4  # failures come back as exceptions; no log lines on stderr
     keep = []
-    for name, value in (overrides or {}).items():
+    if data is None and parts is None:
+        parts = split(model, overrides)
+    rest = {k: v for k, v in (overrides or {}).items()
+            if parts is None or k not in parts.weights}
+    for name, value in rest.items():
         v = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
         keep.append(v)
         opts.add_initializer(name, v)
+    if parts is not None and parts.weights:
+        values = [ort.OrtValue.ortvalue_from_numpy(a) for a in parts.weights.values()]
+        keep += values
+        opts.add_external_initializers(list(parts.weights), values)
     providers = ["CPUExecutionProvider"]
-    if data is None:
-        data = serialize(model)
+    if parts is not None and parts.graph_bytes < TWO_GB:
+        data = parts.graph.SerializeToString()
+    elif parts is not None:
+        data = None
+        model = parts.graph  # still over the limit: inline tensors go to a data file
     if data is not None:
         sess = ort.InferenceSession(data, opts, providers=providers, enable_fallback=0)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "m.onnx")
+            if parts is not None and parts.weights:  # onnxruntime checks the location exists
+                open(os.path.join(tmp, WEIGHTS_FILE), "wb").close()
             save_atomic(model, path, external=True)  # onnx.save would modify `model`
             sess = ort.InferenceSession(path, opts, providers=providers, enable_fallback=0)
-    sess._graphprune_keep = keep  # the OrtValues must outlive the session
+    sess._graphprune_keep = (keep, parts)  # the arrays must outlive the session
     return sess
 
 
@@ -232,16 +320,29 @@ def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession
     return CheckResult(passed, worst, runs)
 
 
-def structural_check(model: onnx.ModelProto, data: Serialized | None = None) -> None:
-    """onnx.checker with strict shape inference; raises ValidationError with the first line."""
+def structural_check(model: onnx.ModelProto, data: Serialized | None = None, *,
+                     parts: Split | None = None) -> None:
+    """onnx.checker with strict shape inference; raises ValidationError with the first line.
+
+    Checks the weight-free graph of `split` (or `parts`) unless `data` is given: the checker
+    reads the same nodes, types, dims and inline constants, and of a split tensor's data it
+    would only check what `split` already guarantees (one value field, in raw_data, of
+    exactly the size its type and dims need)."""
     try:
         if data is not None:
             onnx.checker.check_model(data, full_check=True)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "m.onnx")
-                save_atomic(model, path, external=True)  # onnx.save would modify `model`
-                onnx.checker.check_model(path, full_check=True)
+            return
+        parts = parts or split(model)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "m.onnx")
+            if parts.weights:  # the location split tensors name must exist for the checker
+                open(os.path.join(tmp, WEIGHTS_FILE), "wb").close()
+            if parts.graph_bytes < TWO_GB:
+                with open(path, "wb") as f:
+                    f.write(parts.graph.SerializeToString())
+            else:
+                save_atomic(parts.graph, path, external=True)  # onnx.save would modify it
+            onnx.checker.check_model(path, full_check=True)
     except Exception as exc:  # noqa: BLE001 - any checker failure is a validation failure
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValidationError(f"pruned model fails onnx.checker: {first}") from exc
