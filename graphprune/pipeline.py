@@ -384,7 +384,9 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
     del parts
     overrides = rewrite.mask_overrides(model, an, removed)
     if overrides is not None:
-        reference = validation.session(model, overrides=overrides)
+        known = an.graph.loaded_initializers() if an.graph.model is model else None
+        reference = validation.session(model, overrides=overrides, parts=validation.split(
+            model, overrides, known=known))
     else:
         reference = validation.session(rewrite.masked_model(model, an, removed))
     return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes)

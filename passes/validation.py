@@ -93,8 +93,11 @@ class Split:
         return self.graph.ByteSize()
 
 
-def split(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None) -> Split:
-    """`model` as a Split; `overrides` (by initializer name) replace weights' values.
+def split(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None, *,
+          known: dict[str, np.ndarray] | None = None) -> Split:
+    """`model` as a Split; `overrides` (by initializer name) replace weights' values; `known`
+    holds values already read from these same tensors (numpy_helper.to_array's arrays: the
+    analysis's constants of an unmodified model), reused instead of read again.
 
     A tensor leaves the graph only when its bytes are exactly what its type and dims say, in
     raw_data alone, of a plain numeric type: anything else stays inline, so onnxruntime and
@@ -115,9 +118,14 @@ def split(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None
         elif (dtype is not None and little and t.data_location != onnx.TensorProto.EXTERNAL
               and math.prod(t.dims) * np.dtype(dtype).itemsize >= SPLIT_MIN_BYTES
               and t.HasField("raw_data") and not _typed_data(t)):
-            raw = t.raw_data
-            if len(raw) == math.prod(t.dims) * np.dtype(dtype).itemsize:
-                value = np.frombuffer(raw, dtype=dtype).reshape(tuple(t.dims))
+            cached = (known or {}).get(t.name)
+            if (cached is not None and cached.dtype == dtype and cached.shape == tuple(t.dims)
+                    and cached.flags.c_contiguous):
+                value = cached
+            else:
+                raw = t.raw_data
+                if len(raw) == math.prod(t.dims) * np.dtype(dtype).itemsize:
+                    value = np.frombuffer(raw, dtype=dtype).reshape(tuple(t.dims))
         if value is None:
             out.graph.initializer.append(t)
             continue
