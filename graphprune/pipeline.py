@@ -227,9 +227,9 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
         pruned = rewrite.prune_model(model, an, removed)
         parts = validation.split(pruned)
         validation.structural_check(pruned, parts=parts)
-        fidelity = validation.fidelity(validation.session(model),
-                                       validation.session(pruned, parts=parts), model,
-                                       seed=seed, sizes=input_sizes)
+        fidelity = validation.fidelity(validation.session(model, threads=1),
+                                       validation.session(pruned, parts=parts, threads=1),
+                                       model, seed=seed, sizes=input_sizes)
     clock.lap("validation")
     if not check.passed:
         bad = max((r for r in check.runs if not r["passed"]), key=lambda r: r["max_abs_err"])
@@ -380,15 +380,16 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
             pass
         else:
             raise
-    candidate = validation.session(pruned, parts=parts)
+    # one intra-op thread per session: exact_check runs the two side by side
+    candidate = validation.session(pruned, parts=parts, threads=1)
     del parts
     overrides = rewrite.mask_overrides(model, an, removed)
     if overrides is not None:
         known = an.graph.loaded_initializers() if an.graph.model is model else None
         reference = validation.session(model, overrides=overrides, parts=validation.split(
-            model, overrides, known=known))
+            model, overrides, known=known), threads=1)
     else:
-        reference = validation.session(rewrite.masked_model(model, an, removed))
+        reference = validation.session(rewrite.masked_model(model, an, removed), threads=1)
     return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes)
 
 

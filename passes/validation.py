@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,7 +68,7 @@ SPLIT_MIN_BYTES = 1 << 16
 """Initializers of at least this many bytes leave the weight-free copy (shape-like int tensors
 are far smaller, so the checker's shape inference sees the same constants)."""
 WEIGHTS_FILE = "graphprune-weights.bin"
-"""The external-data location the weight-free copy names (empty on disk, for the checker)."""
+"""The external-data location the weight-free copy names (an empty file: nothing reads it)."""
 _SPLIT_TYPES = {
     onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
     onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT8: np.int8,
@@ -81,7 +82,7 @@ class Split:
 
     The graph keeps every field of the model; each large initializer keeps its name, type
     and dims but refers to external data, and its value (read from the same raw bytes the
-    file would hold) is in `weights`. Sessions take the arrays as external initializers and
+    file would hold) is in `weights`. Sessions take the arrays as shared initializers and
     the checker reads the graph, so no one serialises hundreds of MB of weights: the cost
     of validation no longer grows with the model's bytes."""
 
@@ -144,48 +145,56 @@ def _typed_data(t: onnx.TensorProto) -> bool:
 
 def session(model: onnx.ModelProto, data: Serialized | None = None,
             overrides: dict[str, np.ndarray] | None = None, *,
-            parts: Split | None = None) -> ort.InferenceSession:
+            parts: Split | None = None, threads: int = 0) -> ort.InferenceSession:
     """An onnxruntime session with graph optimisations off (we test our graph, not ORT's).
 
-    Built from the weight-free graph of `split` (or `parts`, when the caller has it) with the
-    large weights handed over as arrays, or from `data` when given. `overrides` replace
-    initializers by name (the masked original swaps in only the masked weights)."""
+    Built from `data` when given, else from the weight-free graph of `split` (or `parts`,
+    when the caller has it), whose split weights onnxruntime takes as the arrays themselves
+    (add_initializer: shared, not copied). `overrides` replace initializers by name (the
+    masked original swaps in only the masked weights). `threads` sets onnxruntime's
+    intra-op threads (0: its default, one per core)."""
     opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     # weight prepacking only speeds up many runs; for our few runs it costs seconds and a
     # copy of every MatMul weight when the session is built (both sides use the same kernels)
     opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.log_severity_level = 4  # failures come back as exceptions; no log lines on stderr
-    keep = []
     if data is None and parts is None:
         parts = split(model, overrides)
-    rest = {k: v for k, v in (overrides or {}).items()
-            if parts is None or k not in parts.weights}
-    for name, value in rest.items():
+    values = dict(overrides or {})
+    if parts is not None:
+        values.update(parts.weights)
+    keep = []
+    for name, value in values.items():
         v = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
         keep.append(v)
         opts.add_initializer(name, v)
-    if parts is not None and parts.weights:
-        values = [ort.OrtValue.ortvalue_from_numpy(a) for a in parts.weights.values()]
-        keep += values
-        opts.add_external_initializers(list(parts.weights), values)
     providers = ["CPUExecutionProvider"]
-    if parts is not None and parts.graph_bytes < TWO_GB:
-        data = parts.graph.SerializeToString()
-    elif parts is not None:
-        data = None
-        model = parts.graph  # still over the limit: inline tensors go to a data file
     if data is not None:
         sess = ort.InferenceSession(data, opts, providers=providers, enable_fallback=0)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "m.onnx")
-            if parts is not None and parts.weights:  # onnxruntime checks the location exists
-                open(os.path.join(tmp, WEIGHTS_FILE), "wb").close()
-            save_atomic(model, path, external=True)  # onnx.save would modify `model`
+            path = _write_graph(parts, tmp)
             sess = ort.InferenceSession(path, opts, providers=providers, enable_fallback=0)
-    sess._graphprune_keep = (keep, parts)  # the arrays must outlive the session
+    sess._graphprune_keep = keep  # the arrays must outlive the session
     return sess
+
+
+def _write_graph(parts: Split, folder: str) -> str:
+    """Write the weight-free graph into `folder` (with its own data file, should its inline
+    tensors pass protobuf's 2 GB limit), beside an empty file at the location its split
+    tensors name: their values come from elsewhere, but the checker and onnxruntime want
+    the location to exist. Returns the model's path."""
+    path = os.path.join(folder, "m.onnx")
+    if parts.weights:
+        open(os.path.join(folder, WEIGHTS_FILE), "wb").close()
+    if parts.graph_bytes < TWO_GB:
+        with open(path, "wb") as f:
+            f.write(parts.graph.SerializeToString())
+    else:
+        save_atomic(parts.graph, path, external=True)  # onnx.save would modify the graph
+    return path
 
 
 def input_specs(model: onnx.ModelProto) -> list[tuple[str, int, list]]:
@@ -319,13 +328,23 @@ def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession
     runs, worst, passed = [], 0.0, True
     for n, b in enumerate(batches):
         feeds = make_inputs(model, batch=b, seed=seed, sizes=sizes, variant=n)
-        diffs = compare(reference.run(None, feeds), candidate.run(None, feeds), names)
+        diffs = compare(*run_pair(reference, candidate, feeds), names)
         for d in diffs:
             worst = max(worst, d.max_abs_err)
             passed &= d.passed
             runs.append({"batch": b, "output": d.name, "max_abs_err": d.max_abs_err,
                          "scale": d.scale, "passed": d.passed})
     return CheckResult(passed, worst, runs)
+
+
+def run_pair(reference: ort.InferenceSession, candidate: ort.InferenceSession,
+             feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Both sessions' outputs on `feeds`, the two runs side by side (onnxruntime releases
+    the GIL while it runs): with a thread each, two cores finish both in the time of one."""
+    with ThreadPoolExecutor(1) as pool:
+        ref = pool.submit(reference.run, None, feeds)
+        cand = candidate.run(None, feeds)
+        return ref.result(), cand
 
 
 def structural_check(model: onnx.ModelProto, data: Serialized | None = None, *,
@@ -340,17 +359,8 @@ def structural_check(model: onnx.ModelProto, data: Serialized | None = None, *,
         if data is not None:
             onnx.checker.check_model(data, full_check=True)
             return
-        parts = parts or split(model)
         with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "m.onnx")
-            if parts.weights:  # the location split tensors name must exist for the checker
-                open(os.path.join(tmp, WEIGHTS_FILE), "wb").close()
-            if parts.graph_bytes < TWO_GB:
-                with open(path, "wb") as f:
-                    f.write(parts.graph.SerializeToString())
-            else:
-                save_atomic(parts.graph, path, external=True)  # onnx.save would modify it
-            onnx.checker.check_model(path, full_check=True)
+            onnx.checker.check_model(_write_graph(parts or split(model), tmp), full_check=True)
     except Exception as exc:  # noqa: BLE001 - any checker failure is a validation failure
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValidationError(f"pruned model fails onnx.checker: {first}") from exc
@@ -364,8 +374,7 @@ def fidelity(reference: ort.InferenceSession, candidate: ort.InferenceSession,
     feeds = make_inputs(model, batch=2, seed=seed + 1, sizes=sizes)
     names = [o.name for o in reference.get_outputs()]
     out = {}
-    for name, a, b in zip(names, reference.run(None, feeds), candidate.run(None, feeds),
-                          strict=True):
+    for name, a, b in zip(names, *run_pair(reference, candidate, feeds), strict=True):
         a64, b64 = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
         if a64.shape != b64.shape:
             out[name] = {"rel_l2": float("inf"), "cosine": 0.0, "top1": 0.0}
