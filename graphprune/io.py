@@ -196,11 +196,12 @@ def _same_file(a: Path, b: Path) -> bool:
 
 # -- saving -----------------------------------------------------------------------------------
 def save_atomic(model: onnx.ModelProto, path: PathLike, *,
-                external: bool | None = None) -> None:
+                external: bool | None = None) -> bool:
     """Write to a temp file beside the target, then rename: never a half-written model.
 
     External data is used when asked, or when the model would pass protobuf's 2 GB limit; its
     data file sits beside the model as `<name>.data`. `model` itself is not modified.
+    Returns whether external data was written.
     """
     p = Path(path)
     if external is None:
@@ -219,6 +220,7 @@ def save_atomic(model: onnx.ModelProto, path: PathLike, *,
             os.replace(tmp, p)
     except OSError as exc:
         raise InputError(f"cannot write {p}: {exc.strerror or exc}") from exc
+    return external
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:
@@ -307,9 +309,12 @@ def copy_fields(src, dst, skip: set[str] | frozenset[str]) -> None:
                 setattr(dst, fd.name, getattr(src, fd.name))
 
 
-def file_size(path: PathLike) -> int:
-    """Bytes on disk of a model file and its external data files."""
+def file_size(path: PathLike, external: bool | None = None) -> int:
+    """Bytes on disk of a model file and its external data files (`external=False`: the
+    caller knows it has none, and the file is not parsed to find them)."""
     p = Path(path)
+    if external is False:
+        return p.stat().st_size
     m = onnx.load(str(p), load_external_data=False)
     return p.stat().st_size + sum(f.stat().st_size for f in external_data_files(m, p.parent)
                                   if f.is_file())
