@@ -227,8 +227,9 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
         pruned = rewrite.prune_model(model, an, removed)
         parts = validation.split(pruned)
         validation.structural_check(pruned, parts=parts)
-        fidelity = validation.fidelity(validation.session(model, threads=1),
-                                       validation.session(pruned, parts=parts, threads=1),
+        threads = validation.pair_threads()
+        fidelity = validation.fidelity(validation.session(model, threads=threads),
+                                       validation.session(pruned, parts=parts, threads=threads),
                                        model, seed=seed, sizes=input_sizes)
     clock.lap("validation")
     if not check.passed:
@@ -380,16 +381,18 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
             pass
         else:
             raise
-    # one intra-op thread per session: exact_check runs the two side by side
-    candidate = validation.session(pruned, parts=parts, threads=1)
+    # half the cores for each session: exact_check runs the two side by side
+    threads = validation.pair_threads()
+    candidate = validation.session(pruned, parts=parts, threads=threads)
     del parts
     overrides = rewrite.mask_overrides(model, an, removed)
     if overrides is not None:
         known = an.graph.loaded_initializers() if an.graph.model is model else None
         reference = validation.session(model, overrides=overrides, parts=validation.split(
-            model, overrides, known=known), threads=1)
+            model, overrides, known=known), threads=threads)
     else:
-        reference = validation.session(rewrite.masked_model(model, an, removed), threads=1)
+        reference = validation.session(rewrite.masked_model(model, an, removed),
+                                       threads=threads)
     return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes)
 
 

@@ -337,6 +337,15 @@ def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession
     return CheckResult(passed, worst, runs)
 
 
+def pair_threads() -> int:
+    """Intra-op threads for each of two sessions that run side by side: half the cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 2
+    return max(1, cores // 2)
+
+
 def run_pair(reference: ort.InferenceSession, candidate: ort.InferenceSession,
              feeds: dict[str, np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Both sessions' outputs on `feeds`, the two runs side by side (onnxruntime releases
