@@ -5,6 +5,11 @@ weight slices set to zero. Both run with graph optimisations disabled on the sam
 inputs; they must agree within rtol 1e-4 and atol 1e-5 × the output's scale. With dynamic
 axes the check runs again at a second batch size. Any indexing mistake of the rewrite shows
 up here, on every run, on graphs nobody here wrote.
+
+Nothing here serialises the weights: `split` turns a model into a weight-free graph plus its
+large weights as arrays (read from the tensors' own bytes); the checker reads the graph and
+onnxruntime shares the arrays, so validation costs no longer grow with the model's size,
+and models past protobuf's 2 GB limit need no temporary copy of their weights.
 """
 
 from __future__ import annotations
