@@ -140,10 +140,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
                               target_latency=args.target_latency, calib=args.calib,
                               calib_samples=args.calib_samples,
                               allow_io_change=args.allow_io_change)
-    save_atomic(pruned, out, external=external or None)
+    wrote_external = save_atomic(pruned, out, external=external or None)
     if args.plan_out:
         write_text_atomic(args.plan_out, report.plan.to_json())
-    report.bytes_before, report.bytes_after = file_size(src), file_size(out)
+    report.bytes_before = file_size(src, external)
+    report.bytes_after = file_size(out, wrote_external)
     if args.report:
         write_text_atomic(args.report, report.to_json())
     if args.json:
@@ -168,8 +169,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     model, external = load_checked(src, out, keep=(args.plan,), report=args.report)
     pruned, report = apply_plan(model, plan, seed=args.seed,
                                 input_sizes=_input_sizes(args.input_shape), progress=say)
-    save_atomic(pruned, out, external=external or None)
-    report.bytes_before, report.bytes_after = file_size(src), file_size(out)
+    wrote_external = save_atomic(pruned, out, external=external or None)
+    report.bytes_before = file_size(src, external)
+    report.bytes_after = file_size(out, wrote_external)
     if args.report:
         write_text_atomic(args.report, report.to_json())
     if args.json:

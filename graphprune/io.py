@@ -196,11 +196,12 @@ def _same_file(a: Path, b: Path) -> bool:
 
 # -- saving -----------------------------------------------------------------------------------
 def save_atomic(model: onnx.ModelProto, path: PathLike, *,
-                external: bool | None = None) -> None:
+                external: bool | None = None) -> bool:
     """Write to a temp file beside the target, then rename: never a half-written model.
 
     External data is used when asked, or when the model would pass protobuf's 2 GB limit; its
     data file sits beside the model as `<name>.data`. `model` itself is not modified.
+    Returns whether external data was written.
     """
     p = Path(path)
     if external is None:
@@ -219,6 +220,7 @@ def save_atomic(model: onnx.ModelProto, path: PathLike, *,
             os.replace(tmp, p)
     except OSError as exc:
         raise InputError(f"cannot write {p}: {exc.strerror or exc}") from exc
+    return external
 
 
 def write_text_atomic(path: PathLike, text: str) -> None:
@@ -255,7 +257,7 @@ class _temp_beside:  # noqa: N801 - used as a context manager, like a function
             os.unlink(self.tmp)
 
 
-_DATA_FIELDS = frozenset({"raw_data", "float_data", "int32_data", "int64_data", "double_data",
+DATA_FIELDS = frozenset({"raw_data", "float_data", "int32_data", "int64_data", "double_data",
                           "uint64_data", "string_data", "external_data", "data_location"})
 
 
@@ -264,8 +266,8 @@ def _with_external_data(model: onnx.ModelProto, data: BinaryIO,
     """A copy of `model` whose large initializers refer to `data` (written here) at
     `location`; the weights are streamed out, never copied in memory."""
     out = onnx.ModelProto()
-    _copy_fields(model, out, skip={"graph"})
-    _copy_fields(model.graph, out.graph, skip={"initializer"})
+    copy_fields(model, out, skip={"graph"})
+    copy_fields(model.graph, out.graph, skip={"initializer"})
     offset = 0
     for t in model.graph.initializer:
         raw = _raw_bytes(t)
@@ -273,7 +275,7 @@ def _with_external_data(model: onnx.ModelProto, data: BinaryIO,
             out.graph.initializer.append(t)
             continue
         ref = out.graph.initializer.add()
-        _copy_fields(t, ref, skip=_DATA_FIELDS)
+        copy_fields(t, ref, skip=DATA_FIELDS)
         data.write(raw)
         ref.data_location = onnx.TensorProto.EXTERNAL
         for key, value in (("location", location), ("offset", offset), ("length", len(raw))):
@@ -290,21 +292,29 @@ def _raw_bytes(t: onnx.TensorProto) -> bytes | None:
     return numpy_helper.from_array(np.asarray(numpy_helper.to_array(t))).raw_data
 
 
-def _copy_fields(src, dst, skip: set[str] | frozenset[str]) -> None:
-    for fd, value in src.ListFields():
+def copy_fields(src, dst, skip: set[str] | frozenset[str]) -> None:
+    """Copy the set fields of message `src` into `dst`, except those named in `skip`, which
+    are never read (reading raw_data copies the weights; ListFields would read them all)."""
+    for fd in src.DESCRIPTOR.fields:
         if fd.name in skip:
             continue
         if fd.is_repeated:
-            getattr(dst, fd.name).extend(value)
-        elif fd.type == fd.TYPE_MESSAGE:
-            getattr(dst, fd.name).CopyFrom(value)
-        else:
-            setattr(dst, fd.name, value)
+            value = getattr(src, fd.name)
+            if len(value):
+                getattr(dst, fd.name).extend(value)
+        elif src.HasField(fd.name):
+            if fd.type == fd.TYPE_MESSAGE:
+                getattr(dst, fd.name).CopyFrom(getattr(src, fd.name))
+            else:
+                setattr(dst, fd.name, getattr(src, fd.name))
 
 
-def file_size(path: PathLike) -> int:
-    """Bytes on disk of a model file and its external data files."""
+def file_size(path: PathLike, external: bool | None = None) -> int:
+    """Bytes on disk of a model file and its external data files (`external=False`: the
+    caller knows it has none, and the file is not parsed to find them)."""
     p = Path(path)
+    if external is False:
+        return p.stat().st_size
     m = onnx.load(str(p), load_external_data=False)
     return p.stat().st_size + sum(f.stat().st_size for f in external_data_files(m, p.parent)
                                   if f.is_file())

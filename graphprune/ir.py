@@ -92,6 +92,11 @@ class Graph:
             self._const_cache[name] = self._eval_const(name)
         return self._const_cache[name]
 
+    def loaded_initializers(self) -> dict[str, np.ndarray]:
+        """Initializer values read so far, as numpy_helper.to_array gave them."""
+        return {k: v for k, v in self._const_cache.items()
+                if v is not None and k in self.initializers}
+
     def const_root(self, name: str) -> str | None:
         """The initializer or Constant output a foldable constant comes from (for reports)."""
         while name not in self.initializers:

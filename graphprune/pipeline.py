@@ -235,16 +235,17 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
     pruned = rewrite.prune_model(model, an, exact_part) if exact_part.any() else _unchanged(model)
     clock.lap("rewrite")
     say("validating in onnxruntime")
-    check, pruned_bytes = _prove(model, pruned, an, exact_part, seed, input_sizes)
+    check = _prove(model, pruned, an, exact_part, seed, input_sizes)
     fidelity = None
     if (removed & inexact).any():
         say("rewriting inexact (hidden-size) units and measuring fidelity")
         pruned = rewrite.prune_model(model, an, removed)
-        pruned_bytes = validation.serialize(pruned)
-        validation.structural_check(pruned, pruned_bytes)
-        fidelity = validation.fidelity(validation.session(model),
-                                       validation.session(pruned, pruned_bytes), model,
-                                       seed=seed, sizes=input_sizes,
+        parts = validation.split(pruned)
+        validation.structural_check(pruned, parts=parts)
+        threads = validation.pair_threads()
+        fidelity = validation.fidelity(validation.session(model, threads=threads),
+                                       validation.session(pruned, parts=parts, threads=threads),
+                                       model, seed=seed, sizes=input_sizes,
                                        io=rewrite.removed_io(an, removed))
     clock.lap("validation")
     if not check.passed:
@@ -260,7 +261,7 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
         macs_before=count_macs(model, feeds),
         macs_after=count_macs(pruned, validation.shrink_feeds(feeds, io)),
         bytes_before=approx_bytes(model),
-        bytes_after=len(pruned_bytes) if pruned_bytes else approx_bytes(pruned),
+        bytes_after=approx_bytes(pruned),
         exact_check=check.to_dict(), fidelity=fidelity or {},
     )
     _fill_groups(report, an, choices)
@@ -406,11 +407,11 @@ def _unchanged(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed,
-           seed: int, sizes: dict[str, list[int]] | None):
+           seed: int, sizes: dict[str, list[int]] | None) -> validation.CheckResult:
     """Checker + exact check of `pruned` against the masked original."""
-    data = validation.serialize(pruned)
+    parts = validation.split(pruned)  # shared by the checker and the session
     try:
-        validation.structural_check(pruned, data)
+        validation.structural_check(pruned, parts=parts)
     except ValidationError:
         try:  # a complaint the original shares (a deprecated op, say) is not ours to fix
             validation.structural_check(model)
@@ -418,15 +419,20 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
             pass
         else:
             raise
-    candidate = validation.session(pruned, data)
+    # half the cores for each session: exact_check runs the two side by side
+    threads = validation.pair_threads()
+    candidate = validation.session(pruned, parts=parts, threads=threads)
+    del parts
     overrides = rewrite.mask_overrides(model, an, removed)
     if overrides is not None:
-        reference = validation.session(model, overrides=overrides)
+        known = an.graph.loaded_initializers() if an.graph.model is model else None
+        reference = validation.session(model, overrides=overrides, parts=validation.split(
+            model, overrides, known=known), threads=threads)
     else:
-        reference = validation.session(rewrite.masked_model(model, an, removed))
+        reference = validation.session(rewrite.masked_model(model, an, removed),
+                                       threads=threads)
     io = rewrite.removed_io(an, removed)
-    return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes,
-                                  io=io), data
+    return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes, io=io)
 
 
 def _fill_groups(report: Report, an: Analysis, choices: list[selection.GroupChoice]) -> None:

@@ -10,13 +10,16 @@ machinery: sink slices of removed units set to zero, nothing sliced.
 from __future__ import annotations
 
 import hashlib
+import sys
 
 import numpy as np
 import onnx
+from google.protobuf import unknown_fields
 from onnx import helper, numpy_helper
 
 from graphprune.analysis import Analysis, Member
 from graphprune.errors import GraphpruneError
+from graphprune.io import copy_fields
 from graphprune.slots import Span
 
 
@@ -31,9 +34,9 @@ class Rewriter:
 
     def __init__(self, model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
                  copy: bool = True) -> None:
+        self.source = model
         if copy:
-            self.model = onnx.ModelProto()
-            self.model.CopyFrom(model)
+            self.model = _copy_without_initializers(model)  # they come in _materialize
         else:
             self.model = model  # read-only use (mask_overrides)
         self.nodes = self.model.graph.node
@@ -196,9 +199,11 @@ class Rewriter:
     def _materialize(self) -> onnx.ModelProto:
         g = self.model.graph
         graph = self.an.graph
-        inits = {t.name: t for t in g.initializer}
+        inits = {t.name: t for t in self.source.graph.initializer}
         taken = set(inits) | set(graph.producer)
         shared: dict[tuple[str, bytes], str] = {}
+        replaced: dict[str, np.ndarray] = {}  # sole uses: the new value takes the old place
+        clones: list[tuple[str, np.ndarray]] = []
         for (node, index), value in sorted(self.pending.items()):
             n = self.nodes[node]
             old = n.input[index] if index < len(n.input) else ""
@@ -206,21 +211,32 @@ class Rewriter:
             value = np.ascontiguousarray(value)
             if old and _same_value(graph.const(old), value):
                 continue  # nothing removed here: the tensor stays as it is, shared or not
-            key = (graph.const_root(old) or old, _digest(value))
-            if not sole and key in shared:  # tied weights pruned alike stay one tensor
-                name = shared[key]
-            else:
-                name = old if sole else _unique(f"{old or n.name or n.op_type}_gp", taken)
-                taken.add(name)
-                shared[key] = name
-                tensor = numpy_helper.from_array(value, name)
-                if sole:
-                    inits[old].CopyFrom(tensor)
+            if sole:  # its only use: nothing else can share it
+                name = old
+                replaced[old] = value
+            else:  # tied weights pruned alike (directly or through an Identity) stay one
+                key = (graph.const_root(old) or old, _digest(value))
+                if key in shared:
+                    name = shared[key]
                 else:
-                    g.initializer.append(tensor)
+                    name = _unique(f"{old or n.name or n.op_type}_gp", taken)
+                    taken.add(name)
+                    shared[key] = name
+                    clones.append((name, value))
             while len(n.input) <= index:
                 n.input.append("")
             n.input[index] = name
+        if self.model is not self.source:  # copied without initializers: add them, in order
+            for t in self.source.graph.initializer:
+                if t.name in replaced:
+                    _fill_tensor(g.initializer.add(), t, replaced[t.name])
+                else:
+                    g.initializer.append(t)
+        else:
+            for name, value in replaced.items():
+                _fill_tensor(inits[name], inits[name], value)
+        for name, value in clones:
+            _fill_tensor(g.initializer.add(), None, value, name)
         self._insert_overrides(taken)
         _remove_dead(self.model, _unused(self.an.graph.g))
         del g.value_info[:]
@@ -273,6 +289,42 @@ class Rewriter:
         for i, n in enumerate(nodes):
             g.node.extend(before.get(i, []))
             g.node.append(n)
+
+
+def _copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose graph has no initializers yet: copying the weights that the
+    rewrite replaces anyway costs as much as the rest of it."""
+    out = onnx.ModelProto()
+    if len(unknown_fields.UnknownFieldSet(model)) or len(
+            unknown_fields.UnknownFieldSet(model.graph)):
+        out.CopyFrom(model)  # fields this onnx does not know survive only a whole copy
+        del out.graph.initializer[:]
+        return out
+    copy_fields(model, out, skip={"graph"})
+    copy_fields(model.graph, out.graph, skip={"initializer"})
+    return out
+
+
+def _fill_tensor(dst: onnx.TensorProto, src: onnx.TensorProto | None, value: np.ndarray,
+                 name: str | None = None) -> None:
+    """`dst` := the tensor numpy_helper.from_array(value, name) makes (the name of `src` by
+    default), written in place: plain numeric arrays on a little-endian machine skip from_array's
+    copies."""
+    name = name if name is not None else src.name
+    dtype = _PLAIN.get(value.dtype)
+    if dtype is None or sys.byteorder != "little":
+        dst.CopyFrom(numpy_helper.from_array(value, name))
+        return
+    dst.Clear()
+    dst.name = name
+    dst.data_type = dtype
+    dst.dims.extend(value.shape)
+    dst.raw_data = value.tobytes()
+
+
+_PLAIN = {np.dtype(t): onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t))
+          for t in (np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64,
+                    np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)}
 
 
 def _same_value(old: np.ndarray | None, new: np.ndarray) -> bool:

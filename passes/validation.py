@@ -5,12 +5,20 @@ weight slices set to zero. Both run with graph optimisations disabled on the sam
 inputs; they must agree within rtol 1e-4 and atol 1e-5 × the output's scale. With dynamic
 axes the check runs again at a second batch size. Any indexing mistake of the rewrite shows
 up here, on every run, on graphs nobody here wrote.
+
+Nothing here serialises the weights: `split` turns a model into a weight-free graph plus its
+large weights as arrays (read from the tensors' own bytes); the checker reads the graph and
+onnxruntime shares the arrays, so validation costs no longer grow with the model's size,
+and models past protobuf's 2 GB limit need no temporary copy of their weights.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +26,7 @@ import onnx
 import onnxruntime as ort
 
 from graphprune.errors import ValidationError
-from graphprune.io import TWO_GB, save_atomic
+from graphprune.io import DATA_FIELDS, TWO_GB, copy_fields, save_atomic
 from graphprune.ir import approx_bytes
 
 RTOL = 1e-4
@@ -51,7 +59,7 @@ class CheckResult:
 
 
 Serialized = bytes
-"""A model as protobuf bytes: serialized once, shared by the checker and the session."""
+"""A model as protobuf bytes (for callers that want one buffer; validation avoids it)."""
 
 
 def serialize(model: onnx.ModelProto) -> Serialized | None:
@@ -61,35 +69,137 @@ def serialize(model: onnx.ModelProto) -> Serialized | None:
     return model.SerializeToString()
 
 
+SPLIT_MIN_BYTES = 1 << 16
+"""Initializers of at least this many bytes leave the weight-free copy (shape-like int tensors
+are far smaller, so the checker's shape inference sees the same constants)."""
+WEIGHTS_FILE = "graphprune-weights.bin"
+"""The external-data location the weight-free copy names (an empty file: nothing reads it)."""
+_SPLIT_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8,
+}
+
+
+@dataclass
+class Split:
+    """A model as a weight-free graph plus its large weights as arrays.
+
+    The graph keeps every field of the model; each large initializer keeps its name, type
+    and dims but refers to external data, and its value (read from the same raw bytes the
+    file would hold) is in `weights`. Sessions take the arrays as shared initializers and
+    the checker reads the graph, so no one serialises hundreds of MB of weights: the cost
+    of validation no longer grows with the model's bytes."""
+
+    graph: onnx.ModelProto
+    weights: dict[str, np.ndarray]
+
+    @property
+    def graph_bytes(self) -> int:
+        return self.graph.ByteSize()
+
+
+def split(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None, *,
+          known: dict[str, np.ndarray] | None = None) -> Split:
+    """`model` as a Split; `overrides` (by initializer name) replace weights' values; `known`
+    holds values already read from these same tensors (numpy_helper.to_array's arrays: the
+    analysis's constants of an unmodified model), reused instead of read again.
+
+    A tensor leaves the graph only when its bytes are exactly what its type and dims say, in
+    raw_data alone, of a plain numeric type: anything else stays inline, so onnxruntime and
+    the checker judge it from the model's own bytes, as they would the whole file. Overridden
+    initializers always leave (their value comes from the override), unless their type is
+    not a plain numeric one (then `session` swaps them in with add_initializer)."""
+    overrides = overrides or {}
+    out = onnx.ModelProto()
+    copy_fields(model, out, skip={"graph"})
+    copy_fields(model.graph, out.graph, skip={"initializer"})
+    weights: dict[str, np.ndarray] = {}
+    little = sys.byteorder == "little"
+    for t in model.graph.initializer:
+        dtype = _SPLIT_TYPES.get(t.data_type)
+        value = None
+        if dtype is not None and little and t.name in overrides:
+            value = np.ascontiguousarray(overrides[t.name])
+        elif (dtype is not None and little and t.data_location != onnx.TensorProto.EXTERNAL
+              and math.prod(t.dims) * np.dtype(dtype).itemsize >= SPLIT_MIN_BYTES
+              and t.HasField("raw_data") and not _typed_data(t)):
+            cached = (known or {}).get(t.name)
+            if (cached is not None and cached.dtype == dtype and cached.shape == tuple(t.dims)
+                    and cached.flags.c_contiguous):
+                value = cached
+            else:
+                raw = t.raw_data
+                if len(raw) == math.prod(t.dims) * np.dtype(dtype).itemsize:
+                    value = np.frombuffer(raw, dtype=dtype).reshape(tuple(t.dims))
+        if value is None:
+            out.graph.initializer.append(t)
+            continue
+        ref = out.graph.initializer.add()
+        copy_fields(t, ref, skip=DATA_FIELDS)
+        ref.data_location = onnx.TensorProto.EXTERNAL
+        ref.external_data.add(key="location", value=WEIGHTS_FILE)
+        weights[t.name] = value
+    return Split(out, weights)
+
+
+def _typed_data(t: onnx.TensorProto) -> bool:
+    return bool(len(t.float_data) or len(t.int32_data) or len(t.int64_data)
+                or len(t.double_data) or len(t.uint64_data) or len(t.string_data))
+
+
 def session(model: onnx.ModelProto, data: Serialized | None = None,
-            overrides: dict[str, np.ndarray] | None = None) -> ort.InferenceSession:
+            overrides: dict[str, np.ndarray] | None = None, *,
+            parts: Split | None = None, threads: int = 0) -> ort.InferenceSession:
     """An onnxruntime session with graph optimisations off (we test our graph, not ORT's).
 
-    `overrides` replace initializers by name (the masked original reuses the original's
-    bytes and swaps only the masked weights)."""
+    Built from `data` when given, else from the weight-free graph of `split` (or `parts`,
+    when the caller has it), whose split weights onnxruntime takes as the arrays themselves
+    (add_initializer: shared, not copied). `overrides` replace initializers by name (the
+    masked original swaps in only the masked weights). `threads` sets onnxruntime's
+    intra-op threads (0: its default, one per core)."""
     opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     # weight prepacking only speeds up many runs; for our few runs it costs seconds and a
     # copy of every MatMul weight when the session is built (both sides use the same kernels)
     opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.log_severity_level = 4  # failures come back as exceptions; no log lines on stderr
+    if data is None and parts is None:
+        parts = split(model, overrides)
+    values = dict(overrides or {})
+    if parts is not None:
+        values.update(parts.weights)
     keep = []
-    for name, value in (overrides or {}).items():
+    for name, value in values.items():
         v = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value))
         keep.append(v)
         opts.add_initializer(name, v)
     providers = ["CPUExecutionProvider"]
-    if data is None:
-        data = serialize(model)
     if data is not None:
         sess = ort.InferenceSession(data, opts, providers=providers, enable_fallback=0)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "m.onnx")
-            save_atomic(model, path, external=True)  # onnx.save would modify `model`
+            path = _write_graph(parts, tmp)
             sess = ort.InferenceSession(path, opts, providers=providers, enable_fallback=0)
-    sess._graphprune_keep = keep  # the OrtValues must outlive the session
+    sess._graphprune_keep = keep  # the arrays must outlive the session
     return sess
+
+
+def _write_graph(parts: Split, folder: str) -> str:
+    """Write the weight-free graph into `folder` (with its own data file, should its inline
+    tensors pass protobuf's 2 GB limit), beside an empty file at the location its split
+    tensors name: their values come from elsewhere, but the checker and onnxruntime want
+    the location to exist. Returns the model's path."""
+    path = os.path.join(folder, "m.onnx")
+    if parts.weights:
+        open(os.path.join(folder, WEIGHTS_FILE), "wb").close()
+    if parts.graph_bytes < TWO_GB:
+        with open(path, "wb") as f:
+            f.write(parts.graph.SerializeToString())
+    else:
+        save_atomic(parts.graph, path, external=True)  # onnx.save would modify the graph
+    return path
 
 
 def input_specs(model: onnx.ModelProto) -> list[tuple[str, int, list]]:
@@ -247,9 +357,9 @@ def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession
     runs, worst, passed = [], 0.0, True
     for n, b in enumerate(batches):
         feeds = make_inputs(model, batch=b, seed=seed, sizes=sizes, variant=n)
-        want = [kept(v, (io or {}).get(name)) for name, v in
-                zip(names, reference.run(None, feeds), strict=True)]
-        diffs = compare(want, candidate.run(None, shrink_feeds(feeds, io)), names)
+        ref_out, cand_out = run_pair(reference, candidate, feeds, shrink_feeds(feeds, io))
+        want = [kept(v, (io or {}).get(name)) for name, v in zip(names, ref_out, strict=True)]
+        diffs = compare(want, cand_out, names)
         for d in diffs:
             worst = max(worst, d.max_abs_err)
             passed &= d.passed
@@ -258,16 +368,41 @@ def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession
     return CheckResult(passed, worst, runs)
 
 
-def structural_check(model: onnx.ModelProto, data: Serialized | None = None) -> None:
-    """onnx.checker with strict shape inference; raises ValidationError with the first line."""
+def pair_threads() -> int:
+    """Intra-op threads for each of two sessions that run side by side: half the cores."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 2
+    return max(1, cores // 2)
+
+
+def run_pair(reference: ort.InferenceSession, candidate: ort.InferenceSession,
+             feeds: dict[str, np.ndarray], candidate_feeds: dict[str, np.ndarray] | None = None,
+             ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Both sessions' outputs on `feeds` (the candidate on `candidate_feeds` when its inputs
+    shrank), the two runs side by side (onnxruntime releases the GIL while it runs): with a
+    thread each, two cores finish both in the time of one."""
+    with ThreadPoolExecutor(1) as pool:
+        ref = pool.submit(reference.run, None, feeds)
+        cand = candidate.run(None, feeds if candidate_feeds is None else candidate_feeds)
+        return ref.result(), cand
+
+
+def structural_check(model: onnx.ModelProto, data: Serialized | None = None, *,
+                     parts: Split | None = None) -> None:
+    """onnx.checker with strict shape inference; raises ValidationError with the first line.
+
+    Checks the weight-free graph of `split` (or `parts`) unless `data` is given: the checker
+    reads the same nodes, types, dims and inline constants, and of a split tensor's data it
+    would only check what `split` already guarantees (one value field, in raw_data, of
+    exactly the size its type and dims need)."""
     try:
         if data is not None:
             onnx.checker.check_model(data, full_check=True)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = os.path.join(tmp, "m.onnx")
-                save_atomic(model, path, external=True)  # onnx.save would modify `model`
-                onnx.checker.check_model(path, full_check=True)
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx.checker.check_model(_write_graph(parts or split(model), tmp), full_check=True)
     except Exception as exc:  # noqa: BLE001 - any checker failure is a validation failure
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValidationError(f"pruned model fails onnx.checker: {first}") from exc
@@ -282,11 +417,10 @@ def fidelity(reference: ort.InferenceSession, candidate: ort.InferenceSession,
     (shrunk outputs on their kept positions, see exact_check)."""
     feeds = make_inputs(model, batch=2, seed=seed + 1, sizes=sizes)
     names = [o.name for o in reference.get_outputs()]
-    want = [kept(v, (io or {}).get(name)) for name, v in
-            zip(names, reference.run(None, feeds), strict=True)]
+    ref_out, cand_out = run_pair(reference, candidate, feeds, shrink_feeds(feeds, io))
+    want = [kept(v, (io or {}).get(name)) for name, v in zip(names, ref_out, strict=True)]
     out = {}
-    for name, a, b in zip(names, want, candidate.run(None, shrink_feeds(feeds, io)),
-                          strict=True):
+    for name, a, b in zip(names, want, cand_out, strict=True):
         a64, b64 = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
         if a64.shape != b64.shape:
             out[name] = {"rel_l2": float("inf"), "cosine": 0.0, "top1": 0.0}
