@@ -37,6 +37,7 @@ QUICK_ARGS: dict[str, list[str]] = {
                                  "--targets", "0.6", "--epochs", "10", "--json",
                                  os.devnull],
     "bench_scale.py": ["--sizes", "tiny", "--no-phases"],
+    "bench_families.py": ["--family", "qwen2", "--family", "bloom", "--exporter", "dynamo"],
 }
 # scripts or flags of the 1B-parameter tier: never part of the quick run
 BIG_TIER = re.compile(r"(^|_)(1b|billion)(_|\.|$)", re.I)

@@ -385,8 +385,22 @@ def run_pair(reference: ort.InferenceSession, candidate: ort.InferenceSession,
     thread each, two cores finish both in the time of one."""
     with ThreadPoolExecutor(1) as pool:
         ref = pool.submit(reference.run, None, feeds)
-        cand = candidate.run(None, feeds if candidate_feeds is None else candidate_feeds)
-        return ref.result(), cand
+        try:
+            cand = candidate.run(None, feeds if candidate_feeds is None else candidate_feeds)
+        except Exception as exc:  # noqa: BLE001 - a rewrite that cannot run fails the check
+            ref.exception()
+            raise ValidationError("the pruned model fails in onnxruntime: "
+                                  f"{_first_line(exc)}") from None
+        try:
+            return ref.result(), cand
+        except Exception as exc:  # noqa: BLE001
+            raise ValidationError("the masked original fails in onnxruntime: "
+                                  f"{_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1][:300] if text else type(exc).__name__
 
 
 def structural_check(model: onnx.ModelProto, data: Serialized | None = None, *,

@@ -204,6 +204,34 @@ def test_heads_folded_into_dynamic_batch(split_back, four_d):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def test_folded_head_size_read_back_from_the_tensor():
+    """`y.view(y.size(0), S, D)` on `[B·H, S, D]`: the B·H entry is read from the pruned tensor
+    itself, so it shrinks by itself and must not be scaled again."""
+    b = Builder(opset=17)
+    x = b.input("X", ["batch", SEQ, HIDDEN])
+    q, k, v = (_fold_heads(b, _proj(b, x, 4 * HEAD_DIM, f"{n}_proj"), 4) for n in "qkv")
+    attn = b.op("Softmax", [b.op("MatMul", [q, b.op("Transpose", [k], perm=[0, 2, 1])])],
+                axis=-1)
+    y = b.op("MatMul", [attn, v])
+    bh = b.op("Slice", [b.op("Shape", [y]), b.ints([0]), b.ints([1])])
+    y = b.op("Reshape", [y, b.op("Concat", [bh, b.ints([SEQ, HEAD_DIM])], axis=0)])
+    t = b.op("Transpose", [y], perm=[1, 0, 2])
+    dims = b.op("Concat", [b.ints([SEQ]), b.op("Slice", [b.op("Shape", [x]), b.ints([0]),
+                                                          b.ints([1])]), b.ints([32])], axis=0)
+    y = b.op("Transpose", [b.op("Reshape", [t, dims])], perm=[1, 0, 2])
+    model = b.build(b.op("MatMul", [y, b.weight([32, HIDDEN], name="o_proj_W")],
+                         name="o_proj"))
+    heads = [g for g in analyze(model).groups if g.kind == "heads"]
+    assert len(heads) == 1 and len(heads[0].prunable) == 4
+    pruned, report = graphprune.compress(model, ratio=0.5)
+    assert report.exact_check["passed"]
+    feeds = {"X": np.random.default_rng(2).standard_normal((3, SEQ, HIDDEN)).astype(np.float32)}
+    an, removed = removed_units(model, 0.5)
+    np.testing.assert_allclose(run(pruned, feeds)[0],
+                               run(rewrite.masked_model(model, an, removed), feeds)[0],
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_folded_heads_with_a_batch_mask_freeze():
     """A mask over the whole `[B·H, S, S]` score tensor (a per-sample, per-head input) has no
     head layout we could slice: the heads stay, with that reason."""
@@ -219,3 +247,24 @@ def test_folded_heads_with_a_batch_mask_freeze():
     assert not group.prunable
     assert "combined with graph input 'M', which carries no units" in " ".join(
         r for rs in group.frozen.values() for r in rs)
+
+
+def test_a_rewrite_that_cannot_run_is_a_failed_check():
+    """A pruned model onnxruntime refuses to run fails validation with one line (nothing is
+    written), not with onnxruntime's exception."""
+    from graphprune.passes import validation
+
+    from graphprune.errors import ValidationError
+
+    class Broken:
+        def run(self, *_a):
+            raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Reshape\nsecond line")
+
+    class Fine:
+        def run(self, *_a):
+            return [np.zeros(2, np.float32)]
+
+    with pytest.raises(ValidationError, match="pruned model fails in onnxruntime"):
+        validation.run_pair(Fine(), Broken(), {})
+    with pytest.raises(ValidationError, match="masked original fails"):
+        validation.run_pair(Broken(), Fine(), {})

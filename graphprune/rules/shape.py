@@ -352,6 +352,13 @@ def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...],
             period = span.ids.shape[span.axes.index(a)]
             if v == -1:
                 continue
+            read = (ctx.marks(index) or [])[pos:pos + 1]
+            if read and read[0] is not None:  # read from a tensor's B·H: shrinks by itself
+                if len(read[0]) != period:
+                    ctx.freeze(span.ids, "batch-folded size read from another layout")
+                    return False
+                ctx.unify(read[0], _size_line(span, a))
+                continue
             if v is not None and (v <= 0 or v % period):
                 ctx.freeze(span.ids, "size of a batch-folded unit axis is not a multiple of it")
                 return False
