@@ -27,7 +27,7 @@ import onnxruntime as ort
 
 from graphprune.errors import ValidationError
 from graphprune.io import DATA_FIELDS, TWO_GB, copy_fields, save_atomic
-from graphprune.ir import approx_bytes
+from graphprune.ir import approx_bytes, external_array, external_path
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -63,8 +63,10 @@ Serialized = bytes
 
 
 def serialize(model: onnx.ModelProto) -> Serialized | None:
-    """Bytes for models under protobuf's 2 GB limit, None above it (use files then)."""
-    if approx_bytes(model) >= TWO_GB:
+    """Bytes for models under protobuf's 2 GB limit, None above it or when weights are served
+    from mapped external data (use `session`'s split then)."""
+    if approx_bytes(model) >= TWO_GB or any(external_path(t) is not None
+                                            for t in model.graph.initializer):
         return None
     return model.SerializeToString()
 
@@ -121,6 +123,8 @@ def split(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None
         value = None
         if dtype is not None and little and t.name in overrides:
             value = np.ascontiguousarray(overrides[t.name])
+        elif dtype is not None and little and external_path(t) is not None:
+            value = external_array(t)  # memory-mapped: onnxruntime reads the file's pages
         elif (dtype is not None and little and t.data_location != onnx.TensorProto.EXTERNAL
               and math.prod(t.dims) * np.dtype(dtype).itemsize >= SPLIT_MIN_BYTES
               and t.HasField("raw_data") and not _typed_data(t)):
@@ -150,20 +154,23 @@ def _typed_data(t: onnx.TensorProto) -> bool:
 
 def session(model: onnx.ModelProto, data: Serialized | None = None,
             overrides: dict[str, np.ndarray] | None = None, *,
-            parts: Split | None = None, threads: int = 0) -> ort.InferenceSession:
+            parts: Split | None = None, threads: int = 0,
+            optimize: bool = False) -> ort.InferenceSession:
     """An onnxruntime session with graph optimisations off (we test our graph, not ORT's).
 
     Built from `data` when given, else from the weight-free graph of `split` (or `parts`,
     when the caller has it), whose split weights onnxruntime takes as the arrays themselves
     (add_initializer: shared, not copied). `overrides` replace initializers by name (the
     masked original swaps in only the masked weights). `threads` sets onnxruntime's
-    intra-op threads (0: its default, one per core)."""
+    intra-op threads (0: its default, one per core). `optimize`: onnxruntime's defaults
+    (optimisations, prepacking) for sessions that measure rather than prove."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    # weight prepacking only speeds up many runs; for our few runs it costs seconds and a
-    # copy of every MatMul weight when the session is built (both sides use the same kernels)
-    opts.add_session_config_entry("session.disable_prepacking", "1")
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        # weight prepacking only speeds up many runs; for our few runs it costs seconds and a
+        # copy of every MatMul weight when the session is built (both sides use the same kernels)
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.log_severity_level = 4  # failures come back as exceptions; no log lines on stderr
     if data is None and parts is None:
         parts = split(model, overrides)
