@@ -14,7 +14,7 @@ import onnx
 
 from .analysis import DEFAULT_SCOPE, Analysis, Group, analyze_graph, apply_scope
 from .errors import InputError, ValidationError
-from .io import check_opset, guard_input, load
+from .io import check_opset, guard_input, load, mapped
 from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params
 from .passes import rewrite, scoring, selection, targets, validation
@@ -429,20 +429,29 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
             pass
         else:
             raise
+    io = rewrite.removed_io(an, removed)
+
+    def reference(threads: int = 0):
+        overrides = rewrite.mask_overrides(model, an, removed, spill)
+        if overrides is None:
+            return validation.session(rewrite.masked_model(model, an, removed),
+                                      threads=threads)
+        known = an.graph.loaded_initializers() if an.graph.model is model else None
+        return validation.session(model, overrides=overrides, parts=validation.split(
+            model, overrides, known=known), threads=threads)
+
+    if mapped(model) or mapped(pruned):
+        # weights memory-mapped (a large model): one model's weights in memory at a time,
+        # the reference's runs first, then the candidate's on the same inputs
+        del parts
+        return validation.exact_check(reference, lambda: validation.session(pruned), model,
+                                      seed=seed, sizes=sizes, io=io)
     # half the cores for each session: exact_check runs the two side by side
     threads = validation.pair_threads()
     candidate = validation.session(pruned, parts=parts, threads=threads)
     del parts
-    overrides = rewrite.mask_overrides(model, an, removed, spill)
-    if overrides is not None:
-        known = an.graph.loaded_initializers() if an.graph.model is model else None
-        reference = validation.session(model, overrides=overrides, parts=validation.split(
-            model, overrides, known=known), threads=threads)
-    else:
-        reference = validation.session(rewrite.masked_model(model, an, removed),
-                                       threads=threads)
-    io = rewrite.removed_io(an, removed)
-    return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes, io=io)
+    return validation.exact_check(reference(threads), candidate, model, seed=seed,
+                                  sizes=sizes, io=io)
 
 
 def _fill_groups(report: Report, an: Analysis, choices: list[selection.GroupChoice]) -> None:

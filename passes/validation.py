@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -350,7 +351,8 @@ def shrink_feeds(feeds: dict[str, np.ndarray], io: IoChanges | None) -> dict[str
     return {name: np.ascontiguousarray(kept(v, io.get(name))) for name, v in feeds.items()}
 
 
-def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession,
+def exact_check(reference: ort.InferenceSession | SessionMaker,
+                candidate: ort.InferenceSession | SessionMaker,
                 model: onnx.ModelProto, *, seed: int = 0,
                 sizes: dict[str, list[int]] | None = None,
                 io: IoChanges | None = None) -> CheckResult:
@@ -358,21 +360,44 @@ def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession
 
     `io` (allow_io_change): shrunk inputs are fed their kept positions of the original's
     inputs, and shrunk outputs are compared on their kept positions of the reference (the
-    removed positions no longer exist); the tolerances are the same."""
-    names = [o.name for o in reference.get_outputs()]
+    removed positions no longer exist); the tolerances are the same.
+
+    Sessions run side by side. Given functions that make them instead (large models whose
+    weights are memory-mapped), the reference is made, run on every input and dropped
+    before the candidate is made and run on the same inputs: the same runs and comparisons,
+    with one model's weights in memory at a time."""
+    names_of = None
     batches = [1, 2] if has_dynamic_axes(model) else [1]
+    feeds = [make_inputs(model, batch=b, seed=seed, sizes=sizes, variant=n)
+             for n, b in enumerate(batches)]
+    if callable(reference) and callable(candidate):
+        ref = reference()
+        names_of = [o.name for o in ref.get_outputs()]
+        ref_outs = [ref.run(None, f) for f in feeds]
+        del ref
+        cand = candidate()
+        cand_outs = [cand.run(None, shrink_feeds(f, io)) for f in feeds]
+        del cand
+    else:
+        names_of = [o.name for o in reference.get_outputs()]
+        ref_outs, cand_outs = [], []
+        for f in feeds:
+            r, c = run_pair(reference, candidate, f, shrink_feeds(f, io))
+            ref_outs.append(r)
+            cand_outs.append(c)
     runs, worst, passed = [], 0.0, True
-    for n, b in enumerate(batches):
-        feeds = make_inputs(model, batch=b, seed=seed, sizes=sizes, variant=n)
-        ref_out, cand_out = run_pair(reference, candidate, feeds, shrink_feeds(feeds, io))
-        want = [kept(v, (io or {}).get(name)) for name, v in zip(names, ref_out, strict=True)]
-        diffs = compare(want, cand_out, names)
+    for b, ref_out, cand_out in zip(batches, ref_outs, cand_outs, strict=True):
+        want = [kept(v, (io or {}).get(name)) for name, v in zip(names_of, ref_out, strict=True)]
+        diffs = compare(want, cand_out, names_of)
         for d in diffs:
             worst = max(worst, d.max_abs_err)
             passed &= d.passed
             runs.append({"batch": b, "output": d.name, "max_abs_err": d.max_abs_err,
                          "scale": d.scale, "passed": d.passed})
     return CheckResult(passed, worst, runs)
+
+
+SessionMaker = Callable[[], ort.InferenceSession]
 
 
 def pair_threads() -> int:

@@ -129,3 +129,28 @@ def test_mapped_short_or_misplaced_data_is_refused(pair):
                 e.value = "../m.onnx.data"
     with pytest.raises(graphprune.InputError, match="outside the model's directory"):
         attach_external_data(light, external.parent)
+
+
+def test_mapped_path_catches_a_wrong_rewrite(pair, tmp_path, monkeypatch, capsys):
+    """The exact check on the mapped path (reference runs, then candidate runs) still fails
+    a rewrite that changed a value, and nothing is written, no temporary file left."""
+    _, external = pair
+    monkeypatch.setattr(rewrite.Spill, "MIN_BYTES", 0)
+    real_put = rewrite.Spill.put
+    hits = []
+
+    def wrong(self, value):
+        if not hits and value.dtype == np.float32 and value.ndim == 4:
+            hits.append(1)
+            value = value.copy()
+            value.flat[0] += 1.0  # one weight off
+        return real_put(self, value)
+
+    monkeypatch.setattr(rewrite.Spill, "put", wrong)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code = cli.main(["compress", str(external), "-o", str(out_dir / "p.onnx"), "--quiet"])
+    err = capsys.readouterr().err
+    assert hits and code == 1, err
+    assert err.strip().startswith("graphprune: error: exact check failed"), err
+    assert list(out_dir.iterdir()) == []
