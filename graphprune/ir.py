@@ -8,7 +8,6 @@ analysis needs: producers, copies of use lists, constant values and inferred sha
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
