@@ -297,8 +297,9 @@ def checker_error(model: onnx.ModelProto) -> str | None:
     """The first line of `onnx.checker`'s full-check complaint, or None (a model whose
     weights are served from mapped external data is checked as validation checks it: its
     weight-free graph, the weights' bytes being checked when they were mapped)."""
-    from graphprune.io import mapped
     from graphprune.passes import validation
+
+    from graphprune.io import mapped
 
     try:
         if mapped(model):

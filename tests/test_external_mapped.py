@@ -11,13 +11,13 @@ import numpy as np
 import onnx
 import pytest
 import zoo
+from graphprune.passes import rewrite
 from onnx import numpy_helper
 
 import graphprune
 from graphprune import cli
 from graphprune.io import ALIGN, attach_external_data, load, save_atomic
 from graphprune.ir import EXTERNAL_PATH, Graph, external_path
-from graphprune.passes import rewrite
 
 
 def _values(model: onnx.ModelProto) -> dict[str, tuple]:
