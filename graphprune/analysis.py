@@ -129,6 +129,10 @@ class Ctx:
     def const(self, i: int) -> np.ndarray | None:
         return self.graph.const(self.input(i))
 
+    def is_const(self, i: int) -> bool:
+        """Whether input `i` is constant, without reading a weight's values."""
+        return self.graph.is_const(self.input(i))
+
     def known(self, i: int) -> list[int | None] | None:
         """Entries of a small int input known statically (None per unknown entry)."""
         from .shapeval import known_value, to_ints
@@ -472,7 +476,7 @@ def _final_uses(graph: Graph, name: str) -> list:
     for u in graph.uses(name):
         node = graph.nodes[u.node]
         if (u.index == 0 and node.op_type in FOLDABLE_OPS
-                and graph.const(node.output[0]) is not None):
+                and graph.is_const(node.output[0])):
             out.extend(x for o in node.output for x in _final_uses(graph, o))
         else:
             out.append(u)

@@ -124,23 +124,29 @@ def cmd_compress(args: argparse.Namespace) -> int:
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
     say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
-    model, external = load_checked(src, out, report=args.report, plan=args.plan_out)
+    model, external = load_checked(src, out, report=args.report, plan=args.plan_out,
+                                   map_external=True)
     if args.plan_out:
         check_writable(args.plan_out, "plan")
     if args.calib_samples < 1:
         raise InputError(f"calib-samples must be a positive integer, got {args.calib_samples}")
-    pruned, report = compress(model, ratio=args.ratio, criterion=args.criterion,
-                              round_to=args.round_to, rounding=args.rounding,
-                              protect=args.protect, seed=args.seed,
-                              input_sizes=_input_sizes(args.input_shape), progress=say,
-                              scope=args.scope, aggregate=args.aggregate,
-                              normalize=args.normalize, allocation=args.allocation,
-                              max_group_ratio=args.max_group_ratio,
-                              target_macs=args.target_macs, target_params=args.target_params,
-                              target_latency=args.target_latency, calib=args.calib,
-                              calib_samples=args.calib_samples,
-                              allow_io_change=args.allow_io_change)
-    wrote_external = save_atomic(pruned, out, external=external or None)
+    spill = _spill(out) if external else None
+    try:
+        pruned, report = compress(model, ratio=args.ratio, criterion=args.criterion,
+                                  round_to=args.round_to, rounding=args.rounding,
+                                  protect=args.protect, seed=args.seed,
+                                  input_sizes=_input_sizes(args.input_shape), progress=say,
+                                  scope=args.scope, aggregate=args.aggregate,
+                                  normalize=args.normalize, allocation=args.allocation,
+                                  max_group_ratio=args.max_group_ratio,
+                                  target_macs=args.target_macs, target_params=args.target_params,
+                                  target_latency=args.target_latency, calib=args.calib,
+                                  calib_samples=args.calib_samples,
+                                  allow_io_change=args.allow_io_change, spill=spill)
+        wrote_external = save_atomic(pruned, out, external=external or None)
+    finally:
+        if spill is not None:
+            spill.close()
     if args.plan_out:
         write_text_atomic(args.plan_out, report.plan.to_json())
     report.bytes_before = file_size(src, external)
@@ -166,10 +172,17 @@ def cmd_apply(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
     say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
     plan = Plan.load(args.plan)
-    model, external = load_checked(src, out, keep=(args.plan,), report=args.report)
-    pruned, report = apply_plan(model, plan, seed=args.seed,
-                                input_sizes=_input_sizes(args.input_shape), progress=say)
-    wrote_external = save_atomic(pruned, out, external=external or None)
+    model, external = load_checked(src, out, keep=(args.plan,), report=args.report,
+                                   map_external=True)
+    spill = _spill(out) if external else None
+    try:
+        pruned, report = apply_plan(model, plan, seed=args.seed,
+                                    input_sizes=_input_sizes(args.input_shape), progress=say,
+                                    spill=spill)
+        wrote_external = save_atomic(pruned, out, external=external or None)
+    finally:
+        if spill is not None:
+            spill.close()
     report.bytes_before = file_size(src, external)
     report.bytes_after = file_size(out, wrote_external)
     if args.report:
@@ -180,6 +193,18 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(report.render())
         print(f"wrote {out}")
     return 0
+
+
+def _spill(out: Path):
+    """For an input with external data: a temporary file beside the output that takes the
+    rewritten weights as they are made (removed when the run ends)."""
+    from .passes.rewrite import Spill
+
+    try:
+        return Spill(out.absolute().parent)
+    except OSError as exc:
+        raise InputError(f"cannot write in {out.absolute().parent}: {exc.strerror or exc}"
+                         ) from exc
 
 
 def _nothing_pruned(report) -> str:

@@ -24,22 +24,27 @@ import onnx
 from onnx import numpy_helper
 
 from .errors import GraphpruneError, InputError
-from .ir import approx_bytes
+from .ir import EXTERNAL_PATH, approx_bytes, external_path, external_range
 
 MIN_OPSET = 11
 TWO_GB = (1 << 31) - (1 << 24)
 EXTERNAL_THRESHOLD = 1024
 """Initializers of at least this many bytes go to the data file when writing external data."""
+ALIGN = 4096
+"""Offsets of tensors in graphprune's data files are multiples of this (a page), so readers
+(onnxruntime, graphprune itself) can map them instead of copying."""
+COPY_CHUNK = 16 << 20
 
 PathLike = str | os.PathLike
 
 
 # -- loading ----------------------------------------------------------------------------------
-def load(source: PathLike | bytes, *, external_data: bool = True) -> onnx.ModelProto:
+def load(source: PathLike | bytes, *, external_data: bool | str = True) -> onnx.ModelProto:
     """Read and sanity-check a model from a path (or serialized bytes).
 
     External data is read from beside the file unless `external_data` is False (then call
-    `load_external_data` yourself, e.g. after listing the files with `external_data_files`).
+    `load_external_data` yourself, e.g. after listing the files with `external_data_files`)
+    or "map" (checked, then served on demand as memory-mapped views: `attach_external_data`).
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return parse(bytes(source), "model")
@@ -53,7 +58,9 @@ def load(source: PathLike | bytes, *, external_data: bool = True) -> onnx.ModelP
     except OSError as exc:
         raise InputError(f"{p}: cannot read ({exc.strerror or exc})") from exc
     model = parse(data, str(p))
-    if external_data:
+    if external_data == "map":
+        attach_external_data(model, p.parent)
+    elif external_data:
         load_external_data(model, p.parent)
     return model
 
@@ -127,7 +134,74 @@ def load_external_data(model: onnx.ModelProto, base: PathLike) -> None:
         raise InputError(f"cannot read external data: {_one_line(exc)}") from exc
 
 
+def attach_external_data(model: onnx.ModelProto, base: PathLike) -> None:
+    """Check every external tensor's location and byte range against its data file, without
+    reading the bytes, and mark the initializers graphprune can map (plain numeric types,
+    whole and in range) with their data file's absolute path (`ir.EXTERNAL_PATH`): their
+    values are then memory-mapped when asked for, never all held at once. Other external
+    tensors (attribute tensors, strings) are read in as usual."""
+    base = Path(base)
+    sizes: dict[str, int] = {}
+    rest = False
+    for t in model.graph.initializer:
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location")
+        if not loc:
+            raise InputError(f"tensor '{t.name}' has external data but no location")
+        if os.path.isabs(loc) or ".." in Path(loc).parts:
+            raise InputError(f"cannot read external data: tensor '{t.name}' refers to "
+                             f"'{loc}', outside the model's directory")
+        path = base / loc
+        if not path.is_file():
+            raise InputError(f"external data file '{loc}' for tensor '{t.name}' is missing "
+                             f"(looked in {base})")
+        key = str(path.absolute())
+        if key not in sizes:
+            sizes[key] = path.stat().st_size
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type))
+            offset = int(info.get("offset", 0))
+            want = int(np.prod(t.dims, dtype=np.int64)) * dtype.itemsize
+            length = int(info.get("length", want))
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InputError(f"cannot read external data: tensor '{t.name}' "
+                             f"({_one_line(exc)})") from exc
+        if offset < 0 or length != want or offset + length > sizes[key]:
+            raise InputError(f"cannot read external data: tensor '{t.name}' needs bytes "
+                             f"{offset}..{offset + want} of '{loc}' ({sizes[key]} bytes)")
+        if dtype.kind not in "fiub" or t.data_type == onnx.TensorProto.BFLOAT16:
+            rest = True
+            continue
+        if "length" not in info:
+            t.external_data.add(key="length", value=str(length))
+        t.external_data.add(key=EXTERNAL_PATH, value=key)
+    if rest or any(t.data_location == onnx.TensorProto.EXTERNAL and external_path(t) is None
+                   for t in _all_tensors(model.graph)):
+        _load_unmapped(model, base)
+
+
+def _load_unmapped(model: onnx.ModelProto, base: Path) -> None:
+    for t in _all_tensors(model.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL and external_path(t) is None:
+            if not _location(t):
+                raise InputError(f"tensor '{t.name}' has external data but no location")
+            try:
+                onnx.external_data_helper.load_external_data_for_tensor(t, str(base))
+                t.data_location = onnx.TensorProto.DEFAULT
+                del t.external_data[:]
+            except Exception as exc:  # noqa: BLE001 - OSError, ValueError, ...
+                raise InputError(f"cannot read external data: {_one_line(exc)}") from exc
+
+
+def mapped(model: onnx.ModelProto) -> bool:
+    """Whether some initializer is served from mapped external data (`attach_external_data`)."""
+    return any(external_path(t) is not None for t in model.graph.initializer)
+
+
 def load_checked(src: PathLike, out: PathLike, *, keep: tuple[PathLike, ...] = (),
+                 map_external: bool = False,
                  **extra: PathLike | None) -> tuple[onnx.ModelProto, bool]:
     """Load the input of a compress run after refusing output paths — the model `out` and
     the named `extra` files (report=, plan=) — that would overwrite the input (its external
@@ -140,7 +214,10 @@ def load_checked(src: PathLike, out: PathLike, *, keep: tuple[PathLike, ...] = (
     model = load(src, external_data=False)
     data_files = external_data_files(model, src.parent)
     check_outputs(src, out, inputs=[*kept, *data_files], **extra)
-    load_external_data(model, src.parent)
+    if map_external:
+        attach_external_data(model, src.parent)
+    else:
+        load_external_data(model, src.parent)
     return model, bool(data_files)
 
 
@@ -205,7 +282,9 @@ def save_atomic(model: onnx.ModelProto, path: PathLike, *,
     """
     p = Path(path)
     if external is None:
-        external = approx_bytes(model) > TWO_GB
+        external = approx_bytes(model) > TWO_GB or mapped(model)
+    if not external and mapped(model):
+        model = inline_mapped(model)
     try:
         with _temp_beside(p) as (tmp, f):
             if external:
@@ -270,17 +349,72 @@ def _with_external_data(model: onnx.ModelProto, data: BinaryIO,
     copy_fields(model.graph, out.graph, skip={"initializer"})
     offset = 0
     for t in model.graph.initializer:
-        raw = _raw_bytes(t)
-        if raw is None or len(raw) < EXTERNAL_THRESHOLD:
+        src = external_path(t)
+        raw = None if src is not None else _raw_bytes(t)
+        if src is None and (raw is None or len(raw) < EXTERNAL_THRESHOLD):
             out.graph.initializer.append(t)
             continue
         ref = out.graph.initializer.add()
         copy_fields(t, ref, skip=DATA_FIELDS)
-        data.write(raw)
+        pad = -offset % ALIGN
+        if pad:
+            data.write(b"\0" * pad)
+            offset += pad
+        if src is not None:
+            size = _copy_range(*external_range(t), data)
+        else:
+            data.write(raw)
+            size = len(raw)
         ref.data_location = onnx.TensorProto.EXTERNAL
-        for key, value in (("location", location), ("offset", offset), ("length", len(raw))):
+        for key, value in (("location", location), ("offset", offset), ("length", size)):
             ref.external_data.add(key=key, value=str(value))
-        offset += len(raw)
+        offset += size
+    return out
+
+
+def _copy_range(path: str, offset: int, length: int, out: BinaryIO) -> int:
+    """Stream bytes [offset, offset+length) of `path` into `out`, a chunk at a time."""
+    out.flush()
+    with open(path, "rb") as f:
+        left = length
+        if hasattr(os, "copy_file_range"):  # in the kernel, no user-space buffer
+            try:
+                while left:
+                    n = os.copy_file_range(f.fileno(), out.fileno(), min(left, 1 << 30),
+                                           offset + length - left)
+                    if n <= 0:
+                        break
+                    left -= n
+            except OSError:
+                pass
+            if not left:
+                return length
+            out.seek(0, os.SEEK_END)
+        f.seek(offset + length - left)
+        while left:
+            chunk = f.read(min(COPY_CHUNK, left))
+            if not chunk:
+                raise OSError(f"{path} is shorter than its tensors say")
+            out.write(chunk)
+            left -= len(chunk)
+    return length
+
+
+def inline_mapped(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` whose mapped external tensors carry their bytes (for writers and
+    callers that want one self-contained ModelProto)."""
+    from .ir import external_array
+
+    out = onnx.ModelProto()
+    copy_fields(model, out, skip={"graph"})
+    copy_fields(model.graph, out.graph, skip={"initializer"})
+    for t in model.graph.initializer:
+        if external_path(t) is None:
+            out.graph.initializer.append(t)
+            continue
+        ref = out.graph.initializer.add()
+        copy_fields(t, ref, skip=DATA_FIELDS)
+        ref.raw_data = external_array(t).tobytes()  # little-endian, as the file holds it
     return out
 
 

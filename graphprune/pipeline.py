@@ -14,7 +14,7 @@ import onnx
 
 from .analysis import DEFAULT_SCOPE, Analysis, Group, analyze_graph, apply_scope
 from .errors import InputError, ValidationError
-from .io import check_opset, guard_input, load
+from .io import check_opset, guard_input, load, mapped
 from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params
 from .passes import rewrite, scoring, selection, targets, validation
@@ -53,12 +53,13 @@ class AnalysisResult:
         }
 
 
-def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
+def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike, *,
+              map_external: bool = False) -> onnx.ModelProto:
     if isinstance(model_or_path, onnx.ModelProto):
         check_opset(model_or_path)
         return model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
-        return load(model_or_path)
+        return load(model_or_path, external_data="map" if map_external else True)
     raise InputError(f"expected an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
 
 
@@ -67,7 +68,7 @@ def analyze(model_or_path: onnx.ModelProto | str | os.PathLike, *,
             allow_io_change: bool = False) -> AnalysisResult:
     """Find the coupled groups of a model without changing it (`allow_io_change`: as
     compress with it, graph inputs/outputs that carry state may shrink)."""
-    model = _as_model(model_or_path)
+    model = _as_model(model_or_path, map_external=True)  # weights read on demand
     return AnalysisResult(analyze_graph(Graph(model), io=allow_io_change))
 
 
@@ -94,6 +95,7 @@ def compress(
     calib: str | os.PathLike | dict[str, np.ndarray] | None = None,
     calib_samples: int = 32,
     allow_io_change: bool = False,
+    spill: rewrite.Spill | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Prune `ratio` of every prunable group's units and prove the result exact.
 
@@ -115,6 +117,9 @@ def compress(
     `allow_io_change`: graph inputs and outputs that carry state (units entering through an
     input and leaving through an output: a KV cache's past and present key/values) may
     shrink along static unit axes; the report lists the changed shapes (`io_changes`).
+    `spill` (a `rewrite.Spill`, for large models): the rewritten weights go to its temporary
+    file as they are made and the pruned model refers to them there as external data, until
+    `graphprune.io.save_atomic` copies them out; keep it open until then.
     Returns the pruned model and its report. Raises ValidationError (nothing to write) when
     the rewrite does not match the masked original.
     """
@@ -158,7 +163,7 @@ def compress(
     picked = _select(selector, model, an)
     clock.lap("selection")
     pruned, report = _rewrite_and_prove(model, an, picked.removed, picked.choices, seed,
-                                        input_sizes, say, clock)
+                                        input_sizes, say, clock, spill)
     report.criterion, report.ratio, report.scope = criterion, ratio, list(scope)
     _fill_selection(report, req, picked, an, aggregate,
                     normalize or scoring.DEFAULT_NORMALIZE[criterion], calibration, notes)
@@ -176,9 +181,11 @@ def apply_plan(
     seed: int = 0,
     input_sizes: dict[str, list[int]] | None = None,
     progress: Progress | None = None,
+    spill: rewrite.Spill | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Apply a saved plan (graphprune.plan) to the model it was made for, with the same
-    exact check as compress. Raises InputError when the plan does not fit the model."""
+    exact check as compress (`spill`: as for compress). Raises InputError when the plan does
+    not fit the model."""
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
     say = progress or (lambda _msg: None)
@@ -195,7 +202,7 @@ def apply_plan(
     choices = [selection.GroupChoice(g, [u for u in g.units if removed[u]]) for g in an.groups]
     clock.lap("analysis")
     pruned, report = _rewrite_and_prove(model, an, removed, choices, seed, input_sizes, say,
-                                        clock)
+                                        clock, spill)
     report.criterion = str(st.get("criterion", "plan"))
     report.ratio = float(st.get("ratio", 0.0))
     report.allocation = "plan"
@@ -228,18 +235,20 @@ class _Clock:
 def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
                        choices: list[selection.GroupChoice], seed: int,
                        input_sizes: dict[str, list[int]] | None, say: Progress,
-                       clock: _Clock) -> tuple[onnx.ModelProto, Report]:
+                       clock: _Clock, spill: rewrite.Spill | None = None,
+                       ) -> tuple[onnx.ModelProto, Report]:
     say(f"rewriting ({int(removed.sum())} units removed)")
     inexact = _inexact_roots(an)
     exact_part = removed & ~inexact
-    pruned = rewrite.prune_model(model, an, exact_part) if exact_part.any() else _unchanged(model)
+    pruned = (rewrite.prune_model(model, an, exact_part, spill) if exact_part.any()
+              else _unchanged(model))
     clock.lap("rewrite")
     say("validating in onnxruntime")
-    check = _prove(model, pruned, an, exact_part, seed, input_sizes)
+    check = _prove(model, pruned, an, exact_part, seed, input_sizes, spill)
     fidelity = None
     if (removed & inexact).any():
         say("rewriting inexact (hidden-size) units and measuring fidelity")
-        pruned = rewrite.prune_model(model, an, removed)
+        pruned = rewrite.prune_model(model, an, removed, spill)
         parts = validation.split(pruned)
         validation.structural_check(pruned, parts=parts)
         threads = validation.pair_threads()
@@ -407,7 +416,8 @@ def _unchanged(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed,
-           seed: int, sizes: dict[str, list[int]] | None) -> validation.CheckResult:
+           seed: int, sizes: dict[str, list[int]] | None,
+           spill: rewrite.Spill | None = None) -> validation.CheckResult:
     """Checker + exact check of `pruned` against the masked original."""
     parts = validation.split(pruned)  # shared by the checker and the session
     try:
@@ -419,20 +429,29 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
             pass
         else:
             raise
+    io = rewrite.removed_io(an, removed)
+
+    def reference(threads: int = 0):
+        overrides = rewrite.mask_overrides(model, an, removed, spill)
+        if overrides is None:
+            return validation.session(rewrite.masked_model(model, an, removed),
+                                      threads=threads)
+        known = an.graph.loaded_initializers() if an.graph.model is model else None
+        return validation.session(model, overrides=overrides, parts=validation.split(
+            model, overrides, known=known), threads=threads)
+
+    if mapped(model) or mapped(pruned):
+        # weights memory-mapped (a large model): one model's weights in memory at a time,
+        # the reference's runs first, then the candidate's on the same inputs
+        del parts
+        return validation.exact_check(reference, lambda: validation.session(pruned), model,
+                                      seed=seed, sizes=sizes, io=io)
     # half the cores for each session: exact_check runs the two side by side
     threads = validation.pair_threads()
     candidate = validation.session(pruned, parts=parts, threads=threads)
     del parts
-    overrides = rewrite.mask_overrides(model, an, removed)
-    if overrides is not None:
-        known = an.graph.loaded_initializers() if an.graph.model is model else None
-        reference = validation.session(model, overrides=overrides, parts=validation.split(
-            model, overrides, known=known), threads=threads)
-    else:
-        reference = validation.session(rewrite.masked_model(model, an, removed),
-                                       threads=threads)
-    io = rewrite.removed_io(an, removed)
-    return validation.exact_check(reference, candidate, model, seed=seed, sizes=sizes, io=io)
+    return validation.exact_check(reference(threads), candidate, model, seed=seed,
+                                  sizes=sizes, io=io)
 
 
 def _fill_groups(report: Report, an: Analysis, choices: list[selection.GroupChoice]) -> None:

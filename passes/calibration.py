@@ -230,7 +230,7 @@ def fast_session(model: onnx.ModelProto) -> ort.InferenceSession:
     opts.log_severity_level = 4
     data = validation.serialize(model)
     if data is None:
-        return validation.session(model)
+        return validation.session(model, optimize=True)
     return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 

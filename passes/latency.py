@@ -29,8 +29,9 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
     data = validation.serialize(model)
-    return ort.InferenceSession(data if data is not None else model.SerializeToString(), opts,
-                                providers=["CPUExecutionProvider"])
+    if data is None:  # past 2 GB, or weights in mapped external data
+        return validation.session(model, optimize=True)
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
 
 
 def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto,

@@ -10,7 +10,11 @@ machinery: sink slices of removed units set to zero, nothing sliced.
 from __future__ import annotations
 
 import hashlib
+import mmap
+import os
 import sys
+import tempfile
+import weakref
 
 import numpy as np
 import onnx
@@ -19,7 +23,8 @@ from onnx import helper, numpy_helper
 
 from graphprune.analysis import Analysis, Member
 from graphprune.errors import GraphpruneError
-from graphprune.io import copy_fields
+from graphprune.io import ALIGN, copy_fields
+from graphprune.ir import EXTERNAL_PATH
 from graphprune.slots import Span
 
 
@@ -29,11 +34,66 @@ class RewriteError(GraphpruneError):
     exit_code = 3
 
 
+class Spill:
+    """A temporary file that takes large new tensors as the rewrite makes them, so they are
+    not all held in memory: each is written at a page-aligned offset and read back as a
+    memory-mapped view, which the rewritten model refers to as external data (graphprune's
+    writer copies the bytes into the output's data file; validation maps them). Removed by
+    `close` (or when the process ends)."""
+
+    MIN_BYTES = 1 << 20
+
+    def __init__(self, folder: str | os.PathLike | None = None) -> None:
+        fd, self.path = tempfile.mkstemp(prefix=".graphprune-", suffix=".tmp",
+                                         dir=None if folder is None else str(folder))
+        self.path = os.path.abspath(self.path)
+        self.file = os.fdopen(fd, "wb")
+        self.offset = 0
+        self._finalizer = weakref.finalize(self, _unlink, self.path, self.file)
+
+    def put(self, value: np.ndarray) -> np.ndarray:
+        """`value`, or, when large and plain, its bytes in the file as a read-only view."""
+        if (value.nbytes < self.MIN_BYTES or value.dtype not in _PLAIN
+                or sys.byteorder != "little" or self.file.closed):
+            return value
+        pad = -self.offset % ALIGN
+        if pad:
+            self.file.write(b"\0" * pad)
+            self.offset += pad
+        self.file.write(np.ascontiguousarray(value).data)
+        self.file.flush()
+        view = np.memmap(self.path, dtype=value.dtype, mode="r", offset=self.offset,
+                         shape=value.shape)
+        self.offset += value.nbytes
+        return view
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _unlink(path: str, file) -> None:
+    file.close()
+    if os.path.exists(path):
+        os.unlink(path)
+
+
+def _mapped_file(value: np.ndarray) -> tuple[str, int] | None:
+    """(file, offset) when `value` is a whole memory-mapped tensor (as `Spill.put` or
+    `ir.external_array` make them), in the order its bytes lie."""
+    if (isinstance(value, np.memmap) and isinstance(value.filename, str)
+            and value.flags.c_contiguous and value.dtype.byteorder in ("=", "<", "|")
+            and isinstance(value.base, mmap.mmap)):
+        return value.filename, int(value.offset)
+    return None
+
+
 class Rewriter:
-    """Applies slices and edits to a copy of the model. `removed[root]` marks removed units."""
+    """Applies slices and edits to a copy of the model. `removed[root]` marks removed units.
+    With a `spill`, large new tensors go to its file as they are made (see `Spill`)."""
 
     def __init__(self, model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
-                 copy: bool = True) -> None:
+                 copy: bool = True, spill: Spill | None = None) -> None:
+        self.spill = spill
         self.source = model
         if copy:
             self.model = _copy_without_initializers(model)  # they come in _materialize
@@ -147,7 +207,7 @@ class Rewriter:
             v = self.value(node, index)
             for span in spans:
                 v = self._slice(v, span, node, index)
-            self.pending[(node, index)] = v
+            self.pending[(node, index)] = self.spill.put(v) if self.spill else v
         for edit in self.an.edits:
             edit.fn(self)
         model = self._materialize()
@@ -184,7 +244,7 @@ class Rewriter:
                 for a, n in zip(span.axes, span.ids.shape, strict=True):
                     shape[a] = n
                 v = v * keep.reshape(shape).astype(v.dtype)
-            self.pending[(node, index)] = v
+            self.pending[(node, index)] = self.spill.put(v) if self.spill else v
 
     def _slice(self, v: np.ndarray, span: Span, node: int, index: int) -> np.ndarray:
         dims = tuple(v.shape[a] if a < v.ndim else -1 for a in span.axes)
@@ -208,7 +268,8 @@ class Rewriter:
             n = self.nodes[node]
             old = n.input[index] if index < len(n.input) else ""
             sole = old in inits and len(graph.uses(old)) == 1 and old not in graph.outputs
-            value = np.ascontiguousarray(value)
+            if _mapped_file(value) is None:
+                value = np.ascontiguousarray(value)
             if old and _same_value(graph.const(old), value):
                 continue  # nothing removed here: the tensor stays as it is, shared or not
             if sole:  # its only use: nothing else can share it
@@ -312,6 +373,17 @@ def _fill_tensor(dst: onnx.TensorProto, src: onnx.TensorProto | None, value: np.
     copies."""
     name = name if name is not None else src.name
     dtype = _PLAIN.get(value.dtype)
+    where = _mapped_file(value)
+    if where is not None and dtype is not None:  # refer to the bytes where they lie
+        dst.Clear()
+        dst.name = name
+        dst.data_type = dtype
+        dst.dims.extend(value.shape)
+        dst.data_location = onnx.TensorProto.EXTERNAL
+        for key, v in (("location", os.path.basename(where[0])), ("offset", where[1]),
+                       ("length", value.nbytes), (EXTERNAL_PATH, where[0])):
+            dst.external_data.add(key=key, value=str(v))
+        return
     if dtype is None or sys.byteorder != "little":
         dst.CopyFrom(numpy_helper.from_array(value, name))
         return
@@ -455,14 +527,15 @@ def _resize_interface(model: onnx.ModelProto, changes: IoChanges) -> None:
             dims[axis].dim_value = int(keep.sum())
 
 
-def prune_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> onnx.ModelProto:
-    return Rewriter(model, an, removed).prune()
+def prune_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
+                spill: Spill | None = None) -> onnx.ModelProto:
+    return Rewriter(model, an, removed, spill=spill).prune()
 
 
 def masked_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> onnx.ModelProto:
     return Rewriter(model, an, removed).mask()
 
 
-def mask_overrides(model: onnx.ModelProto, an: Analysis,
-                   removed: np.ndarray) -> dict[str, np.ndarray] | None:
-    return Rewriter(model, an, removed, copy=False).mask_overrides()
+def mask_overrides(model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
+                   spill: Spill | None = None) -> dict[str, np.ndarray] | None:
+    return Rewriter(model, an, removed, copy=False, spill=spill).mask_overrides()

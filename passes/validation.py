@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ import onnxruntime as ort
 
 from graphprune.errors import ValidationError
 from graphprune.io import DATA_FIELDS, TWO_GB, copy_fields, save_atomic
-from graphprune.ir import approx_bytes
+from graphprune.ir import approx_bytes, external_array, external_path
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -63,8 +64,10 @@ Serialized = bytes
 
 
 def serialize(model: onnx.ModelProto) -> Serialized | None:
-    """Bytes for models under protobuf's 2 GB limit, None above it (use files then)."""
-    if approx_bytes(model) >= TWO_GB:
+    """Bytes for models under protobuf's 2 GB limit, None above it or when weights are served
+    from mapped external data (use `session`'s split then)."""
+    if approx_bytes(model) >= TWO_GB or any(external_path(t) is not None
+                                            for t in model.graph.initializer):
         return None
     return model.SerializeToString()
 
@@ -121,6 +124,8 @@ def split(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None
         value = None
         if dtype is not None and little and t.name in overrides:
             value = np.ascontiguousarray(overrides[t.name])
+        elif dtype is not None and little and external_path(t) is not None:
+            value = external_array(t)  # memory-mapped: onnxruntime reads the file's pages
         elif (dtype is not None and little and t.data_location != onnx.TensorProto.EXTERNAL
               and math.prod(t.dims) * np.dtype(dtype).itemsize >= SPLIT_MIN_BYTES
               and t.HasField("raw_data") and not _typed_data(t)):
@@ -150,20 +155,23 @@ def _typed_data(t: onnx.TensorProto) -> bool:
 
 def session(model: onnx.ModelProto, data: Serialized | None = None,
             overrides: dict[str, np.ndarray] | None = None, *,
-            parts: Split | None = None, threads: int = 0) -> ort.InferenceSession:
+            parts: Split | None = None, threads: int = 0,
+            optimize: bool = False) -> ort.InferenceSession:
     """An onnxruntime session with graph optimisations off (we test our graph, not ORT's).
 
     Built from `data` when given, else from the weight-free graph of `split` (or `parts`,
     when the caller has it), whose split weights onnxruntime takes as the arrays themselves
     (add_initializer: shared, not copied). `overrides` replace initializers by name (the
     masked original swaps in only the masked weights). `threads` sets onnxruntime's
-    intra-op threads (0: its default, one per core)."""
+    intra-op threads (0: its default, one per core). `optimize`: onnxruntime's defaults
+    (optimisations, prepacking) for sessions that measure rather than prove."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    # weight prepacking only speeds up many runs; for our few runs it costs seconds and a
-    # copy of every MatMul weight when the session is built (both sides use the same kernels)
-    opts.add_session_config_entry("session.disable_prepacking", "1")
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        # weight prepacking only speeds up many runs; for our few runs it costs seconds and a
+        # copy of every MatMul weight when the session is built (both sides use the same kernels)
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.log_severity_level = 4  # failures come back as exceptions; no log lines on stderr
     if data is None and parts is None:
         parts = split(model, overrides)
@@ -343,7 +351,8 @@ def shrink_feeds(feeds: dict[str, np.ndarray], io: IoChanges | None) -> dict[str
     return {name: np.ascontiguousarray(kept(v, io.get(name))) for name, v in feeds.items()}
 
 
-def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession,
+def exact_check(reference: ort.InferenceSession | SessionMaker,
+                candidate: ort.InferenceSession | SessionMaker,
                 model: onnx.ModelProto, *, seed: int = 0,
                 sizes: dict[str, list[int]] | None = None,
                 io: IoChanges | None = None) -> CheckResult:
@@ -351,21 +360,44 @@ def exact_check(reference: ort.InferenceSession, candidate: ort.InferenceSession
 
     `io` (allow_io_change): shrunk inputs are fed their kept positions of the original's
     inputs, and shrunk outputs are compared on their kept positions of the reference (the
-    removed positions no longer exist); the tolerances are the same."""
-    names = [o.name for o in reference.get_outputs()]
+    removed positions no longer exist); the tolerances are the same.
+
+    Sessions run side by side. Given functions that make them instead (large models whose
+    weights are memory-mapped), the reference is made, run on every input and dropped
+    before the candidate is made and run on the same inputs: the same runs and comparisons,
+    with one model's weights in memory at a time."""
+    names_of = None
     batches = [1, 2] if has_dynamic_axes(model) else [1]
+    feeds = [make_inputs(model, batch=b, seed=seed, sizes=sizes, variant=n)
+             for n, b in enumerate(batches)]
+    if callable(reference) and callable(candidate):
+        ref = reference()
+        names_of = [o.name for o in ref.get_outputs()]
+        ref_outs = [ref.run(None, f) for f in feeds]
+        del ref
+        cand = candidate()
+        cand_outs = [cand.run(None, shrink_feeds(f, io)) for f in feeds]
+        del cand
+    else:
+        names_of = [o.name for o in reference.get_outputs()]
+        ref_outs, cand_outs = [], []
+        for f in feeds:
+            r, c = run_pair(reference, candidate, f, shrink_feeds(f, io))
+            ref_outs.append(r)
+            cand_outs.append(c)
     runs, worst, passed = [], 0.0, True
-    for n, b in enumerate(batches):
-        feeds = make_inputs(model, batch=b, seed=seed, sizes=sizes, variant=n)
-        ref_out, cand_out = run_pair(reference, candidate, feeds, shrink_feeds(feeds, io))
-        want = [kept(v, (io or {}).get(name)) for name, v in zip(names, ref_out, strict=True)]
-        diffs = compare(want, cand_out, names)
+    for b, ref_out, cand_out in zip(batches, ref_outs, cand_outs, strict=True):
+        want = [kept(v, (io or {}).get(name)) for name, v in zip(names_of, ref_out, strict=True)]
+        diffs = compare(want, cand_out, names_of)
         for d in diffs:
             worst = max(worst, d.max_abs_err)
             passed &= d.passed
             runs.append({"batch": b, "output": d.name, "max_abs_err": d.max_abs_err,
                          "scale": d.scale, "passed": d.passed})
     return CheckResult(passed, worst, runs)
+
+
+SessionMaker = Callable[[], ort.InferenceSession]
 
 
 def pair_threads() -> int:

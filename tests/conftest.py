@@ -24,9 +24,9 @@ def checked_rewrites(monkeypatch):
     real_prune, real_mask = rewrite.prune_model, rewrite.masked_model
     made: list = []
 
-    def prune_model(model, an, removed):
+    def prune_model(model, an, removed, spill=None):
         before = model.SerializeToString()
-        pruned = real_prune(model, an, removed)
+        pruned = real_prune(model, an, removed, spill)
         assert model.SerializeToString() == before, "prune_model modified its input model"
         helpers.check_invariants(model, pruned)
         made.append(pruned)

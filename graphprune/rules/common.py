@@ -19,7 +19,7 @@ def quantized(ctx: Ctx, i: int) -> bool:
     p = ctx.graph.producer.get(ctx.input(i))
     node = ctx.graph.nodes[p] if p is not None else None
     return (node is not None and node.op_type == "DequantizeLinear"
-            and ctx.graph.const(node.input[0]) is not None)
+            and ctx.graph.is_const(node.input[0]))
 
 
 def weight_problem(ctx: Ctx, i: int, what: str) -> str:
@@ -136,7 +136,7 @@ def broadcast_member(ctx: Ctx, i: int, span: Span, out_rank: int) -> bool:
     if not full:
         return True
     if not full & span.tiled and all(d == n for d, n in zip(dims, span.ids.shape, strict=True)):
-        if ctx.const(i) is not None:
+        if ctx.is_const(i):
             ctx.member(i, Span(tuple(a - offset for a in span.axes), span.ids), "param")
             return True
         if _expanded_constant(ctx, i, Span(tuple(a - offset for a in span.axes), span.ids)):

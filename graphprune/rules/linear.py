@@ -48,7 +48,7 @@ def matmul(ctx: Ctx) -> None:
     if quantized(ctx, 1):
         ctx.freeze_inputs(weight_problem(ctx, 1, "MatMul weight"))
         return
-    if b is None and ctx.const(0) is None:
+    if b is None and not ctx.is_const(0):
         _matmul_activations(ctx)
         return
     if b is None or b.ndim != 2 or rank is None or rank < 2:
@@ -74,7 +74,7 @@ def _bias_member(ctx: Ctx, i: int, units) -> bool:
         return False
     if shape[-1] == 1:
         return True
-    if ctx.const(i) is None:
+    if not ctx.is_const(i):
         return False
     ctx.member(i, Span((len(shape) - 1,), units), "param")
     return True
