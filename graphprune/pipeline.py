@@ -145,6 +145,7 @@ def compress(
     say = progress or (lambda _msg: None)
     clock = _Clock()
     model = _as_model(model_or_path)
+    check_input_sizes(model, input_sizes)
     calibration = None
     if criterion in scoring.NEEDS_DATA or allocation == "sensitivity":
         calibration = Calibration(model, calib, samples=calib_samples, seed=seed,
@@ -191,6 +192,7 @@ def apply_plan(
     say = progress or (lambda _msg: None)
     clock = _Clock()
     model = _as_model(model_or_path)
+    check_input_sizes(model, input_sizes)
     check_fingerprint(model, plan)
     say("analysing dependencies")
     st = plan.settings
@@ -406,6 +408,30 @@ def _check_regex(protect: str | None) -> None:
         except re.error as exc:
             raise InputError(f"--protect '{protect}' is not a valid regular expression "
                              f"({exc})") from None
+
+
+def check_input_sizes(model: onnx.ModelProto, sizes: dict[str, list[int]] | None) -> None:
+    """Shapes given for validation must name graph inputs and fit their declared shapes
+    (rank, static dims); said now, in one line, not when onnxruntime refuses them."""
+    if not sizes:
+        return
+    declared = {s[0]: s[2] for s in validation.input_specs(model)}
+    for name, shape in sizes.items():
+        if name not in declared:
+            raise InputError(f"input shape given for '{name}', which is not a graph input "
+                             f"(inputs: {', '.join(declared) or 'none'})")
+        dims = declared[name]
+        if not dims:
+            continue  # no declared shape (or a scalar): onnxruntime judges it
+        if len(shape) != len(dims):
+            raise InputError(f"input shape for '{name}' has {len(shape)} dims, the model "
+                             f"declares {len(dims)}")
+        for k, (n, d) in enumerate(zip(shape, dims, strict=True)):
+            if n < 1:
+                raise InputError(f"input shape for '{name}': dim {k} must be positive, got {n}")
+            if isinstance(d, int) and d != n:
+                raise InputError(f"input shape for '{name}': dim {k} is {n}, the model fixes "
+                                 f"it at {d}")
 
 
 def _unchanged(model: onnx.ModelProto) -> onnx.ModelProto:

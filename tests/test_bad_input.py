@@ -218,6 +218,19 @@ def test_ratio_outside_range(capsys, tmp_path, model, ratio):
                    words=r"ratio must be in \[0, 1\)")
 
 
+@pytest.mark.parametrize("spec, words", [
+    ("X:1x3x8x9", "dim 3 is 9, the model fixes it at 8"),
+    ("nope:1x3x8x8", "'nope', which is not a graph input (inputs: X)"),
+    ("X:1x3x8", "has 3 dims, the model declares 4"),
+    ("X:0x3x8x8", "dim 0 must be positive"),
+    ("X:1xAx8x8", "expected NAME:DxDxD"),
+])
+def test_input_shape_that_does_not_fit(capsys, tmp_path, model, spec, words):
+    """Told before any work, in one line: not as onnxruntime's complaint about the model."""
+    assert_refused(capsys, tmp_path, *compress(model, "-o", tmp_path / "o.onnx",
+                                                "--input-shape", spec), words=re.escape(words))
+
+
 def test_ratio_not_a_number(capsys, tmp_path, model):
     """argparse's own usage error: exit 2, the usage lines, no traceback, nothing written."""
     before = snapshot(tmp_path)
