@@ -111,3 +111,29 @@ def test_segmented_check_catches_a_wrong_rewrite(tmp_path, monkeypatch, capsys):
     assert hits and planned and code == 1, err
     assert err.strip().startswith("graphprune: error: exact check failed"), err
     assert list(out_dir.iterdir()) == []
+
+
+def test_a_node_no_output_needs_makes_the_check_run_whole(monkeypatch):
+    """Segments run only what the outputs need; the whole graph runs every node (which could
+    fail in onnxruntime), so a graph with such a node is checked whole."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def model(dead: bool) -> onnx.ModelProto:
+        nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
+                 helper.make_node("Relu", ["b"], ["y"])]
+        if dead:
+            nodes.append(helper.make_node("Neg", ["a"], ["unused"]))
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                         [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    monkeypatch.setattr(segments, "SEGMENT_BYTES", 0)
+    for dead in (False, True):
+        m = model(dead)
+        cuts = segments.plan_cuts(m, m)
+        assert cuts  # {a}, {b}
+        assert segments._covers(m, segments._segments(m, cuts)) is not dead
+        result = segments.exact_check(segments.Side(m), segments.Side(m), m)
+        assert result.passed and result.max_abs_err == 0.0
