@@ -17,7 +17,7 @@ from .errors import InputError, ValidationError
 from .io import check_opset, guard_input, load, mapped
 from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params
-from .passes import rewrite, scoring, selection, targets, validation
+from .passes import rewrite, scoring, segments, selection, targets, validation
 from .passes.allocation import ALLOCATIONS
 from .passes.calibration import Calibration
 from .plan import Plan, check_fingerprint, make_plan, removed_from_plan
@@ -466,6 +466,15 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
         return validation.session(model, overrides=overrides, parts=validation.split(
             model, overrides, known=known), threads=threads)
 
+    if (mapped(model) or mapped(pruned)) and (
+            segments.weight_bytes(model) >= segments.SEGMENT_MIN_BYTES):
+        # a large model: the same runs, a segment of each graph at a time (see segments)
+        del parts
+        overrides = rewrite.mask_overrides(model, an, removed, spill)
+        ref = (segments.Side(rewrite.masked_model(model, an, removed)) if overrides is None
+               else segments.Side(model, overrides))
+        return segments.exact_check(ref, segments.Side(pruned), model, seed=seed,
+                                    sizes=sizes, io=io)
     if mapped(model) or mapped(pruned):
         # weights memory-mapped (a large model): one model's weights in memory at a time,
         # the reference's runs first, then the candidate's on the same inputs

@@ -184,10 +184,16 @@ otherwise need 1 GB of temporaries)."""
 
 
 def power_sums(w: np.ndarray, power: int, keep: tuple[int, ...]) -> np.ndarray:
-    """Σ|w|^power over every axis not in `keep`, in float64, chunked along axis 0."""
+    """Σ|w|^power over every axis not in `keep`, in float64, chunked along axis 0.
+
+    float32 weights, powers 1 and 2: |x| (exact) or x² (rounded once, to float32's 24 bits)
+    summed in float64 without a float64 copy of the chunk."""
     other = tuple(a for a in range(w.ndim) if a not in keep)
 
     def part(x: np.ndarray) -> np.ndarray:
+        if x.dtype == np.float32 and power in (1, 2):
+            x = np.abs(x) if power == 1 else np.square(x)
+            return x.sum(axis=other, dtype=np.float64) if other else x.astype(np.float64)
         x = np.abs(x.astype(np.float64)) ** power
         return x.sum(axis=other) if other else x
 

@@ -367,9 +367,7 @@ def exact_check(reference: ort.InferenceSession | SessionMaker,
     before the candidate is made and run on the same inputs: the same runs and comparisons,
     with one model's weights in memory at a time."""
     names_of = None
-    batches = [1, 2] if has_dynamic_axes(model) else [1]
-    feeds = [make_inputs(model, batch=b, seed=seed, sizes=sizes, variant=n)
-             for n, b in enumerate(batches)]
+    batches, feeds = _check_feeds(model, seed, sizes)
     if callable(reference) and callable(candidate):
         ref = reference()
         names_of = [o.name for o in ref.get_outputs()]
@@ -385,6 +383,20 @@ def exact_check(reference: ort.InferenceSession | SessionMaker,
             r, c = run_pair(reference, candidate, f, shrink_feeds(f, io))
             ref_outs.append(r)
             cand_outs.append(c)
+    return _outcome(batches, names_of, ref_outs, cand_outs, io)
+
+
+def _check_feeds(model: onnx.ModelProto, seed: int, sizes: dict[str, list[int]] | None,
+                 ) -> tuple[list[int], list[dict[str, np.ndarray]]]:
+    """The exact check's batch sizes (1, and 2 when axes are dynamic) and seeded inputs."""
+    batches = [1, 2] if has_dynamic_axes(model) else [1]
+    return batches, [make_inputs(model, batch=b, seed=seed, sizes=sizes, variant=n)
+                     for n, b in enumerate(batches)]
+
+
+def _outcome(batches: list[int], names_of: list[str], ref_outs: list[list[np.ndarray]],
+             cand_outs: list[list[np.ndarray]], io: IoChanges | None) -> CheckResult:
+    """Compare the reference's and the candidate's outputs of every run."""
     runs, worst, passed = [], 0.0, True
     for b, ref_out, cand_out in zip(batches, ref_outs, cand_outs, strict=True):
         want = [kept(v, (io or {}).get(name)) for name, v in zip(names_of, ref_out, strict=True)]

@@ -263,7 +263,8 @@ def test_bad_options_are_input_errors():
                                          ((5, 4, 3), (1,)), ((9,), (0,))])
 @pytest.mark.parametrize("power", [1, 2])
 def test_power_sums_chunked_equal_whole(monkeypatch, shape, keep, power):
-    """Large weights are reduced a block of rows at a time: same sums as one float64 pass."""
+    """Large weights are reduced a block of rows at a time: same sums as one float64 pass
+    (float32 squares are rounded once before the float64 sum: rtol 1e-6; |w| is exact)."""
     from graphprune.passes import scoring as sc
 
     w = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
@@ -271,4 +272,5 @@ def test_power_sums_chunked_equal_whole(monkeypatch, shape, keep, power):
     whole = np.abs(w.astype(np.float64)) ** power
     want = whole.sum(axis=other) if other else whole
     monkeypatch.setattr(sc, "CHUNK_ELEMENTS", 7)
-    np.testing.assert_allclose(sc.power_sums(w, power, keep), want, rtol=1e-12)
+    np.testing.assert_allclose(sc.power_sums(w, power, keep), want,
+                               rtol=1e-12 if power == 1 else 1e-6)
