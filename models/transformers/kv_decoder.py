@@ -15,19 +15,13 @@ import torch
 from torch import nn
 
 from models.transformers.common import RMSNorm, attend, merge_heads, split_heads
-from models.transformers.llama import repeat_kv, rotate_half
+from models.transformers.llama import LlamaAttention, repeat_kv, rotate_half
 
 __all__ = ["KVDecoder", "kv_gqa", "kv_mha"]
 
 
-class KVAttention(nn.Module):
-    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int) -> None:
-        super().__init__()
-        self.heads, self.kv_heads = heads, kv_heads
-        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=False)
-        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=False)
-        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=False)
-        self.o_proj = nn.Linear(heads * head_dim, hidden, bias=False)
+class KVAttention(LlamaAttention):
+    """LLaMA attention (same projections) that also reads and returns the key/value cache."""
 
     def forward(self, x, cos, sin, mask, past_k, past_v):
         q = split_heads(self.q_proj(x), self.heads)
