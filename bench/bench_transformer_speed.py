@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+import common  # noqa: E402
 
 GOAL_STAGES = ("analysis", "rewrite", "validation")
 GOAL_SECONDS = 5.0
@@ -245,20 +246,6 @@ def print_table(results: list[dict], ratio: float, repeat: int) -> None:
                   f" -> {r['report']['params_after']:,}")
 
 
-def versions() -> dict:
-    import onnx
-    import onnxruntime
-    import torch
-    import transformers
-
-    import graphprune
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__, "graphprune": graphprune.__version__,
-            "cpus": os.cpu_count()}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", choices=MODELS,
@@ -303,7 +290,7 @@ def main() -> None:
         args.json.write_text(json.dumps({"ratio": args.ratio, "repeat": args.repeat,
                                          "goal_seconds": GOAL_SECONDS,
                                          "goal_stages": list(GOAL_STAGES),
-                                         "versions": versions(), "results": results,
+                                         "versions": common.versions(), "results": results,
                                          "loadavg_start": load_before,
                                          "loadavg_end": load_after,
                                          "total_seconds": total}, indent=2) + "\n")

@@ -137,6 +137,21 @@ def machine() -> str:
             f"onnxruntime {ort_v}")
 
 
+def versions() -> dict:
+    """Versions of what the transformer benches run on, for their JSON."""
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    import graphprune
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__, "graphprune": graphprune.__version__,
+            "cpus": os.cpu_count()}
+
+
 def _models_digest() -> str:
     h = hashlib.sha1()
     for p in sorted((ROOT / "models").rglob("*.py")):

@@ -385,16 +385,21 @@ class _Analyzer:
                         self.uf.freeze(s.ids[inside], why.format(name)
                                        + " (its declared shape has no static size there)")
 
-    def _freeze_weights_read_elsewhere(self) -> None:
-        """A weight also read where it is no member (as data, inside a subgraph) would have to
-        be cloned to be sliced, growing the model: its units stay. (Per-unit parameters may
-        be cloned: they are small.)"""
+    def _members_by_root(self) -> dict[str, list[Member]]:
+        """Members by the initializer (or Constant) their input folds from."""
         g = self.graph
         by_root: dict[str, list[Member]] = {}
         for m in self.members:
             name = g.nodes[m.node].input[m.index]
             by_root.setdefault(g.const_root(name) or name, []).append(m)
-        for root, ms in by_root.items():
+        return by_root
+
+    def _freeze_weights_read_elsewhere(self) -> None:
+        """A weight also read where it is no member (as data, inside a subgraph) would have to
+        be cloned to be sliced, growing the model: its units stay. (Per-unit parameters may
+        be cloned: they are small.)"""
+        g = self.graph
+        for root, ms in self._members_by_root().items():
             if all(m.role == "param" for m in ms):
                 continue
             sliced = {(m.node, m.index) for m in ms}
@@ -412,11 +417,7 @@ class _Analyzer:
         Split piece, a transpose) are different tensors: not tied. Constants whose values
         are all equal are shared by exporters' deduplication, not by design: they are cloned."""
         g = self.graph
-        by_root: dict[str, list[Member]] = {}
-        for m in self.members:
-            name = g.nodes[m.node].input[m.index]
-            by_root.setdefault(g.const_root(name) or name, []).append(m)
-        for ms in by_root.values():
+        for ms in self._members_by_root().values():
             uses = {(m.node, m.index) for m in ms}
             ref_name = g.nodes[ms[0].node].input[ms[0].index]
             ref = g.const(ref_name)

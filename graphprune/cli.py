@@ -118,7 +118,7 @@ def _input_sizes(specs: list[str]) -> dict[str, list[int]]:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from .io import check_writable, file_size, load_checked, save_atomic, write_text_atomic
+    from .io import check_writable, load_checked, save_atomic, write_text_atomic
     from .pipeline import compress
 
     src = Path(args.model)
@@ -149,22 +149,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
             spill.close()
     if args.plan_out:
         write_text_atomic(args.plan_out, report.plan.to_json())
-    report.bytes_before = file_size(src, external)
-    report.bytes_after = file_size(out, wrote_external)
-    if args.report:
-        write_text_atomic(args.report, report.to_json())
-    if args.json:
-        print(report.to_json())
-    elif not args.quiet:
-        print(report.render())
-        if not report.groups.get("pruned"):
-            print(_nothing_pruned(report))
-        print(f"wrote {out}")
-    return 0
+    return _finish(args, report, src, out, external, wrote_external, explain_nothing=True)
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from .io import file_size, load_checked, save_atomic, write_text_atomic
+    from .io import load_checked, save_atomic
     from .pipeline import apply_plan
     from .plan import Plan
 
@@ -183,6 +172,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
     finally:
         if spill is not None:
             spill.close()
+    return _finish(args, report, src, out, external, wrote_external, explain_nothing=False)
+
+
+def _finish(args: argparse.Namespace, report, src: Path, out: Path, external: bool,
+            wrote_external: bool, *, explain_nothing: bool) -> int:
+    """What compress and apply do once the model is written: sizes, report, summary."""
+    from .io import file_size, write_text_atomic
+
     report.bytes_before = file_size(src, external)
     report.bytes_after = file_size(out, wrote_external)
     if args.report:
@@ -191,6 +188,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         print(report.to_json())
     elif not args.quiet:
         print(report.render())
+        if explain_nothing and not report.groups.get("pruned"):
+            print(_nothing_pruned(report))
         print(f"wrote {out}")
     return 0
 

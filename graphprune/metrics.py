@@ -49,6 +49,12 @@ def _size(t: onnx.TensorProto) -> int:
 
 def count_macs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int:
     """Multiply-accumulates of Conv/ConvTranspose/Gemm/MatMul at the given input shapes."""
+    return sum(node_macs(model, feeds))
+
+
+def node_macs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[int]:
+    """MACs of each node at the given input shapes (all 0 for a graph we cannot infer:
+    MACs are informative)."""
     light = strip_weights(model)
     for vi in light.graph.input:
         if vi.name in feeds:
@@ -60,9 +66,9 @@ def count_macs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int:
     try:
         graph = Graph(light)
     except GraphpruneError:
-        return 0  # MACs are informative; a graph we cannot infer counts as unknown
+        return [0] * len(model.graph.node)
     shapes = {k: [d if isinstance(d, int) else 0 for d in v] for k, v in graph.shapes.items()}
-    return sum(_node_macs(n, shapes) for n in model.graph.node)
+    return [_node_macs(n, shapes) for n in model.graph.node]
 
 
 def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:

@@ -16,28 +16,10 @@ import numpy as np
 import onnx
 
 from graphprune.analysis import Analysis
-from graphprune.errors import GraphpruneError
-from graphprune.ir import Graph, strip_weights
-from graphprune.metrics import FLOAT_TYPES, _node_macs, count_params
+from graphprune.ir import Graph
+from graphprune.metrics import FLOAT_TYPES, count_params, node_macs
 
 METRICS = ("macs", "params")
-
-
-def node_macs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[int]:
-    """MACs of every node at the feeds' shapes (the per-node split of metrics.count_macs)."""
-    light = strip_weights(model)
-    for vi in light.graph.input:
-        if vi.name in feeds:
-            for d, n in zip(vi.type.tensor_type.shape.dim, feeds[vi.name].shape, strict=False):
-                d.Clear()
-                d.dim_value = int(n)
-    del light.graph.value_info[:]
-    try:
-        graph = Graph(light)
-    except GraphpruneError:
-        return [0] * len(model.graph.node)
-    shapes = {k: [d if isinstance(d, int) else 0 for d in v] for k, v in graph.shapes.items()}
-    return [_node_macs(n, shapes) for n in model.graph.node]
 
 
 class CostModel:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from models.transformers.common import RMSNorm, attend, merge_heads, split_heads
-from models.transformers.llama import LlamaAttention, repeat_kv, rotate_half
+from models.transformers.llama import LlamaAttention, LlamaLayer, repeat_kv, rotate_half
 
 __all__ = ["KVDecoder", "kv_gqa", "kv_mha"]
 
@@ -36,17 +36,10 @@ class KVAttention(LlamaAttention):
         return self.o_proj(merge_heads(out)), k, v
 
 
-class KVLayer(nn.Module):
-    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int,
-                 intermediate: int) -> None:
-        super().__init__()
-        self.input_layernorm = RMSNorm(hidden)
-        self.self_attn = KVAttention(hidden, heads, kv_heads, head_dim)
-        self.post_attention_layernorm = RMSNorm(hidden)
-        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
-        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
-        self.act = nn.SiLU()
+class KVLayer(LlamaLayer):
+    """A LLaMA layer whose attention reads and returns the key/value cache."""
+
+    attention = KVAttention
 
     def forward(self, x, cos, sin, mask, past_k, past_v):
         a, k, v = self.self_attn(self.input_layernorm(x), cos, sin, mask, past_k, past_v)

@@ -78,12 +78,14 @@ class LlamaAttention(nn.Module):
 class LlamaLayer(nn.Module):
     """Pre-RMSNorm attention and SwiGLU MLP, each with a residual add."""
 
+    attention = LlamaAttention
+
     def __init__(
         self, hidden: int, heads: int, kv_heads: int, head_dim: int, intermediate: int
     ) -> None:
         super().__init__()
         self.input_layernorm = RMSNorm(hidden)
-        self.self_attn = LlamaAttention(hidden, heads, kv_heads, head_dim)
+        self.self_attn = self.attention(hidden, heads, kv_heads, head_dim)
         self.post_attention_layernorm = RMSNorm(hidden)
         self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
         self.up_proj = nn.Linear(hidden, intermediate, bias=False)
