@@ -66,7 +66,7 @@ class Graph:
                     if name in self.producer:
                         raise GraphError(f"tensor '{name}' is produced by two nodes")
                     self.producer[name] = i
-            for name in _subgraph_references(node):
+            for name in subgraph_references(node):
                 self._uses.setdefault(name, []).append(Use(i, -1))
         self._toposort_check()
         self.shapes: dict[str, list[Dim]] = {}
@@ -385,7 +385,7 @@ def approx_bytes(model: onnx.ModelProto) -> int:
     return n + 64 * len(model.graph.node)
 
 
-def _subgraph_references(node: onnx.NodeProto) -> set[str]:
+def subgraph_references(node: onnx.NodeProto) -> set[str]:
     """Outer-scope names read inside If/Loop/Scan bodies: uses that no rule can see."""
     names: set[str] = set()
     for attr in node.attribute:
@@ -396,7 +396,7 @@ def _subgraph_references(node: onnx.NodeProto) -> set[str]:
                 local.update(n.output)
             for n in sub.node:
                 names.update(x for x in n.input if x and x not in local)
-                names.update(x for x in _subgraph_references(n) if x not in local)
+                names.update(x for x in subgraph_references(n) if x not in local)
             names.update(o.name for o in sub.output if o.name not in local)
     return names
 

@@ -21,10 +21,20 @@ import onnx
 from google.protobuf import unknown_fields
 from onnx import helper, numpy_helper
 
-from graphprune.analysis import Analysis, Member
+from graphprune.analysis import Analysis
+from graphprune.edits import (
+    AttrCount,
+    Edit,
+    EntryCount,
+    EntryScale,
+    GatherIndices,
+    Member,
+    SliceBounds,
+    SplitSizes,
+)
 from graphprune.errors import GraphpruneError
 from graphprune.io import ALIGN, copy_fields
-from graphprune.ir import EXTERNAL_PATH
+from graphprune.ir import EXTERNAL_PATH, subgraph_references
 from graphprune.slots import Span
 
 
@@ -209,7 +219,7 @@ class Rewriter:
                 v = self._slice(v, span, node, index)
             self.pending[(node, index)] = self.spill.put(v) if self.spill else v
         for edit in self.an.edits:
-            edit.fn(self)
+            apply_edit(self, edit)
         model = self._materialize()
         _resize_interface(model, io_changes(self.an, self.gone))
         return model
@@ -352,6 +362,55 @@ class Rewriter:
             g.node.append(n)
 
 
+# -- edits: each record type and what it does ----------------------------------------------------
+def _attr_count(rw: Rewriter, e: AttrCount) -> None:
+    rw.set_attr(e.node, e.name, rw.count(e.units))
+
+
+def _entry_count(rw: Rewriter, e: EntryCount) -> None:
+    rw.set_const_entry(e.node, e.index, e.pos, rw.axis_count(e.span, e.axis))
+
+
+def _entry_scale(rw: Rewriter, e: EntryScale) -> None:
+    rw.scale_const_entry(e.node, e.index, e.pos, rw.axis_count(e.span, e.axis), e.period)
+
+
+def _split_sizes(rw: Rewriter, e: SplitSizes) -> None:
+    """Sizes in the `split` attribute before opset 13, in input 1 from then on (which also
+    replaces an opset-18 `num_outputs`)."""
+    sizes = np.array([rw.count(p) for p in e.pieces], dtype=np.int64)
+    if rw.an.graph.opset < 13:
+        rw.set_attr(e.node, "split", sizes.tolist())
+    else:
+        rw.remove_attr(e.node, "num_outputs")
+        rw.set_input_const(e.node, 1, sizes)
+
+
+def _slice_bounds(rw: Rewriter, e: SliceBounds) -> None:
+    start = rw.count(e.axis_ids[:e.start])
+    rw.set_const_entry(e.node, 1, e.k, start)
+    rw.set_const_entry(e.node, 2, e.k, start + rw.count(e.kept))
+
+
+def _gather_indices(rw: Rewriter, e: GatherIndices) -> None:
+    keep = rw.kept_mask(e.axis_ids)
+    renumbered = np.cumsum(keep) - 1
+    rw.set_input_const(e.node, 1, renumbered[e.pos[keep[e.pos]]].astype(np.int64))
+
+
+_EDITS = {AttrCount: _attr_count, EntryCount: _entry_count, EntryScale: _entry_scale,
+          SplitSizes: _split_sizes, SliceBounds: _slice_bounds, GatherIndices: _gather_indices}
+
+
+def apply_edit(rw: Rewriter, edit: Edit) -> None:
+    """Interpret one edit record (graphprune.edits) on the model being rewritten."""
+    fn = _EDITS.get(type(edit))
+    if fn is None:
+        raise RewriteError(f"no rewrite for edit {type(edit).__name__} of "
+                           f"{rw.an.graph.node_name(edit.node)}")
+    fn(rw, edit)
+
+
 def _copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` whose graph has no initializers yet: copying the weights that the
     rewrite replaces anyway costs as much as the rest of it."""
@@ -431,15 +490,13 @@ def _unique(base: str, taken: set[str]) -> str:
 def _live(g: onnx.GraphProto, keep: set[tuple[str, ...]] | frozenset = frozenset()):
     """Nodes that feed a graph output (or whose outputs are in `keep`), in order, and every
     name they or the graph outputs read."""
-    from graphprune.ir import _subgraph_references
-
     needed = {o.name for o in g.output}
     live = []
     for node in reversed(g.node):
         if any(o in needed for o in node.output if o) or tuple(node.output) in keep:
             live.append(node)
             needed.update(i for i in node.input if i)
-            needed.update(_subgraph_references(node))
+            needed.update(subgraph_references(node))
     return live[::-1], needed
 
 

@@ -5,16 +5,12 @@ full-size constants along a slotted axis become members (sliced with the units).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from ..ops import rule
 from ..slots import Span
 from .common import broadcast_member, pass_through
-from .registry import rule
-
-if TYPE_CHECKING:
-    from ..analysis import Ctx
+from .context import Ctx
 
 UNARY = (
     "Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu", "Selu", "Celu",

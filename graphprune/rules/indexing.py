@@ -8,19 +8,15 @@ instead, so the constants stay valid as they are (RoPE's rotate_half, unbinding 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from ..edits import GatherIndices, SliceBounds, SplitSizes
 from ..ir import attr
+from ..ops import rule
 from ..slots import Span, simplify
 from .common import broadcast_member, keep_whole, no_units_reason, norm_axis, span_on
-from .registry import rule
+from .context import Ctx
 
-if TYPE_CHECKING:
-    from graphprune.passes.rewrite import Rewriter
-
-    from ..analysis import Ctx
 
 # -- Concat / Split / Slice / Gather ---------------------------------------------------------------
 @rule("Concat")
@@ -136,7 +132,7 @@ def split(ctx: Ctx) -> None:
     pieces = [chan.ids[bounds[k]:bounds[k + 1]] for k in range(n_out)]
     for o, ids in enumerate(pieces):
         ctx.set_out(o, [*others, Span((axis,), ids)])
-    ctx.edit("split", _set_split(ctx.index, pieces, ctx.opset))
+    ctx.edit(SplitSizes(ctx.index, tuple(pieces)))
 
 
 def _split_sizes(ctx: Ctx, axis: int, n_out: int) -> list[int] | None:
@@ -151,18 +147,6 @@ def _split_sizes(ctx: Ctx, axis: int, n_out: int) -> list[int] | None:
     n = int(attr(ctx.node, "num_outputs", n_out))
     step = -(-dim // n)
     return [min(step, dim - k * step) for k in range(n)]
-
-
-def _set_split(node: int, pieces: list[np.ndarray], opset: int):
-    def fix(rw: Rewriter) -> None:
-        sizes = np.array([rw.count(p) for p in pieces], dtype=np.int64)
-        if opset < 13:
-            rw.set_attr(node, "split", sizes.tolist())
-        else:
-            rw.remove_attr(node, "num_outputs")
-            rw.set_input_const(node, 1, sizes)
-
-    return fix
 
 
 @rule("Slice", since=10)
@@ -197,7 +181,7 @@ def slice_(ctx: Ctx) -> None:
         ids = s.ids[r.start:r.stop]
         out.append(Span(s.axes, ids))
         cut_pos.add(k)
-        ctx.edit("slice", _set_bounds(ctx.index, k, s.ids, r.start, ids))
+        ctx.edit(SliceBounds(ctx.index, k, s.ids, r.start, ids))
     for i in (1, 2):
         ctx.consume_marks(i, cut_pos)
     for i in (3, 4):
@@ -221,15 +205,6 @@ def _slice_marks(ctx: Ctx, starts, ends, steps) -> None:
         ctx.consume_marks(0, set())
         return
     ctx.set_marks(0, marks[slice(starts[0], ends[0], steps[0])])
-
-
-def _set_bounds(node: int, k: int, ids: np.ndarray, start: int, kept_ids: np.ndarray):
-    def fix(rw: Rewriter) -> None:
-        new_start = rw.count(ids[:start])
-        rw.set_const_entry(node, 1, k, new_start)
-        rw.set_const_entry(node, 2, k, new_start + rw.count(kept_ids))
-
-    return fix
 
 
 @rule("Gather")
@@ -265,7 +240,7 @@ def gather(ctx: Ctx) -> None:
             continue
         pos = np.where(idx < 0, idx + len(s.ids), idx)
         out.append(Span((axis,), s.ids[pos]))
-        ctx.edit("indices", _set_indices(ctx.index, s.ids, pos))
+        ctx.edit(GatherIndices(ctx.index, s.ids, pos))
     ctx.set_out(0, out)
 
 
@@ -292,11 +267,3 @@ def _gather_whole(ctx: Ctx, s: Span, axis: int, idx: np.ndarray) -> Span | None:
     new_axes[k:k] = [axis + j for j in range(idx.ndim)]
     return simplify(Span(tuple(new_axes), picked)) if new_axes else None
 
-
-def _set_indices(node: int, ids: np.ndarray, pos: np.ndarray):
-    def fix(rw: Rewriter) -> None:
-        keep = rw.kept_mask(ids)
-        new_index = np.cumsum(keep) - 1
-        rw.set_input_const(node, 1, new_index[pos[keep[pos]]].astype(np.int64))
-
-    return fix

@@ -5,15 +5,11 @@ activation products have no rule yet here and freeze what they touch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..ir import attr
+from ..ops import rule
 from ..slots import Span
 from .common import keep_whole, quantized, span_on, weight_problem
-from .registry import rule
-
-if TYPE_CHECKING:
-    from ..analysis import Ctx
+from .context import Ctx
 
 
 @rule("Gemm")

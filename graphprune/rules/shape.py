@@ -13,20 +13,16 @@ very same units (the size then shrinks by itself); anywhere else they freeze the
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..edits import EntryCount, EntryScale, line
 from ..ir import Dim, attr
+from ..ops import rule
 from ..shapeval import reshape_dims
 from ..slots import Span, simplify
 from .common import axes_arg, drop_axes, norm_axis, span_on
-from .registry import rule
-
-if TYPE_CHECKING:
-    from graphprune.passes.rewrite import Rewriter
-
-    from ..analysis import Ctx
+from .context import Ctx
 
 
 # -- Transpose / Squeeze / Unsqueeze ------------------------------------------------------------
@@ -306,10 +302,6 @@ def flatten(ctx: Ctx) -> None:
     ctx.set_out(0, out)
 
 
-def _prod(dims: list[Dim]) -> Dim:
-    return math.prod(dims) if all(isinstance(d, int) for d in dims) else None
-
-
 @rule("Reshape")
 def reshape(ctx: Ctx) -> None:
     if ctx.marks(0):
@@ -357,12 +349,12 @@ def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...],
                 if len(read[0]) != period:
                     ctx.freeze(span.ids, "batch-folded size read from another layout")
                     return False
-                ctx.unify(read[0], _size_line(span, a))
+                ctx.unify(read[0], line(span, a))
                 continue
             if v is not None and (v <= 0 or v % period):
                 ctx.freeze(span.ids, "size of a batch-folded unit axis is not a multiple of it")
                 return False
-            ctx.edit(f"shape[{pos}]", _scale_entry(ctx.index, index, span, a, pos, period))
+            ctx.edit(EntryScale(ctx.index, index, pos, span, a, period))
             continue
         if v is None:
             ctx.freeze(span.ids, "size of a unit axis is computed from a dynamic value")
@@ -370,7 +362,7 @@ def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...],
         if v in allow or (v == 0 and ctx.node.op_type == "Reshape"
                           and not attr(ctx.node, "allowzero", 0) and _same_axis(ctx, span, a)):
             continue
-        ctx.edit(f"shape[{pos}]", _set_entry(ctx.index, index, span, a, pos))
+        ctx.edit(EntryCount(ctx.index, index, pos, span, a))
     return True
 
 
@@ -378,20 +370,6 @@ def _same_axis(ctx: Ctx, span: Span, a: int) -> bool:
     """A 0 in a Reshape shape copies the input's dim: fine when that axis carries these units."""
     src = span_on(ctx.spans(0), a)
     return src is not None and src.axes == (a,) and np.array_equal(src.ids, span.ids)
-
-
-def _scale_entry(node: int, index: int, span: Span, axis: int, pos: int, period: int):
-    def fix(rw: Rewriter) -> None:
-        rw.scale_const_entry(node, index, pos, rw.axis_count(span, axis), period)
-
-    return fix
-
-
-def _set_entry(node: int, index: int, span: Span, axis: int, pos: int):
-    def fix(rw: Rewriter) -> None:
-        rw.set_const_entry(node, index, pos, rw.axis_count(span, axis))
-
-    return fix
 
 
 # -- Expand / Tile -------------------------------------------------------------------------------
@@ -427,6 +405,8 @@ def tile(ctx: Ctx) -> None:
 # -- Shape ---------------------------------------------------------------------------------------
 @rule("Shape")
 def shape(ctx: Ctx) -> None:
+    """Each entry read from a unit axis is marked with one line of slots along it: freezing
+    them keeps that size (a head-dim size read from `[B, H, S, D]` pins one head, not all)."""
     rank = ctx.rank(0)
     if rank is None:
         ctx.freeze_inputs("input rank unknown")
@@ -437,16 +417,8 @@ def shape(ctx: Ctx) -> None:
     marks: list = []
     for a in range(start, end):
         s = span_on(ctx.spans(0), a)
-        marks.append(None if s is None else _size_line(s, a))
+        marks.append(None if s is None else line(s, a))
     ctx.set_marks(0, marks)
-
-
-def _size_line(span: Span, axis: int) -> np.ndarray:
-    """The slots whose freezing keeps `axis`'s size: one line along it. (A head-dim size read
-    from `[B, H, S, D]` then pins one head, not every head: each d keeps that head's entry.)"""
-    k = span.axes.index(axis)
-    index = tuple(slice(None) if j == k else 0 for j in range(span.ids.ndim))
-    return span.ids[index].ravel()
 
 
 @rule("Size")

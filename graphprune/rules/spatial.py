@@ -6,18 +6,13 @@ over a unit axis follows `reduce_over` (frozen if it mixes units, collapsed if i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from ..edits import EntryCount
 from ..ir import attr
-from .common import axes_arg, freeze_where, norm_axis, reduce_over
-from .registry import rule
-
-if TYPE_CHECKING:
-    from graphprune.passes.rewrite import Rewriter
-
-    from ..analysis import Ctx
+from ..ops import rule
+from .common import axes_arg, drop_axes, freeze_where, norm_axis, reduce_over
+from .context import Ctx
 
 REDUCE = (
     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -70,13 +65,7 @@ def arg_reduce(ctx: Ctx) -> None:
     axis = norm_axis(int(attr(ctx.node, "axis", 0)), rank)
     spans = freeze_where(ctx, ctx.spans(0), {axis}, "index over a unit axis")
     keep = bool(attr(ctx.node, "keepdims", 1))
-    ctx.set_out(0, spans if keep else [_drop(s, axis) for s in spans])
-
-
-def _drop(span, axis):
-    from .common import drop_axes
-
-    return drop_axes(span, {axis})
+    ctx.set_out(0, spans if keep else [drop_axes(s, {axis}) for s in spans])
 
 
 @rule("Resize", since=11)
@@ -111,7 +100,7 @@ def resize(ctx: Ctx) -> None:
             for s in spans:
                 for a in s.axes:
                     if a in axes:
-                        ctx.edit("sizes", _set_size(ctx.index, 3, axes.index(a), s, a))
+                        ctx.edit(EntryCount(ctx.index, 3, axes.index(a), s, a))
     elif scales is not None and scales.size:
         bad = {a for a in slotted if a in axes and float(scales[axes.index(a)]) != 1.0}
         spans = freeze_where(ctx, spans, bad, "resized unit axis")
@@ -119,13 +108,6 @@ def resize(ctx: Ctx) -> None:
         ctx.freeze_spans(spans, "resize scales are not constant")
         return
     ctx.set_out(0, spans)
-
-
-def _set_size(node: int, index: int, pos: int, span, axis: int):
-    def fix(rw: Rewriter) -> None:
-        rw.set_const_entry(node, index, pos, rw.axis_count(span, axis))
-
-    return fix
 
 
 @rule("Pad", since=11)
