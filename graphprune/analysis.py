@@ -15,20 +15,10 @@ import onnx
 
 from . import ops
 from .edits import Edit, Member
-from .ir import FOLDABLE_OPS, Graph, subgraph_references
+from .ir import Graph, folds, subgraph_references
 from .rules.common import keep_whole
 from .rules.context import Ctx, State
-from .rules.elementwise import BINARY
 from .slots import Span, UnionFind, constant_along
-
-SHAPE_AWARE = frozenset({
-    "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity", "Reshape",
-    "Expand", "Split", "Add", "Sub", "Mul", "Div", "Floor", "Ceil", "Neg", "Max", "Min",
-    "Equal", "Where",
-})
-"""Ops whose rules follow *marks* (entries of shape tensors that depend on a unit axis's size,
-read through Shape): they pass them on, or consume them where the rewrite overrides the entry.
-Marks reaching any other op freeze their units: the channel count is used as a value."""
 
 
 @dataclass(eq=False)
@@ -77,16 +67,6 @@ class Analysis:
     output (state such as a KV cache) are left unfrozen there."""
 
 
-TILE_AWARE = frozenset({
-    "Reshape", "Transpose", "Identity", "Cast", "Dropout", "Shape", "Softmax", "LogSoftmax",
-    "Add", "Sub", "Mul", "Div", "Where", "MatMul", "Unsqueeze",
-})
-"""Ops whose rules map tiled spans (units repeating along a dynamic axis, Span.tiled)."""
-
-MULTI_INPUT = frozenset({*BINARY, "Concat", "MatMul", "Attention"})
-"""Ops whose rules read units on every input; others only on their first (data) input."""
-
-
 IO_MAX_POSITIONS = 1 << 16
 """A graph input gets units (allow_io_change) over at most this many static positions."""
 
@@ -106,12 +86,13 @@ class _Analyzer(State):
         for i, node in g.iter_nodes():
             ctx = Ctx(self, i)
             fn = ops.lookup(node.domain, node.op_type, g.opset)
-            if node.op_type not in TILE_AWARE:
+            traits = ops.traits(node.domain, node.op_type)
+            if not traits.tiled:
                 self._untile_inputs(ctx)
             marked = any(ctx.marks(j) for j in range(len(node.input)))
-            if node.op_type not in SHAPE_AWARE and marked:
-                ctx.freeze_marks("channel count read as a value")
-            if fn is not None and node.op_type not in MULTI_INPUT:
+            if not traits.marks and marked:  # marks: entries of shape tensors read through
+                ctx.freeze_marks("channel count read as a value")  # Shape from a unit axis
+            if fn is not None and not traits.multi_input:
                 for j in range(1, len(node.input)):
                     ctx.freeze_spans(ctx.spans(j), "units reach a weight or parameter input")
             if fn is None:
@@ -318,8 +299,7 @@ def _final_uses(graph: Graph, name: str) -> list:
     out = []
     for u in graph.uses(name):
         node = graph.nodes[u.node]
-        if (u.index == 0 and node.op_type in FOLDABLE_OPS
-                and graph.is_const(node.output[0])):
+        if u.index == 0 and folds(node) and graph.is_const(node.output[0]):
             out.extend(x for o in node.output for x in _final_uses(graph, o))
         else:
             out.append(u)
@@ -375,8 +355,8 @@ def _kind(an: Analysis, anchor: Member, tags: set[str]) -> str:
         return "hidden"
     if "heads" in tags:
         return "heads"
-    op = an.graph.nodes[anchor.node].op_type
-    return "ffn" if op in ("MatMul", "Gemm", "Gather") else "channels"
+    node = an.graph.nodes[anchor.node]
+    return ops.traits(node.domain, node.op_type).kind
 
 
 def _dedupe_names(groups: list[Group]) -> None:

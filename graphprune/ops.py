@@ -43,6 +43,9 @@ class Traits:
     """`(node, input values, output index, opset) -> value` of a layout op over constants."""
     macs: Callable | None = None
     """`(node, static shapes by tensor name) -> multiply-accumulates` (informative)."""
+    settings: tuple[int, ...] = ()
+    """Inputs that are settings (scales, bounds, fill values), not parameters, even when
+    they are float constants: parameter counts leave them out."""
 
     @property
     def marks(self) -> bool:

@@ -19,7 +19,7 @@ from .common import broadcast_member, keep_whole, span_on
 from .context import Ctx
 
 
-@rule("Attention", since=23)
+@rule("Attention", since=23, multi_input=True)
 def attention(ctx: Ctx) -> None:
     ranks = [ctx.rank(i) for i in range(3)]
     if None in ranks or len(set(ranks)) != 1 or ranks[0] not in (3, 4):

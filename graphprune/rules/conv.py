@@ -11,6 +11,8 @@ share a slot and the `group` attribute shrinks with the number of groups kept.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..edits import AttrCount
@@ -21,12 +23,24 @@ from .common import span_on, weight_problem
 from .context import Ctx
 
 
-@rule("Conv")
+def _conv_macs(node, shapes: dict[str, list[int]]) -> int:
+    """Output elements × weights per output channel (input channels per group × kernel)."""
+    out, w = shapes.get(node.output[0]), shapes.get(node.input[1])
+    return math.prod(out) * math.prod(w[1:]) if out and w else 0
+
+
+def _conv_transpose_macs(node, shapes: dict[str, list[int]]) -> int:
+    """Input elements × weights per input channel (output channels per group × kernel)."""
+    x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
+    return math.prod(x) * math.prod(w[1:]) if x and w else 0
+
+
+@rule("Conv", macs=_conv_macs)
 def conv(ctx: Ctx) -> None:
     _conv(ctx, in_axis=1, out_axis=0)
 
 
-@rule("ConvTranspose")
+@rule("ConvTranspose", macs=_conv_transpose_macs)
 def conv_transpose(ctx: Ctx) -> None:
     _conv(ctx, in_axis=0, out_axis=1)
 

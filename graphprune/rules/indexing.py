@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import shapeval
 from ..edits import GatherIndices, SliceBounds, SplitSizes
-from ..ir import attr
+from ..ir import attr, fold_gather, fold_slice, fold_split
 from ..ops import rule
 from ..slots import Span, simplify
 from .common import broadcast_member, keep_whole, no_units_reason, norm_axis, span_on
@@ -19,7 +20,7 @@ from .context import Ctx
 
 
 # -- Concat / Split / Slice / Gather ---------------------------------------------------------------
-@rule("Concat")
+@rule("Concat", multi_input=True, shape_eval=shapeval.concat)
 def concat(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     if rank is None:
@@ -97,12 +98,15 @@ def _concat_marks(ctx: Ctx, names: list[int]) -> None:
     ctx.set_marks(0, marks)
 
 
-@rule("Split")
+@rule("Split", sizes=True, fold=fold_split)
 def split(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     if rank is None:
         ctx.freeze_inputs("input rank unknown")
         return
+    for m in ctx.marks(0) or []:  # pieces of a shape are not followed
+        if m is not None:
+            ctx.freeze(m, "channel count read as a value")
     axis = norm_axis(int(attr(ctx.node, "axis", 0)), rank)
     n_out = len(ctx.node.output)
     chan = span_on(ctx.spans(0), axis)
@@ -149,7 +153,8 @@ def _split_sizes(ctx: Ctx, axis: int, n_out: int) -> list[int] | None:
     return [min(step, dim - k * step) for k in range(n)]
 
 
-@rule("Slice", since=10)
+@rule("Slice", since=10, sizes=True, shape_eval=shapeval.slice_values,
+      dims=shapeval.slice_dims, fold=fold_slice)
 def slice_(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     starts, ends = ctx.known(1), ctx.known(2)
@@ -207,7 +212,7 @@ def _slice_marks(ctx: Ctx, starts, ends, steps) -> None:
     ctx.set_marks(0, marks[slice(starts[0], ends[0], steps[0])])
 
 
-@rule("Gather")
+@rule("Gather", kind="ffn", shape_eval=shapeval.gather, fold=fold_gather)
 def gather(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     idx = ctx.const(1)

@@ -96,7 +96,9 @@ def layer_norm(ctx: Ctx) -> None:
         ctx.freeze_spans(spans, "LayerNormalization statistics outputs used")
 
 
-@rule("Softmax", "LogSoftmax", "Hardmax")
+@rule("Softmax", tiled=True)
+@rule("LogSoftmax", tiled=True)
+@rule("Hardmax")
 def softmax(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     if rank is None:

@@ -16,8 +16,9 @@ import math
 
 import numpy as np
 
+from .. import shapeval
 from ..edits import EntryCount, EntryScale, line
-from ..ir import Dim, attr
+from ..ir import Dim, attr, fold_reshape, fold_squeeze, fold_transpose, fold_unsqueeze
 from ..ops import rule
 from ..shapeval import reshape_dims
 from ..slots import Span, simplify
@@ -26,18 +27,20 @@ from .context import Ctx
 
 
 # -- Transpose / Squeeze / Unsqueeze ------------------------------------------------------------
-@rule("Transpose")
+@rule("Transpose", tiled=True, shape_eval=shapeval.transpose, fold=fold_transpose)
 def transpose(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     perm = attr(ctx.node, "perm") or (list(range(rank))[::-1] if rank else None)
     if perm is None:
         ctx.freeze_inputs("input rank unknown")
         return
+    if rank == 1:  # a shape: entries stay in place
+        ctx.set_marks(0, ctx.marks(0) or [])
     mapping = {p: j for j, p in enumerate(perm)}
     ctx.set_out(0, [s.moved(mapping) for s in ctx.spans(0)])
 
 
-@rule("Squeeze")
+@rule("Squeeze", shape_eval=shapeval.reshape_like, fold=fold_squeeze)
 def squeeze(ctx: Ctx) -> None:
     shape = ctx.shape(0)
     if shape is None:
@@ -60,7 +63,7 @@ def squeeze(ctx: Ctx) -> None:
     ctx.set_marks(0, ctx.marks(0) or [])
 
 
-@rule("Unsqueeze")
+@rule("Unsqueeze", tiled=True, shape_eval=shapeval.reshape_like, fold=fold_unsqueeze)
 def unsqueeze(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     axes = axes_arg(ctx)
@@ -302,7 +305,8 @@ def flatten(ctx: Ctx) -> None:
     ctx.set_out(0, out)
 
 
-@rule("Reshape")
+@rule("Reshape", tiled=True, sizes=True, shape_eval=shapeval.reshape_like, dims=reshape_dims,
+      fold=fold_reshape)
 def reshape(ctx: Ctx) -> None:
     if ctx.marks(0):
         ctx.set_marks(0, ctx.marks(0))
@@ -373,9 +377,12 @@ def _same_axis(ctx: Ctx, span: Span, a: int) -> bool:
 
 
 # -- Expand / Tile -------------------------------------------------------------------------------
-@rule("Expand")
+@rule("Expand", sizes=True, dims=shapeval.expand_dims)
 def expand(ctx: Ctx) -> None:
     rank, out_shape = ctx.rank(0), ctx.out_shape(0)
+    for m in ctx.marks(0) or []:  # a shape broadcast is not followed
+        if m is not None:
+            ctx.freeze(m, "channel count read as a value")
     if not ctx.spans(0):
         ctx.consume_marks(1, set())
         return
@@ -403,7 +410,7 @@ def tile(ctx: Ctx) -> None:
 
 
 # -- Shape ---------------------------------------------------------------------------------------
-@rule("Shape")
+@rule("Shape", tiled=True, shape_eval=shapeval.shape_of)
 def shape(ctx: Ctx) -> None:
     """Each entry read from a unit axis is marked with one line of slots along it: freezing
     them keeps that size (a head-dim size read from `[B, H, S, D]` pins one head, not all)."""
@@ -424,3 +431,17 @@ def shape(ctx: Ctx) -> None:
 @rule("Size")
 def size(ctx: Ctx) -> None:
     ctx.freeze_inputs("element count read as a value")
+
+
+@rule("ConstantOfShape", shape_eval=shapeval.constant_of_shape,
+      dims=shapeval.constant_of_shape_dims)
+def constant_of_shape(ctx: Ctx) -> None:
+    """A new tensor of the shape given: it carries no units, so a unit axis's size that is
+    one of its dims stays (the new tensor would not shrink with the units)."""
+    ctx.consume_marks(0, set())
+
+
+@rule("Range", dims=shapeval.range_dims, settings=(0, 1, 2))
+def range_(ctx: Ctx) -> None:
+    """arange(start, limit, delta): a new tensor without units. (A unit count in its bounds
+    was frozen before: Range computes no shape values the rules follow.)"""

@@ -68,7 +68,7 @@ def arg_reduce(ctx: Ctx) -> None:
     ctx.set_out(0, spans if keep else [drop_axes(s, {axis}) for s in spans])
 
 
-@rule("Resize", since=11)
+@rule("Resize", since=11, settings=(1, 2))
 def resize(ctx: Ctx) -> None:
     """Units may sit on axes the resize leaves alone (scale 1); a `sizes` constant is fixed."""
     spans = ctx.spans(0)
@@ -110,7 +110,7 @@ def resize(ctx: Ctx) -> None:
     ctx.set_out(0, spans)
 
 
-@rule("Pad", since=11)
+@rule("Pad", since=11, settings=(2,))
 def pad(ctx: Ctx) -> None:
     spans = ctx.spans(0)
     if not spans:
