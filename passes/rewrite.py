@@ -34,7 +34,8 @@ from graphprune.edits import (
 )
 from graphprune.errors import GraphpruneError
 from graphprune.io import ALIGN, copy_fields
-from graphprune.ir import EXTERNAL_PATH, subgraph_references
+from graphprune.ir import EXTERNAL_PATH, attr, subgraph_references
+from graphprune.shapeval import known_value, to_ints
 from graphprune.slots import Span
 
 
@@ -150,30 +151,61 @@ class Rewriter:
     def set_input_const(self, node: int, index: int, value: np.ndarray) -> None:
         self.pending[(node, index)] = value
 
+    def entry(self, node: int, index: int, pos: int) -> int | str | None:
+        """Entry `pos` of a size input as it stands: an int when known statically (a literal,
+        an edit made already, or shape arithmetic over static dims), else a symbol or None."""
+        if (node, index) in self.pending:
+            return int(self.pending[(node, index)].reshape(-1)[pos])
+        name = self.nodes[node].input[index]
+        known = known_value(self.an.graph, name)
+        if known is None or pos >= known.size:
+            return None
+        return known.reshape(-1)[pos]
+
     def set_const_entry(self, node: int, index: int, pos: int, value: int) -> None:
-        """Set one entry of a size input: in a clone of a literal, or, for a computed shape,
-        by a Where that overrides just that entry at run time (dynamic entries stay)."""
+        """Set one entry of a size input where it changes: in a clone of a literal, or, for a
+        computed shape, by an override (see `_settle_overrides`, `_insert_overrides`)."""
+        if self.entry(node, index, pos) == value:
+            return
         if (node, index) not in self.pending and self.an.graph.const(
                 self.nodes[node].input[index]) is None:
-            piece = self._literal_piece(node, index, pos)
-            if piece is not None:  # edit the literal the shape is built from
-                node, index, pos = piece
-            else:
-                self.overrides.setdefault((node, index), {})[pos] = value
-                return
+            self.overrides.setdefault((node, index), {})[pos] = value
+            return
         v = np.array(self.value(node, index), copy=True)
         v.reshape(-1)[pos] = value
         self.pending[(node, index)] = v
 
-    def _literal_piece(self, node: int, index: int, pos: int) -> tuple[int, int, int] | None:
-        """Where a computed size input is `Concat(…, literal, …)` read only here, entry `pos`
-        may sit in a literal piece: edit that (a clone), and shape inference still follows
-        the whole shape (a Where override would hide it)."""
+    def _settle_overrides(self) -> None:
+        """A computed size `Concat(…, piece, …)` whose every reader overrides the same entries
+        alike: a piece holding such entries whose values are all known (a literal, or shape
+        arithmetic over static dims) becomes a constant with the new values, so no node is
+        added and shape inference still follows the whole shape."""
         graph = self.an.graph
-        name = self.nodes[node].input[index]
+        readers: dict[str, list[tuple[int, int]]] = {}
+        for node, index in sorted(self.overrides):
+            readers.setdefault(self.nodes[node].input[index], []).append((node, index))
+        for name, keys in readers.items():
+            wanted = self.overrides[keys[0]]
+            if ({(u.node, u.index) for u in graph.uses(name)} != set(keys)
+                    or name in graph.outputs or any(self.overrides[k] != wanted for k in keys)):
+                continue
+            for pos, value in list(wanted.items()):
+                piece = self._static_piece(name, pos)
+                if piece is None:
+                    continue
+                p, j, at, v = piece
+                v.reshape(-1)[at] = value
+                self.pending[(p, j)] = v
+                for k in keys:
+                    del self.overrides[k][pos]
+        self.overrides = {k: v for k, v in self.overrides.items() if v}
+
+    def _static_piece(self, name: str, pos: int) -> tuple[int, int, int, np.ndarray] | None:
+        """(Concat node, input, entry, a copy of its value) of the piece of `name` that holds
+        entry `pos`, when that piece's entries are all known statically."""
+        graph = self.an.graph
         p = graph.producer.get(name)
-        if (p is None or graph.nodes[p].op_type != "Concat" or len(graph.uses(name)) != 1
-                or name in graph.outputs):
+        if p is None or graph.nodes[p].op_type != "Concat":
             return None
         start = 0
         for j, piece in enumerate(graph.nodes[p].input):
@@ -181,13 +213,23 @@ class Rewriter:
             if not shape or len(shape) != 1 or not isinstance(shape[0], int):
                 return None
             if start <= pos < start + shape[0]:
-                return (p, j, pos - start) if graph.const(piece) is not None else None
+                value = self.pending.get((p, j), graph.const(piece))
+                if value is None:
+                    known = known_value(graph, piece)
+                    ints = None if known is None else to_ints(known)
+                    if ints is None or None in ints:
+                        return None
+                    value = np.array(ints, dtype=_np_dtype(graph.dtypes.get(
+                        piece, onnx.TensorProto.INT64))).reshape(known.shape)
+                return p, j, pos - start, np.array(value, copy=True)
             start += shape[0]
         return None
 
     def scale_const_entry(self, node: int, index: int, pos: int, num: int, den: int) -> None:
         """Scale one entry of a size input by num/den (a batch-folded head axis: B·H → B·H′):
         in a clone of a literal, or at run time for a computed shape (Mul, then exact Div)."""
+        if num == den:
+            return
         if (node, index) not in self.pending and self.an.graph.const(
                 self.nodes[node].input[index]) is None:
             self.scales.setdefault((node, index), {})[pos] = (num, den)
@@ -202,6 +244,8 @@ class Rewriter:
 
     def set_attr(self, node: int, name: str, value) -> None:
         n = self.nodes[node]
+        if attr(n, name) == value:
+            return
         self.remove_attr(node, name)
         n.attribute.append(helper.make_attribute(name, value))
 
@@ -267,6 +311,7 @@ class Rewriter:
         return v
 
     def _materialize(self) -> onnx.ModelProto:
+        self._settle_overrides()
         g = self.model.graph
         graph = self.an.graph
         inits = {t.name: t for t in self.source.graph.initializer}
@@ -314,8 +359,9 @@ class Rewriter:
         return self.model
 
     def _insert_overrides(self, taken: set[str]) -> None:
-        """Computed size inputs: scaled entries get `Div(Mul(shape, num), den)`, replaced
-        entries `Where(mask, values, shape)`; the other entries pass unchanged."""
+        """Computed size inputs whose entries change: one whose entries are all known
+        statically becomes a constant; in others, scaled entries get `Div(Mul(shape, num),
+        den)`, replaced entries `Where(mask, values, shape)`, the other entries pass unchanged."""
         if not self.overrides and not self.scales:
             return
         g = self.model.graph
@@ -327,8 +373,16 @@ class Rewriter:
             if not length or len(length) != 1 or not isinstance(length[0], int):
                 raise RewriteError(f"cannot override entries of '{src}' (unknown length)")
             dtype = _np_dtype(self.an.graph.dtypes.get(src, onnx.TensorProto.INT64))
-            added = before.setdefault(node, [])
             scales = self.scales.get((node, index), {})
+            entries = self.overrides.get((node, index), {})
+            static = self._static(node, index, scales, entries)
+            if static is not None:
+                name = _unique(f"{src}_gp_value", taken)
+                taken.add(name)
+                g.initializer.append(numpy_helper.from_array(static.astype(dtype), name))
+                n.input[index] = name
+                continue
+            added = before.setdefault(node, [])
             if scales:
                 num, den = np.ones(length[0], dtype=dtype), np.ones(length[0], dtype=dtype)
                 for pos, (a, b) in scales.items():
@@ -341,7 +395,6 @@ class Rewriter:
                 added.append(helper.make_node("Div", [names[2], names[1]], [names[3]],
                                               name=names[3]))
                 src = names[3]
-            entries = self.overrides.get((node, index), {})
             if entries:
                 mask = np.zeros(length[0], dtype=bool)
                 vals = np.zeros(length[0], dtype=dtype)
@@ -355,11 +408,30 @@ class Rewriter:
                                               name=names[2]))
                 src = names[2]
             n.input[index] = src
+        if not any(before.values()):
+            return
         nodes = list(g.node)
         del g.node[:]
         for i, n in enumerate(nodes):
             g.node.extend(before.get(i, []))
             g.node.append(n)
+
+    def _static(self, node: int, index: int, scales: dict[int, tuple[int, int]],
+                entries: dict[int, int]) -> np.ndarray | None:
+        """The new value of a computed size input whose entries are all known statically."""
+        known = known_value(self.an.graph, self.nodes[node].input[index])
+        ints = None if known is None else to_ints(known)
+        if ints is None or None in ints:
+            return None
+        flat = np.array(ints, dtype=np.int64)
+        for pos, (num, den) in scales.items():
+            if flat[pos] % den:
+                raise RewriteError(f"size {flat[pos]} of {self.an.graph.node_name(node)} is "
+                                   f"not a multiple of {den}")
+            flat[pos] = flat[pos] // den * num
+        for pos, v in entries.items():
+            flat[pos] = v
+        return flat.reshape(known.shape)
 
 
 # -- edits: each record type and what it does ----------------------------------------------------
@@ -379,6 +451,8 @@ def _split_sizes(rw: Rewriter, e: SplitSizes) -> None:
     """Sizes in the `split` attribute before opset 13, in input 1 from then on (which also
     replaces an opset-18 `num_outputs`)."""
     sizes = np.array([rw.count(p) for p in e.pieces], dtype=np.int64)
+    if all(n == len(p) for n, p in zip(sizes.tolist(), e.pieces, strict=True)):
+        return  # every piece whole: the sizes stand
     if rw.an.graph.opset < 13:
         rw.set_attr(e.node, "split", sizes.tolist())
     else:
