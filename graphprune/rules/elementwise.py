@@ -14,7 +14,7 @@ from ..ir import fold_identity
 from ..ops import rule
 from ..shapeval import arithmetic
 from ..slots import Span
-from .common import broadcast_member, pass_through
+from .common import broadcast_member, freeze_where, pass_through
 from .context import Ctx
 
 UNARY = (
@@ -52,6 +52,17 @@ def unary(ctx: Ctx) -> None:
 def dropout(ctx: Ctx) -> None:
     """Inference Dropout is identity; its optional mask output has the same layout."""
     pass_through(ctx, (0, 1))
+
+
+@rule("Trilu", since=14)
+def trilu(ctx: Ctx) -> None:
+    """Keeps a triangle of the last two axes: whether a position is zeroed depends on its row
+    and column index, so units stay whole along those axes (there alone: frozen)."""
+    rank = ctx.rank(0)
+    if rank is None or rank < 2:
+        ctx.freeze_inputs("input rank unknown")
+        return
+    ctx.set_out(0, freeze_where(ctx, ctx.spans(0), {rank - 2, rank - 1}, "triangle of a unit axis"))
 
 
 @binary("Add", tiled=True, shape_eval=arithmetic(operator.add))
