@@ -59,6 +59,18 @@ def reduce(ctx: Ctx) -> None:
     ctx.set_out(0, reduce_over(ctx, ctx.spans(0), red, keep, MIXING, statistic))
 
 
+@rule("CumSum", since=11)
+def cumsum(ctx: Ctx) -> None:
+    """Running sums along one axis mix its positions (removing one changes every later sum):
+    units stay whole along that axis (there alone: frozen) and pass on the others."""
+    rank, axis = ctx.rank(0), ctx.known(1)
+    if rank is None or not axis or axis[0] is None:
+        ctx.freeze_inputs("cumsum axis unknown")
+        return
+    summed = {norm_axis(axis[0], rank)}
+    ctx.set_out(0, freeze_where(ctx, ctx.spans(0), summed, "running sum over a unit axis"))
+
+
 @rule("ArgMax", "ArgMin")
 def arg_reduce(ctx: Ctx) -> None:
     rank = ctx.rank(0) or 0
