@@ -102,6 +102,7 @@ CASES = {
     "Equal": lambda b: b.op("Cast", [b.op("Equal", [_shape(b), b.ints(6)])], to=7),
     "Where": lambda b: b.op("Where", [b.op("Equal", [_shape(b), b.ints(6)]), b.ints(-1),
                                       _shape(b)]),
+    "Range": lambda b: b.op("Range", [b.ints(1), _entry(b, 2), b.ints(2)]),
     "ConstantOfShape": lambda b: b.op("ConstantOfShape", [b.op("Slice", [
         _shape(b), b.ints([0]), b.ints([2])])],
         value=helper.make_tensor("v", TensorProto.INT64, [1], [9])),

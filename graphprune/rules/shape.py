@@ -441,7 +441,19 @@ def constant_of_shape(ctx: Ctx) -> None:
     ctx.consume_marks(0, set())
 
 
-@rule("Range", dims=shapeval.range_dims, settings=(0, 1, 2))
+def _arange(graph, node, args) -> np.ndarray | None:
+    """The entries of arange(start, limit, delta) over known ints (ONNX counts as Python's
+    range does)."""
+    bounds = [None if a is None else shapeval.to_ints(a)[0] for a in args[:3]]
+    if None in bounds or bounds[2] == 0 or len(range(*bounds)) > shapeval.MAX_ELEMENTS:
+        return None
+    out = np.empty(len(range(*bounds)), dtype=object)
+    out[:] = list(range(*bounds))
+    return out
+
+
+@rule("Range", shape_eval=_arange, dims=shapeval.range_dims, settings=(0, 1, 2))
 def range_(ctx: Ctx) -> None:
-    """arange(start, limit, delta): a new tensor without units. (A unit count in its bounds
-    was frozen before: Range computes no shape values the rules follow.)"""
+    """arange(start, limit, delta): a new tensor without units. A unit count in its bounds
+    would change its entries or their number: it stays."""
+    ctx.freeze_marks("channel count read as a value")
