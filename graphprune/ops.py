@@ -117,7 +117,3 @@ def entries() -> list[OpEntry]:
     """Every registered op, sorted by name."""
     return sorted(_TABLE.values(), key=lambda e: e.name)
 
-
-def supported_ops() -> list[str]:
-    return [e.name for e in entries() if e.rules]
-

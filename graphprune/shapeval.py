@@ -22,7 +22,6 @@ from . import ops
 from .ir import Graph, attr
 
 MAX_ELEMENTS = 64
-INT64_MAX = np.iinfo(np.int64).max
 
 Known = np.ndarray
 """object array: int where known, the symbol name (str) of a dynamic dim read unchanged through

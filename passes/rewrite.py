@@ -126,13 +126,8 @@ class Rewriter:
 
     def axis_masks(self, span: Span) -> list[np.ndarray]:
         """Per-axis keep masks of a span; the kept set must be their outer product."""
-        keep = self.kept_mask(span.ids)
-        masks = [keep.any(axis=tuple(j for j in range(keep.ndim) if j != k)) if keep.ndim > 1
-                 else keep for k in range(keep.ndim)]
-        product = masks[0]
-        for m in masks[1:]:
-            product = np.multiply.outer(product, m)
-        if not np.array_equal(product, keep):
+        masks = rectangle(self.kept_mask(span.ids))
+        if masks is None:
             raise RewriteError(f"units on axes {span.axes} do not form a rectangle")
         return masks
 
@@ -630,17 +625,24 @@ def io_changes(an: Analysis, gone: np.ndarray) -> IoChanges:
                 continue
             if not an.io:
                 raise RewriteError(f"units of graph input/output '{name}' were removed")
-            masks = [keep.any(axis=tuple(j for j in range(keep.ndim) if j != k))
-                     for k in range(keep.ndim)]
-            product = masks[0]
-            for m in masks[1:]:
-                product = np.multiply.outer(product, m)
-            if not np.array_equal(product, keep):
+            masks = rectangle(keep)
+            if masks is None:
                 raise RewriteError(f"units of '{name}' on axes {span.axes} are no rectangle")
             axes = out.setdefault(name, {})
             for a, m in zip(span.axes, masks, strict=True):
                 axes[a] = axes[a] & m if a in axes else m
     return out
+
+
+def rectangle(keep: np.ndarray) -> list[np.ndarray] | None:
+    """Per-axis keep masks whose outer product is `keep`, or None when it is no product
+    (what is removed must be whole rows along every axis for a dense slice)."""
+    masks = [keep.any(axis=tuple(j for j in range(keep.ndim) if j != k))
+             for k in range(keep.ndim)]
+    product = masks[0]
+    for m in masks[1:]:
+        product = np.multiply.outer(product, m)
+    return masks if np.array_equal(product, keep) else None
 
 
 def removed_io(an: Analysis, removed: np.ndarray) -> IoChanges:

@@ -152,8 +152,9 @@ class Ctx:
     def edit(self, record: Edit) -> None:
         self.state.edits.append(record)
 
-    def blocker(self, op: str | None = None) -> None:
-        self.state.blockers[op or self.node.op_type] += 1
+    def blocker(self) -> None:
+        """This op, without a rule, stopped units (analyze lists it)."""
+        self.state.blockers[self.node.op_type] += 1
 
     def tag(self, ids: np.ndarray, tag: str) -> None:
         self.uf.tag(ids, tag)
