@@ -117,3 +117,8 @@ def entries() -> list[OpEntry]:
     """Every registered op, sorted by name."""
     return sorted(_TABLE.values(), key=lambda e: e.name)
 
+
+def supported_ops() -> list[str]:
+    """Names of the ops that have a rule (any other op is a barrier)."""
+    return [e.name for e in entries() if e.rules]
+
