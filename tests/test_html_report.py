@@ -256,6 +256,41 @@ def test_compress_and_apply_write_the_page(capsys, tmp_path: Path) -> None:
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.fixture(scope="module")
+def dynamo_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled ResNet's torch module exported as torch does by default (dynamo: net.onnx
+    plus net.onnx.data)."""
+    import torch
+
+    from models import get
+
+    spec = get("resnet_basic")
+    path = tmp_path_factory.mktemp("dynamo") / "net.onnx"
+    torch.onnx.export(spec.build(), tuple(spec.example_inputs(seed=0)), str(path),
+                      dynamo=True)
+    assert (path.parent / "net.onnx.data").is_file()
+    return path
+
+
+def test_html_for_a_default_dynamo_export(capsys, tmp_path: Path, dynamo_export: Path) -> None:
+    for f in dynamo_export.parent.iterdir():
+        (tmp_path / f.name).write_bytes(f.read_bytes())
+    model = tmp_path / "net.onnx"
+    code, _, err = run_cli(capsys, "compress", model, "-o", tmp_path / "o.onnx", "--quiet",
+                           "--report", tmp_path / "r.json", "--html", tmp_path / "r.html")
+    assert code == 0, err
+    report = json.loads((tmp_path / "r.json").read_text())
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert_self_contained(page)
+    assert page.count('<g class="row') == len(report["group_details"]) > 0
+    assert report["exact_check"]["passed"] and report["groups"]["pruned"] > 0
+    before = _snapshot(tmp_path)
+    code, _, err = run_cli(capsys, "compress", model, "-o", tmp_path / "o2.onnx", "--quiet",
+                           "--html", tmp_path / "net.onnx.data")
+    assert code == 2 and "html path" in err and "net.onnx.data" in err, err
+    assert _snapshot(tmp_path) == before
+
+
 def _snapshot(directory: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(directory.iterdir()) if p.is_file()}
