@@ -475,7 +475,8 @@ def guard_input(fn: F) -> F:
 
     When anything fails that is not already an InputError, ask whether the input model itself
     is at fault (`input_problem`); if it is, raise a one-line InputError (exit 2) from the
-    failure instead of reporting a graphprune bug.
+    failure instead of reporting a graphprune bug. Otherwise the failure goes on as it is (a
+    StageError names the stage that failed).
     """
 
     @functools.wraps(fn)
@@ -484,10 +485,12 @@ def guard_input(fn: F) -> F:
             return fn(model_or_path, *args, **kwargs)
         except InputError:
             raise
-        except UnicodeDecodeError as exc:  # protobuf decodes string fields when first read
-            raise InputError("the input model cannot be used: a name or text in it is not "
-                             f"valid UTF-8 ({_one_line(exc)})") from exc
         except Exception as exc:
+            text = next((e for e in (exc, exc.__cause__) if isinstance(e, UnicodeDecodeError)),
+                        None)
+            if text is not None:  # protobuf decodes string fields when first read
+                raise InputError("the input model cannot be used: a name or text in it is "
+                                 f"not valid UTF-8 ({_one_line(text)})") from exc
             why = _diagnose(model_or_path, kwargs.get("input_sizes"), kwargs.get("seed", 0))
             if why is None:
                 raise

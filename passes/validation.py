@@ -214,6 +214,9 @@ def session(model: onnx.ModelProto, data: Serialized | None = None,
 
 FOLDER_KEY = "session.model_external_initializers_file_folder_path"
 """onnxruntime's option: where a model built from bytes finds its external data files."""
+READS_FOLDER = tuple(int(x) for x in ort.__version__.split(".")[:2] if x.isdigit()) >= (1, 21)
+"""Whether this onnxruntime honours FOLDER_KEY (added in 1.21); older ones get every mapped
+weight as an array (add_external_initializers: a copy, which they would make anyway)."""
 
 
 def _reading_session(model: onnx.ModelProto, data: Serialized | None,
@@ -223,10 +226,11 @@ def _reading_session(model: onnx.ModelProto, data: Serialized | None,
 
     A self-contained model under 2 GB is handed over as its bytes. Otherwise the graph is
     `located`: memory-mapped tensors refer to the data file they lie in (their own offset
-    and length, read by onnxruntime as from the original model: no copy of ours, no page of
-    the file touched twice), and the other split weights (overrides, weights past protobuf's
-    limit) are handed over with add_external_initializers, which puts them into the graph
-    before the optimiser runs (onnxruntime copies them, as it copies what it reads)."""
+    and length, read by onnxruntime as from the original model: no copy of ours), and the
+    other split weights (overrides, weights of a model past protobuf's limit) are handed
+    over with add_external_initializers, which puts them into the graph before the optimiser
+    runs (onnxruntime copies them, as it copies what it reads). The weight-free graph goes
+    over as bytes (its small constants stay far below protobuf's limit)."""
     providers = ["CPUExecutionProvider"]
     if data is None and parts is None and not overrides:
         data = serialize(model)
@@ -239,9 +243,6 @@ def _reading_session(model: onnx.ModelProto, data: Serialized | None,
         values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
                   for v in arrays.values()]
         opts.add_external_initializers(list(arrays), values)
-    if graph.ByteSize() >= TWO_GB:
-        raise ValidationError("the model's graph without its weights passes protobuf's 2 GB "
-                              "limit; onnxruntime cannot take it")
     return ort.InferenceSession(graph.SerializeToString(), opts, providers=providers,
                                 enable_fallback=0)
 
@@ -255,10 +256,11 @@ def located(parts: Split, model: onnx.ModelProto,
     Returns (graph, folder, arrays): the files named lie in `folder` (the folder holding
     most of the mapped bytes, when the model maps from several: onnxruntime reads data files
     from one folder), and `arrays` are the split weights that stay arrays (overrides, weights
-    from inline bytes, mapped ones whose file lies elsewhere)."""
+    from inline bytes, mapped ones whose file lies elsewhere; all of them where onnxruntime
+    cannot be told the folder, see READS_FOLDER)."""
     overrides = overrides or {}
     sources = {t.name: t for t in model.graph.initializer
-               if t.name in parts.weights and t.name not in overrides
+               if READS_FOLDER and t.name in parts.weights and t.name not in overrides
                and external_path(t) is not None}
     real = {name: os.path.realpath(external_path(t)) for name, t in sources.items()}
     weight: dict[str, int] = {}

@@ -229,6 +229,20 @@ def test_sessions_on_mapped_data_match_onnxruntime_on_the_file(exports, name):
     assert input_problem(mapped) is None
 
 
+def test_sessions_without_the_folder_option(exports, monkeypatch):
+    """onnxruntime before 1.21 cannot be told where a model from bytes finds its data files:
+    every mapped weight is then handed over as an array, with the same results."""
+    src, calib = exports["bert"]
+    feeds = _feeds(calib, src)
+    mapped = load(src, external_data="map")
+    want = validation.session(mapped, optimize=True).run(None, feeds)
+    monkeypatch.setattr(validation, "READS_FOLDER", False)
+    graph, folder, arrays = validation.located(validation.split(mapped), mapped)
+    assert folder is None and set(arrays) == set(validation.split(mapped).weights)
+    got = validation.session(mapped, optimize=True).run(None, feeds)
+    assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))
+
+
 def test_split_inlines_small_mapped_integer_constants(exports):
     """torch's dynamo export puts int64 constants in the data file; the weight-free copy must
     not refer to a data file for anything (its sessions run in a temporary folder)."""
