@@ -260,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     except GraphpruneError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"graphprune: error: {_one_line(exc)}", file=sys.stderr)
+        if exc.exit_code == 3:  # a stage failed unexpectedly (StageError names it): a bug
+            print(f"graphprune: internal error: {_one_line(exc)} (rerun with --verbose and "
+                  "report it)", file=sys.stderr)
+        else:
+            print(f"graphprune: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("graphprune: interrupted; nothing was written", file=sys.stderr)
