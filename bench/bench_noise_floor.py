@@ -3,6 +3,8 @@
     python bench/bench_noise_floor.py [--quick] [--model NAME ...] [--ratios 0.2 0.4]
                                       [--json out.json]
 
+(NAME: a zoo model, resnet50, text_detector, text_recognizer or text_recognizer@WIDTH.)
+
 For each model and ratio: compress (criterion l1), and on the exact check's own inputs
 compare the pruned model (the candidate) with the masked original (the reference), and
 evaluate both noise sources of passes/noise.py whether the check needed them or not. Per
@@ -44,11 +46,16 @@ def export(name: str, folder: Path) -> Path:
     """The model's ONNX file: the float-noise models through torch's default (dynamo) export,
     with its external data; the zoo's through models.export (cached)."""
     if name.startswith("text_"):
+        import functools
+
         import torch
 
         from models.cnn import float_noise as fn
-        build, shape = ((fn.text_detector, fn.DETECTOR_INPUT) if name == "text_detector"
+        base, _, width = name.partition("@")  # text_recognizer@96: 96 channels wide
+        build, shape = ((fn.text_detector, fn.DETECTOR_INPUT) if base == "text_detector"
                         else (fn.text_recognizer, fn.RECOGNIZER_INPUT))
+        if width:
+            build = functools.partial(build, width=int(width))
         path = folder / f"{name}.onnx"
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")

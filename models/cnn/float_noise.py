@@ -107,9 +107,9 @@ def _randomize_bn(model: nn.Module, seed: int) -> None:
                 m.running_var.copy_(0.5 + torch.rand(n, generator=gen))
 
 
-def text_detector(seed: int = 0) -> TextDetector:
+def text_detector(seed: int = 0, **kwargs) -> TextDetector:
     torch.manual_seed(seed)
-    model = TextDetector()
+    model = TextDetector(**kwargs)
     _randomize_bn(model, seed)
     return model.eval()
 
