@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -464,6 +465,7 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
         return validation.session(model, overrides=overrides, parts=validation.split(
             model, overrides, known=known), threads=threads)
 
+    @functools.cache
     def masked() -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None]:
         overrides = rewrite.mask_overrides(model, an, removed, spill)
         if overrides is None:

@@ -396,8 +396,9 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray],
     exactly (NaN by NaN, inf by the same inf); the scale is taken over finite values.
 
     `noise` (per output, None where not measured): the reference's noise floor on these
-    inputs; an output that fails the static tolerance passes when every finite difference is
-    within `allowance` of it. Without it, or with a floor of 0, the static verdict stands."""
+    inputs; a float output that fails the static tolerance passes when every finite
+    difference is within `allowance` of it. Without it, with a floor of 0, or for integer and
+    boolean outputs (indices, masks: no rounding to excuse), the static verdict stands."""
     diffs = []
     for k, (name, a, b) in enumerate(zip(names, reference, candidate, strict=True)):
         a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -416,7 +417,7 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray],
         bound = atol * max(scale, 1e-30) + rtol * np.abs(a64)
         static = bool(np.all(same | (finite & (err <= bound))))
         ok, allowed = static, None
-        if floor is not None:
+        if floor is not None and np.asarray(a).dtype.kind == "f":  # no noise excuses an index
             allowed = allowance(floor, scale, np.asarray(a).dtype)
             ok = static or bool(np.all(same | (finite & (err <= np.maximum(bound, allowed)))))
         diffs.append(OutputDiff(name, float(err.max()) if err.size else 0.0, scale, ok,

@@ -89,6 +89,10 @@ def test_non_finite_values_and_shapes_are_not_excused_by_noise():
     assert _one(ref, np.float32([np.nan, np.inf, 1.0 + 1e-4]), 1e-4).passed
     d = validation.compare([np.zeros(3, np.float32)], [np.zeros(4, np.float32)], ["y"], [1.0])[0]
     assert not d.passed
+    # integer outputs (an argmax, token ids): a flip is no rounding, whatever the floor
+    ids = np.int64([3, 12, 7])
+    d = validation.compare([ids], [np.int64([3, 13, 7])], ["ids"], [5.0])[0]
+    assert not d.passed and d.allowed is None
     # the floor itself only counts positions both evaluations give finite values
     assert validation.noise_floor(ref, np.float32([1.0, np.inf, 1.5])) == 0.5
     assert validation.noise_floor(ref, ref) == 0.0
