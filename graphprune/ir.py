@@ -66,7 +66,7 @@ class Graph:
                     if name in self.producer:
                         raise GraphError(f"tensor '{name}' is produced by two nodes")
                     self.producer[name] = i
-            for name in _subgraph_references(node):
+            for name in sorted(_subgraph_references(node)):  # a set: fix the order
                 self._uses.setdefault(name, []).append(Use(i, -1))
         self._toposort_check()
         self.shapes: dict[str, list[Dim]] = {}
