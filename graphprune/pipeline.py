@@ -514,7 +514,7 @@ def _fill_groups(report: Report, an: Analysis, choices: list[selection.GroupChoi
         report.group_details.append(GroupReport(
             g.name, len(g.units), len(g.units) - len(c.removed), len(g.frozen), why, g.kind))
         for rs in g.frozen.values():
-            for r in set(_base_reason(x) for x in rs):
+            for r in dict.fromkeys(_base_reason(x) for x in rs):  # not a set: JSON order
                 reasons[r] += 1
     report.groups = {
         "total": len(choices),
