@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .errors import GraphError, GraphpruneError, InputError, ValidationError
+from .errors import GraphError, GraphpruneError, InputError, StageError, ValidationError
 from .io import load, save_atomic
 from .pipeline import AnalysisResult, analyze, apply_plan, compress
 from .plan import Plan
@@ -15,6 +15,6 @@ from .report import Report
 
 __version__ = "0.1.0"
 __all__ = [
-    "AnalysisResult", "GraphError", "GraphpruneError", "InputError", "Report", "ValidationError",
-    "Plan", "analyze", "apply_plan", "compress", "load", "save_atomic",
+    "AnalysisResult", "GraphError", "GraphpruneError", "InputError", "Report", "StageError",
+    "ValidationError", "Plan", "analyze", "apply_plan", "compress", "load", "save_atomic",
 ]

@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                         "default channels,heads,ffn)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--report", metavar="JSON", help="write the report as JSON here")
+    _html_flag(c)
     _io_flag(c)
     _common(c)
 
@@ -81,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="concrete shape for a dynamic input during validation (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", metavar="JSON", help="write the report as JSON here")
+    _html_flag(ap)
     _common(ap)
 
     a = sub.add_parser("analyze", help="print the coupled groups and what blocks pruning")
@@ -89,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     _io_flag(a)
     _common(a)
     return p
+
+
+def _html_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--html", metavar="HTML",
+                   help="write the report as one self-contained HTML page here (summary, "
+                        "widths per group, sensitivity curves, groups and why they froze)")
 
 
 def _io_flag(p: argparse.ArgumentParser) -> None:
@@ -125,7 +133,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
     say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
     model, external = load_checked(src, out, report=args.report, plan=args.plan_out,
-                                   map_external=True)
+                                   html=args.html, map_external=True)
     if args.plan_out:
         check_writable(args.plan_out, "plan")
     if args.calib_samples < 1:
@@ -162,7 +170,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
     plan = Plan.load(args.plan)
     model, external = load_checked(src, out, keep=(args.plan,), report=args.report,
-                                   map_external=True)
+                                   html=args.html, map_external=True)
     spill = _spill(out) if external else None
     try:
         pruned, report = apply_plan(model, plan, seed=args.seed,
@@ -184,6 +192,8 @@ def _finish(args: argparse.Namespace, report, src: Path, out: Path, external: bo
     report.bytes_after = file_size(out, wrote_external)
     if args.report:
         write_text_atomic(args.report, report.to_json())
+    if args.html:
+        write_text_atomic(args.html, report.to_html(title=f"{src.name} → {out.name}"))
     if args.json:
         print(report.to_json())
     elif not args.quiet:
@@ -250,7 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     except GraphpruneError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"graphprune: error: {_one_line(exc)}", file=sys.stderr)
+        if exc.exit_code == 3:  # a stage failed unexpectedly (StageError names it): a bug
+            print(f"graphprune: internal error: {_one_line(exc)} (rerun with --verbose and "
+                  "report it)", file=sys.stderr)
+        else:
+            print(f"graphprune: error: {_one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("graphprune: interrupted; nothing was written", file=sys.stderr)

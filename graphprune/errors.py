@@ -2,11 +2,15 @@
 
 The command line's exit codes (README, "Exit codes"): 0 success; 1 `ValidationError`, the
 exact check failed and nothing was written; 2 `InputError` (and `GraphError`), bad input or
-usage; 3 any other exception, an internal error; 130 interrupted. Messages are single lines
-(the CLI also collapses any line breaks a quoted library message brings along).
+usage; 3 `StageError` (a stage failed unexpectedly, named) and any other exception, an internal
+error; 130 interrupted. Messages are single lines (the CLI also collapses any line breaks a
+quoted library message brings along).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class GraphpruneError(Exception):
@@ -33,3 +37,31 @@ class ValidationError(GraphpruneError):
     """The rewrite failed its exact check; nothing was written (exit 1)."""
 
     exit_code = 1
+
+
+class StageError(GraphpruneError):
+    """An unexpected failure inside a stage of a run (exit 3, an internal error): the message
+    names the stage and quotes the cause, which stays chained (`--verbose` shows it)."""
+
+    exit_code = 3
+
+
+STAGE_TEXT = 400
+"""Characters of the cause's message a StageError quotes (the rest: `--verbose`)."""
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Name the stage `name` in any unexpected failure inside the block ("calibration
+    statistics failed: …"), so a failure is not blamed on another stage or on the input.
+    GraphpruneErrors pass unchanged: they already say what went wrong, and an inner stage's
+    name is the more precise one."""
+    try:
+        yield
+    except GraphpruneError:
+        raise
+    except Exception as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        if len(text) > STAGE_TEXT:
+            text = text[:STAGE_TEXT - 1] + "…"
+        raise StageError(f"{name} failed: {type(exc).__name__}: {text}") from exc

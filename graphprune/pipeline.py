@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 
 from .analysis import DEFAULT_SCOPE, Analysis, Group, analyze_graph, apply_scope
-from .errors import InputError, ValidationError
-from .io import check_opset, guard_input, load, mapped
+from .errors import InputError, ValidationError, stage
+from .io import check_loaded, check_opset, guard_input, load, mapped
 from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params
 from .passes import noise, rewrite, scoring, segments, selection, targets, validation
@@ -58,6 +58,7 @@ def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike, *,
               map_external: bool = False) -> onnx.ModelProto:
     if isinstance(model_or_path, onnx.ModelProto):
         check_opset(model_or_path)
+        check_loaded(model_or_path)
         return model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         return load(model_or_path, external_data="map" if map_external else True)
@@ -70,7 +71,8 @@ def analyze(model_or_path: onnx.ModelProto | str | os.PathLike, *,
     """Find the coupled groups of a model without changing it (`allow_io_change`: as
     compress with it, graph inputs/outputs that carry state may shrink)."""
     model = _as_model(model_or_path, map_external=True)  # weights read on demand
-    return AnalysisResult(analyze_graph(Graph(model), io=allow_io_change))
+    with stage("analysis"):
+        return AnalysisResult(analyze_graph(Graph(model), io=allow_io_change))
 
 
 @guard_input
@@ -149,28 +151,35 @@ def compress(
     check_input_sizes(model, input_sizes)
     calibration = None
     if criterion in scoring.NEEDS_DATA or allocation == "sensitivity":
-        calibration = Calibration(model, calib, samples=calib_samples, seed=seed,
-                                  sizes=input_sizes)
+        with stage("reading calibration data"):
+            calibration = Calibration(model, calib, samples=calib_samples, seed=seed,
+                                      sizes=input_sizes)
     say("analysing dependencies")
-    an = analyze_graph(Graph(model), inexact="hidden" in scope, io=allow_io_change)
-    apply_scope(an, scope)
+    with stage("analysis"):
+        an = analyze_graph(Graph(model), inexact="hidden" in scope, io=allow_io_change)
+        apply_scope(an, scope)
     clock.lap("analysis")
     notes: list[str] = []
     say(f"scoring {sum(len(g.units) for g in an.groups)} units ({criterion})")
-    scores = scoring.score_units(an, criterion, seed, aggregate=aggregate, normalize=normalize,
-                                 calibration=calibration, progress=say, notes=notes)
+    with stage(f"scoring ({criterion})"):
+        scores = scoring.score_units(an, criterion, seed, aggregate=aggregate,
+                                     normalize=normalize, calibration=calibration,
+                                     progress=say, notes=notes)
     clock.lap("scoring")
-    selector = targets.Selector(model, an, scores, req, calibration=calibration,
-                                sizes=input_sizes, progress=say, notes=notes)
-    picked = _select(selector, model, an)
+    with stage(f"selection ({allocation} allocation"
+               + (f", {req.metric} target)" if req.metric else ")")):
+        selector = targets.Selector(model, an, scores, req, calibration=calibration,
+                                    sizes=input_sizes, progress=say, notes=notes)
+        picked = _select(selector, model, an)
     clock.lap("selection")
     pruned, report = _rewrite_and_prove(model, an, picked.removed, picked.choices, seed,
                                         input_sizes, say, clock, spill)
-    report.criterion, report.ratio, report.scope = criterion, ratio, list(scope)
-    _fill_selection(report, req, picked, an, aggregate,
-                    normalize or scoring.DEFAULT_NORMALIZE[criterion], calibration, notes)
-    report.plan = make_plan(model, an, picked.removed,
-                            _settings(report, req, seed, allow_io_change))
+    with stage("report"):
+        report.criterion, report.ratio, report.scope = criterion, ratio, list(scope)
+        _fill_selection(report, req, picked, an, aggregate,
+                        normalize or scoring.DEFAULT_NORMALIZE[criterion], calibration, notes)
+        report.plan = make_plan(model, an, picked.removed,
+                                _settings(report, req, seed, allow_io_change))
     clock.finish(report)
     return pruned, report
 
@@ -198,9 +207,10 @@ def apply_plan(
     say("analysing dependencies")
     st = plan.settings
     scope = tuple(st.get("scope") or DEFAULT_SCOPE)
-    an = analyze_graph(Graph(model), inexact="hidden" in scope,
-                       io=bool(st.get("allow_io_change", False)))
-    apply_scope(an, scope)
+    with stage("analysis"):
+        an = analyze_graph(Graph(model), inexact="hidden" in scope,
+                           io=bool(st.get("allow_io_change", False)))
+        apply_scope(an, scope)
     removed = removed_from_plan(model, an, plan)
     choices = [selection.GroupChoice(g, [u for u in g.units if removed[u]]) for g in an.groups]
     clock.lap("analysis")
@@ -243,39 +253,44 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
     say(f"rewriting ({int(removed.sum())} units removed)")
     inexact = _inexact_roots(an)
     exact_part = removed & ~inexact
-    pruned = (rewrite.prune_model(model, an, exact_part, spill) if exact_part.any()
-              else _unchanged(model))
+    with stage("rewrite"):
+        pruned = (rewrite.prune_model(model, an, exact_part, spill) if exact_part.any()
+                  else _unchanged(model))
     clock.lap("rewrite")
     say("validating in onnxruntime")
-    check = _prove(model, pruned, an, exact_part, seed, input_sizes, spill)
+    with stage("validation in onnxruntime"):
+        check = _prove(model, pruned, an, exact_part, seed, input_sizes, spill)
     fidelity = None
     if (removed & inexact).any():
         say("rewriting inexact (hidden-size) units and measuring fidelity")
-        pruned = rewrite.prune_model(model, an, removed, spill)
-        parts = validation.split(pruned)
-        validation.structural_check(pruned, parts=parts)
-        threads = validation.pair_threads()
-        fidelity = validation.fidelity(validation.session(model, threads=threads),
-                                       validation.session(pruned, parts=parts, threads=threads),
-                                       model, seed=seed, sizes=input_sizes,
-                                       io=rewrite.removed_io(an, removed))
+        with stage("rewrite of the inexact (hidden-size) units"):
+            pruned = rewrite.prune_model(model, an, removed, spill)
+        with stage("fidelity measurement"):
+            parts = validation.split(pruned)
+            validation.structural_check(pruned, parts=parts)
+            threads = validation.pair_threads()
+            fidelity = validation.fidelity(
+                validation.session(model, threads=threads),
+                validation.session(pruned, parts=parts, threads=threads),
+                model, seed=seed, sizes=input_sizes, io=rewrite.removed_io(an, removed))
     clock.lap("validation")
     if not check.passed:
         raise ValidationError(
             f"exact check failed: {check.failure()}; nothing was written. This is a graphprune "
             "bug: please report it with --verbose")
-    feeds = validation.make_inputs(model, batch=1, seed=seed, sizes=input_sizes)
-    io = rewrite.removed_io(an, removed if fidelity is not None else exact_part)
-    report = Report(
-        params_before=count_params(model), params_after=count_params(pruned),
-        macs_before=count_macs(model, feeds),
-        macs_after=count_macs(pruned, validation.shrink_feeds(feeds, io)),
-        bytes_before=approx_bytes(model),
-        bytes_after=approx_bytes(pruned),
-        exact_check=check.to_dict(), fidelity=fidelity or {},
-    )
-    _fill_groups(report, an, choices)
-    report.io_changes = _io_report(model, pruned)
+    with stage("report"):
+        feeds = validation.make_inputs(model, batch=1, seed=seed, sizes=input_sizes)
+        io = rewrite.removed_io(an, removed if fidelity is not None else exact_part)
+        report = Report(
+            params_before=count_params(model), params_after=count_params(pruned),
+            macs_before=count_macs(model, feeds),
+            macs_after=count_macs(pruned, validation.shrink_feeds(feeds, io)),
+            bytes_before=approx_bytes(model),
+            bytes_after=approx_bytes(pruned),
+            exact_check=check.to_dict(), fidelity=fidelity or {},
+        )
+        _fill_groups(report, an, choices)
+        report.io_changes = _io_report(model, pruned)
     return pruned, report
 
 
@@ -506,7 +521,7 @@ def _fill_groups(report: Report, an: Analysis, choices: list[selection.GroupChoi
         report.group_details.append(GroupReport(
             g.name, len(g.units), len(g.units) - len(c.removed), len(g.frozen), why, g.kind))
         for rs in g.frozen.values():
-            for r in set(_base_reason(x) for x in rs):
+            for r in dict.fromkeys(_base_reason(x) for x in rs):  # not a set: JSON order
                 reasons[r] += 1
     report.groups = {
         "total": len(choices),

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import sys
-import tempfile
 from collections.abc import Callable
 
 import numpy as np
@@ -33,7 +32,6 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
-from graphprune.errors import ValidationError
 from graphprune.io import copy_fields
 from graphprune.ir import external_array, external_path
 
@@ -73,31 +71,9 @@ def _run(sess: ort.InferenceSession, feeds: validation.Feeds) -> list[list[np.nd
 
 def optimised_session(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None,
                       *, threads: int = 0) -> ort.InferenceSession:
-    """`model` (with `overrides` swapped in) in onnxruntime with every graph optimisation on.
-
-    Its large weights are handed over as external initializers: onnxruntime's optimisers
-    read those (folding a BatchNormalization into a Conv rewrites the weight), whereas the
-    values validation.session swaps in with add_initializer are invisible to them (they read
-    the weight-free graph's placeholder file, and fail)."""
-    parts = validation.split(model, overrides)
-    inline = [name for name in overrides or {} if name not in parts.weights]
-    if inline:
-        raise ValidationError(f"weight '{inline[0]}' cannot be handed to an optimised session")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 4
-    names = list(parts.weights)
-    values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
-              for v in parts.weights.values()]
-    if names:
-        opts.add_external_initializers(names, values)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = validation._write_graph(parts, tmp)
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"],
-                                    enable_fallback=0)
-    sess._graphprune_keep = values  # the arrays must outlive the session
-    return sess
+    """`model` (with `overrides` swapped in) in onnxruntime with every graph optimisation on
+    (validation.session hands the weights over where the optimiser reads them)."""
+    return validation.session(model, overrides=overrides, threads=threads, optimize=True)
 
 
 def split_sums(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None,

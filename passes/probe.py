@@ -19,6 +19,7 @@ import onnx
 from onnx import helper
 
 from graphprune.analysis import Analysis
+from graphprune.errors import stage
 from graphprune.metrics import count_macs
 
 from .calibration import (
@@ -162,6 +163,7 @@ def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[
 
 
 # -- taylor -------------------------------------------------------------------------------------
+@stage("Taylor probes")
 def taylor_scores(ctx: ScoreContext) -> np.ndarray:
     an, calib = ctx.an, calibration_of(ctx)
     probe = probe_for(ctx.model, an, calib.static_batch)

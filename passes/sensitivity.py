@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from graphprune.analysis import Analysis
+from graphprune.errors import stage
 from graphprune.metrics import count_macs
 
 from .allocation import Options, allowed_counts, make_order, ranked
@@ -35,6 +36,7 @@ BUDGET = 2e11
 """Multiply-accumulates the scan aims to spend; beyond it, fewer samples (at least one)."""
 
 
+@stage("sensitivity scan")
 def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[int],
          opts: Options, calib: Calibration, progress: Callable[[str], None],
          notes: list[str]) -> dict[int, list[tuple[int, float]]]:

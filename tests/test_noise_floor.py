@@ -221,15 +221,16 @@ def test_split_sums_and_the_optimised_session_use_the_masked_weights():
         np.testing.assert_allclose(b, want, rtol=1e-5, atol=1e-6)
 
 
-def test_optimised_session_reads_split_weights():
-    """validation.session(optimize=True) hands split weights over with add_initializer, which
-    onnxruntime's optimisers do not see (they read the empty placeholder file and fail); the
-    optimised session of the noise source hands them over as external initializers."""
+def test_optimised_session_reads_split_and_mapped_weights(tmp_path):
+    """The optimised source runs on split weights (in memory) and on memory-mapped ones."""
+    from graphprune.io import save_atomic
     model = onnx.load(str(zoo.EXAMPLE))
     feeds = validation.make_inputs(model)
     want = validation.session(model).run(None, feeds)[0]
-    got = noise.optimised_session(model).run(None, feeds)[0]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    save_atomic(model, tmp_path / "m.onnx", external=True)
+    for m in (model, load(tmp_path / "m.onnx", external_data="map")):
+        got = noise.optimised_session(m).run(None, feeds)[0]
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 # -- regression models, end to end ----------------------------------------------------------
