@@ -17,8 +17,9 @@ reference itself moves under such changes:
   chain of MatMuls) and rounding that only shows when a sum crosses a rounding boundary of a
   large offset added after it (features of ~100 move by steps of 7.6e-6 or not at all).
 
-Neither changes a weight's value (the masked zeros stay zero) or serialises the weights: they
-reach onnxruntime as arrays, as in the check itself.
+Neither changes a weight's value (the masked zeros stay zero). Split sums hand the weights'
+halves to onnxruntime as arrays, as the check does; the optimised session gets its weights
+where onnxruntime's optimiser reads them (validation.session with optimize=True).
 """
 
 from __future__ import annotations
