@@ -413,7 +413,10 @@ class Rewriter:
 
     def _static(self, node: int, index: int, scales: dict[int, tuple[int, int]],
                 entries: dict[int, int]) -> np.ndarray | None:
-        """The new value of a computed size input whose entries are all known statically."""
+        """The new value of a computed size input whose entries are all known statically.
+        Entries not set here keep their values: the analysis lets a unit count reach a size
+        only where the size is overridden or the units are frozen (a batch-folded B·H read
+        back from the tensor shrinks by itself, but is dynamic: never known here)."""
         known = known_value(self.an.graph, self.nodes[node].input[index])
         ints = None if known is None else to_ints(known)
         if ints is None or None in ints:
