@@ -18,9 +18,11 @@ from .errors import InputError, ValidationError, stage
 from .io import check_loaded, check_opset, guard_input, load, mapped
 from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params
-from .passes import noise, rewrite, scoring, segments, selection, targets, validation
+from .passes import inputs as check_inputs
+from .passes import noise, rewrite, scoring, segments, selection, targets, validation, witness
 from .passes.allocation import ALLOCATIONS
 from .passes.calibration import Calibration
+from .passes.inputs import CheckInputs
 from .plan import Plan, check_fingerprint, make_plan, removed_from_plan
 from .report import GroupReport, Report
 
@@ -99,6 +101,7 @@ def compress(
     calib_samples: int = 32,
     allow_io_change: bool = False,
     spill: rewrite.Spill | None = None,
+    inputs: str | os.PathLike | dict[str, np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Prune `ratio` of every prunable group's units and prove the result exact.
 
@@ -123,6 +126,10 @@ def compress(
     `spill` (a `rewrite.Spill`, for large models): the rewritten weights go to its temporary
     file as they are made and the pruned model refers to them there as external data, until
     `graphprune.io.save_atomic` copies them out; keep it open until then.
+    Validation inputs (passes/inputs.py): `inputs` (arrays by input name or an .npz path,
+    samples on axis 0) are what the exact check runs; else, with `calib`, calibration
+    samples held back from scoring; else `input_sizes` (shapes by input name, as given) and
+    for dims left open the default shapes, or others the original runs on.
     Returns the pruned model and its report. Raises ValidationError (nothing to write) when
     the rewrite does not match the masked original.
     """
@@ -148,12 +155,13 @@ def compress(
     say = progress or (lambda _msg: None)
     clock = _Clock()
     model = _as_model(model_or_path)
-    check_input_sizes(model, input_sizes)
+    say("choosing validation inputs")
+    chosen, held = _check_inputs(model, input_sizes, inputs, calib, seed)
     calibration = None
     if criterion in scoring.NEEDS_DATA or allocation == "sensitivity":
         with stage("reading calibration data"):
             calibration = Calibration(model, calib, samples=calib_samples, seed=seed,
-                                      sizes=input_sizes)
+                                      inputs=chosen, hold_back=held)
     say("analysing dependencies")
     with stage("analysis"):
         an = analyze_graph(Graph(model), inexact="hidden" in scope, io=allow_io_change)
@@ -169,11 +177,11 @@ def compress(
     with stage(f"selection ({allocation} allocation"
                + (f", {req.metric} target)" if req.metric else ")")):
         selector = targets.Selector(model, an, scores, req, calibration=calibration,
-                                    sizes=input_sizes, progress=say, notes=notes)
+                                    feeds=chosen.feeds(model), progress=say, notes=notes)
         picked = _select(selector, model, an)
     clock.lap("selection")
     pruned, report = _rewrite_and_prove(model, an, picked.removed, picked.choices, seed,
-                                        input_sizes, say, clock, spill)
+                                        chosen, say, clock, spill)
     with stage("report"):
         report.criterion, report.ratio, report.scope = criterion, ratio, list(scope)
         _fill_selection(report, req, picked, an, aggregate,
@@ -193,17 +201,19 @@ def apply_plan(
     input_sizes: dict[str, list[int]] | None = None,
     progress: Progress | None = None,
     spill: rewrite.Spill | None = None,
+    inputs: str | os.PathLike | dict[str, np.ndarray] | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Apply a saved plan (graphprune.plan) to the model it was made for, with the same
-    exact check as compress (`spill`: as for compress). Raises InputError when the plan does
-    not fit the model."""
+    exact check as compress (`spill`, `inputs`, `input_sizes`: as for compress). Raises
+    InputError when the plan does not fit the model."""
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
     say = progress or (lambda _msg: None)
     clock = _Clock()
     model = _as_model(model_or_path)
-    check_input_sizes(model, input_sizes)
     check_fingerprint(model, plan)
+    say("choosing validation inputs")
+    chosen, _ = _check_inputs(model, input_sizes, inputs, None, seed)
     say("analysing dependencies")
     st = plan.settings
     scope = tuple(st.get("scope") or DEFAULT_SCOPE)
@@ -214,7 +224,7 @@ def apply_plan(
     removed = removed_from_plan(model, an, plan)
     choices = [selection.GroupChoice(g, [u for u in g.units if removed[u]]) for g in an.groups]
     clock.lap("analysis")
-    pruned, report = _rewrite_and_prove(model, an, removed, choices, seed, input_sizes, say,
+    pruned, report = _rewrite_and_prove(model, an, removed, choices, seed, chosen, say,
                                         clock, spill)
     report.criterion = str(st.get("criterion", "plan"))
     report.ratio = float(st.get("ratio", 0.0))
@@ -247,7 +257,7 @@ class _Clock:
 
 def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
                        choices: list[selection.GroupChoice], seed: int,
-                       input_sizes: dict[str, list[int]] | None, say: Progress,
+                       chosen: CheckInputs, say: Progress,
                        clock: _Clock, spill: rewrite.Spill | None = None,
                        ) -> tuple[onnx.ModelProto, Report]:
     say(f"rewriting ({int(removed.sum())} units removed)")
@@ -259,7 +269,7 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
     clock.lap("rewrite")
     say("validating in onnxruntime")
     with stage("validation in onnxruntime"):
-        check = _prove(model, pruned, an, exact_part, seed, input_sizes, spill)
+        check = _prove(model, pruned, an, exact_part, chosen, spill)
     fidelity = None
     if (removed & inexact).any():
         say("rewriting inexact (hidden-size) units and measuring fidelity")
@@ -272,14 +282,17 @@ def _rewrite_and_prove(model: onnx.ModelProto, an: Analysis, removed: np.ndarray
             fidelity = validation.fidelity(
                 validation.session(model, threads=threads),
                 validation.session(pruned, parts=parts, threads=threads),
-                model, seed=seed, sizes=input_sizes, io=rewrite.removed_io(an, removed))
+                model, io=rewrite.removed_io(an, removed),
+                feeds=chosen.feeds(model, len(chosen.shapes) - 1, seed + 1))
     clock.lap("validation")
+    if check.unproven:
+        raise ValidationError(f"exact check not proven: {check.unproven}; nothing was written")
     if not check.passed:
         raise ValidationError(
             f"exact check failed: {check.failure()}; nothing was written. This is a graphprune "
             "bug: please report it with --verbose")
     with stage("report"):
-        feeds = validation.make_inputs(model, batch=1, seed=seed, sizes=input_sizes)
+        feeds = chosen.feeds(model)
         io = rewrite.removed_io(an, removed if fidelity is not None else exact_part)
         report = Report(
             params_before=count_params(model), params_after=count_params(pruned),
@@ -427,25 +440,42 @@ def _check_regex(protect: str | None) -> None:
 def check_input_sizes(model: onnx.ModelProto, sizes: dict[str, list[int]] | None) -> None:
     """Shapes given for validation must name graph inputs and fit their declared shapes
     (rank, static dims); said now, in one line, not when onnxruntime refuses them."""
-    if not sizes:
-        return
-    declared = {s[0]: s[2] for s in validation.input_specs(model)}
-    for name, shape in sizes.items():
-        if name not in declared:
-            raise InputError(f"input shape given for '{name}', which is not a graph input "
-                             f"(inputs: {', '.join(declared) or 'none'})")
-        dims = declared[name]
-        if not dims:
-            continue  # no declared shape (or a scalar): onnxruntime judges it
-        if len(shape) != len(dims):
-            raise InputError(f"input shape for '{name}' has {len(shape)} dims, the model "
-                             f"declares {len(dims)}")
-        for k, (n, d) in enumerate(zip(shape, dims, strict=True)):
-            if n < 1:
-                raise InputError(f"input shape for '{name}': dim {k} must be positive, got {n}")
-            if isinstance(d, int) and d != n:
-                raise InputError(f"input shape for '{name}': dim {k} is {n}, the model fixes "
-                                 f"it at {d}")
+    check_inputs.check_sizes(validation.input_specs(model), sizes)
+
+
+def _check_inputs(model: onnx.ModelProto, sizes: dict[str, list[int]] | None,
+                  data: str | os.PathLike | dict[str, np.ndarray] | None,
+                  calib: str | os.PathLike | dict[str, np.ndarray] | None,
+                  seed: int) -> tuple[CheckInputs, int]:
+    """The exact check's inputs (passes/inputs.py) and how many calibration samples, at the
+    end of `calib`, they hold back from scoring: given `data`, else held-back calibration
+    samples, else shapes (`sizes` as given, open dims by search). A model too large to run
+    whole once more (segment-by-segment validation) gets the default shapes unrun."""
+    run = "never" if _large(model) else "choose"
+    if data is not None or calib is None:
+        with stage("choosing validation inputs"):
+            return check_inputs.resolve(model, sizes, data, seed=seed, run=run), 0
+    specs = validation.input_specs(model)
+    with stage("reading calibration data"):
+        given = check_inputs.load_arrays(calib, specs, "calibration data")
+    held = check_inputs.hold_back(given)
+    with stage("choosing validation inputs"):
+        if not held:
+            chosen = check_inputs.resolve(model, sizes, seed=seed, run=run)
+            chosen.notes.append(f"calibration data has {given.samples} sample(s), too few to "
+                                "hold any back for validation: generated inputs checked")
+            return chosen, 0
+        first = given.samples - held
+        where = calib if isinstance(calib, (str, os.PathLike)) else "calibration arrays"
+        source = (f"held-back calibration samples {first}-{given.samples - 1} of {where} "
+                  "(never used for scoring)")
+        return check_inputs.resolve(model, data=given.tail(held), seed=seed, run=run,
+                                    source=source), held
+
+
+def _large(model: onnx.ModelProto) -> bool:
+    """Validated segment by segment (see _prove): never run whole for choosing inputs."""
+    return mapped(model) and segments.weight_bytes(model) >= segments.SEGMENT_MIN_BYTES
 
 
 def _unchanged(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -456,9 +486,28 @@ def _unchanged(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed,
-           seed: int, sizes: dict[str, list[int]] | None,
+           chosen: CheckInputs, spill: rewrite.Spill | None = None) -> validation.CheckResult:
+    """Checker + exact check of `pruned` against the masked original on the chosen inputs;
+    outputs that prove nothing there are backed by the tensors before them (witness)."""
+    runs = chosen.runs(model)
+
+    @functools.cache
+    def masked() -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None]:
+        overrides = rewrite.mask_overrides(model, an, removed, spill)
+        if overrides is None:
+            return rewrite.masked_model(model, an, removed), None
+        return model, overrides
+
+    check = _exact(model, pruned, an, removed, runs, masked, spill)
+    check.inputs = chosen.describe()
+    return witness.prove(check, model, pruned, masked, an, removed, runs,
+                         rewrite.removed_io(an, removed))
+
+
+def _exact(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed,
+           runs: validation.Runs, masked: noise.Masked,
            spill: rewrite.Spill | None = None) -> validation.CheckResult:
-    """Checker + exact check of `pruned` against the masked original."""
+    """Checker + exact check of `pruned` against the masked original (`masked` makes it)."""
     parts = validation.split(pruned)  # shared by the checker and the session
     try:
         validation.structural_check(pruned, parts=parts)
@@ -480,13 +529,6 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
         return validation.session(model, overrides=overrides, parts=validation.split(
             model, overrides, known=known), threads=threads)
 
-    @functools.cache
-    def masked() -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None]:
-        overrides = rewrite.mask_overrides(model, an, removed, spill)
-        if overrides is None:
-            return rewrite.masked_model(model, an, removed), None
-        return model, overrides
-
     floor = noise.sources(masked)  # the reference's float noise, should the static check fail
     if (mapped(model) or mapped(pruned)) and (
             segments.weight_bytes(model) >= segments.SEGMENT_MIN_BYTES):
@@ -495,20 +537,19 @@ def _prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
         overrides = rewrite.mask_overrides(model, an, removed, spill)
         ref = (segments.Side(rewrite.masked_model(model, an, removed)) if overrides is None
                else segments.Side(model, overrides))
-        return segments.exact_check(ref, segments.Side(pruned), model, seed=seed,
-                                    sizes=sizes, io=io)
+        return segments.exact_check(ref, segments.Side(pruned), model, io=io, runs=runs)
     if mapped(model) or mapped(pruned):
         # weights memory-mapped (a large model): one model's weights in memory at a time,
         # the reference's runs first, then the candidate's on the same inputs
         del parts
         return validation.exact_check(reference, lambda: validation.session(pruned), model,
-                                      seed=seed, sizes=sizes, io=io, noise=floor)
+                                      io=io, noise=floor, runs=runs)
     # half the cores for each session: exact_check runs the two side by side
     threads = validation.pair_threads()
     candidate = validation.session(pruned, parts=parts, threads=threads)
     del parts
-    return validation.exact_check(reference(threads), candidate, model, seed=seed,
-                                  sizes=sizes, io=io, noise=floor)
+    return validation.exact_check(reference(threads), candidate, model, io=io, noise=floor,
+                                  runs=runs)
 
 
 def _fill_groups(report: Report, an: Analysis, choices: list[selection.GroupChoice]) -> None:

@@ -30,6 +30,7 @@ Nothing works: one line naming what was tried and how to pass --input-shape or -
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -281,8 +282,10 @@ def one_line(exc: BaseException, limit: int = 240) -> str:
     """An exception's message on one line (onnxruntime spreads its details over several),
     without onnxruntime's boilerplate."""
     text = " ".join(str(exc).split()) or type(exc).__name__
-    for noise in ("[ONNXRuntimeError] : ", "Non-zero status code returned while running "):
-        text = text.replace(noise, "")
+    text = re.sub(r"\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(r"Non-zero status code returned while running (\S+) node\. Name:'([^']*)' "
+                  r"Status Message: ", r"at \1 '\2': ", text)
+    text = re.sub(r"/onnxruntime_src/\S+ (\S+ )*?\S+::\S+\([^)]*\) ", "", text)
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
@@ -412,21 +415,23 @@ def _second_size(layout: Layout, rung: Rung, first: Shapes, why2: str, given: Sh
     (the sizes are), else one run."""
     at_one = layout.shapes(1, *rung.then, given)
     same = layout.shapes(2, rung.spatial, rung.length, given)
-    batch_named = _axes_text(layout, "batch")
+    batch = f"its batch axis ({_batch_text(layout)}) is dynamic in name only"
     if at_one != first and not probe.fails(at_one):
-        note = (f"the original fails at batch 2 ({why2}): its batch axis ({batch_named}) is "
-                f"dynamic in name only, validated at batch 1")
+        note = f"the original fails at batch 2 ({why2}): {batch}; validated at batch 1"
         found = _found(layout, [first, at_one], given, notes, seed, tried, note)
         found.batch_varies = False
         return found
     if same != first and not probe.fails(same):
-        note = (f"the original fails at a second size of its other dynamic dims ({why2}): "
-                f"validated at {shape_text(first)} and at batch 2 only")
+        note = (f"the original fails at a second size of its other dynamic dims ({why2}); "
+                f"validated at {shape_text(first)}, and at batch 2")
         return _found(layout, [first, same], given, notes, seed, tried, note)
-    note = (f"the original fails at batch 2 and at a second size ({why2}): validated at "
-            f"{shape_text(first)} only")
+    what = ("batch 2" if at_one == first else "a second size" if same == first
+            else "batch 2 and at a second size")
+    note = (f"the original fails at {what} ({why2})" + (f": {batch}" if at_one == first
+                                                        else "")
+            + f"; validated at {shape_text(first)} only")
     found = _found(layout, [first], given, notes, seed, tried, note)
-    found.batch_varies = False
+    found.batch_varies = same == first
     return found
 
 
@@ -457,7 +462,7 @@ def _consistent(options: list[Layout], given: Shapes) -> Layout:
     return tied if tied is not None and len(given) > 1 and len(leads) == 1 else options[0]
 
 
-def _axes_text(layout: Layout, role: str) -> str:
+def _batch_text(layout: Layout) -> str:
     return ", ".join(f"dim {k} of '{name}'" for name, axes in layout.batch_axes().items()
                      for k in axes) or "none"
 
@@ -495,20 +500,18 @@ class Given:
     fixed: frozenset[str]
     samples: int
     static_batch: int | None
+    sized: bool = False
+    """Whether a fixed array fills a dynamic dim (a state's batch): then every run takes one
+    sample, the size the state was given for."""
 
     def take(self, start: int, count: int) -> Feeds:
         return {k: (v if k in self.fixed else v[start:start + count])
                 for k, v in self.arrays.items()}
 
-    def head(self, count: int) -> Given:
-        """The first `count` samples."""
-        return Given(self.take(0, count), self.fixed, min(count, self.samples),
-                     self.static_batch)
-
     def tail(self, count: int) -> Given:
         """The last `count` samples."""
         start = self.samples - count
-        return Given(self.take(start, count), self.fixed, count, self.static_batch)
+        return Given(self.take(start, count), self.fixed, count, self.static_batch, self.sized)
 
 
 def load_arrays(data: Feeds | str | os.PathLike, specs: list[Spec], what: str) -> Given:
@@ -550,8 +553,9 @@ def load_arrays(data: Feeds | str | os.PathLike, specs: list[Spec], what: str) -
                          f"{counts}")
     statics = {dims[0] for name, _, dims in specs if name not in fixed and dims
                and isinstance(dims[0], int)}
+    sized = any(not isinstance(d, int) for name, _, dims in specs if name in fixed for d in dims)
     return Given(arrays, frozenset(fixed), lengths.pop() if lengths else 1,
-                 min(statics) if statics else None)
+                 min(statics) if statics else None, sized)
 
 
 def _typed(a: np.ndarray, name: str, elem: int, what: str) -> np.ndarray:
@@ -564,7 +568,8 @@ def _typed(a: np.ndarray, name: str, elem: int, what: str) -> np.ndarray:
         info = np.iinfo(dtype)
         if a.min() < info.min or a.max() > info.max:
             raise InputError(f"{what}: array '{name}' holds values outside {dtype}")
-    return np.ascontiguousarray(a.astype(dtype, copy=False))
+    a = a.astype(dtype, copy=False)
+    return a if a.flags.c_contiguous else np.array(a, order="C")  # (ascontiguousarray: ndim ≥ 1)
 
 
 def _fits(shape: tuple[int, ...], dims: list) -> bool:
@@ -573,14 +578,15 @@ def _fits(shape: tuple[int, ...], dims: list) -> bool:
 
 def data_runs(given: Given) -> list[tuple[int, int]]:
     """(start, count) of the samples of each run: one sample, then the next two (a fixed
-    batch B: B samples, then the next B); fewer runs when fewer samples are given."""
+    batch B, or a given state of one batch size: B samples, then the next B); fewer runs
+    when fewer samples are given."""
     if len(given.fixed) == len(given.arrays):
         return [(0, 1)]
-    n, b = given.samples, given.static_batch
+    n, b = given.samples, given.static_batch or (1 if given.sized else None)
     if b:
         if n < b:
             raise InputError(f"the model's batch size is fixed at {b}: give at least {b} "
-                             f"samples, got {n}")
+                             f"samples, got {n}")  # (b > 1: a static batch)
         return [(0, b), (b, b)] if n >= 2 * b else [(0, b)]
     return [(0, 1), (1, 2)] if n >= 3 else [(0, 1), (0, 2)] if n == 2 else [(0, 1)]
 
@@ -619,7 +625,7 @@ def _samples_text(given: Given, start: int, count: int) -> str:
 def hold_back(given: Given) -> int:
     """How many calibration samples (the last ones) to keep from scoring for the exact check:
     HOLD_BACK (a fixed batch B: 2B, or B), when at least as many remain for calibration."""
-    n, b = given.samples, given.static_batch
+    n, b = given.samples, given.static_batch or (1 if given.sized else None)
     if len(given.fixed) == len(given.arrays):
         return 0
     if b:

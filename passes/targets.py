@@ -62,7 +62,8 @@ class Selector:
     """Holds what repeated selections share: the cost model, the removal order, the scan."""
 
     def __init__(self, model: onnx.ModelProto, an: Analysis, scores: np.ndarray, req: Request,
-                 *, calibration=None, sizes=None, progress: Callable[[str], None] = print,
+                 *, calibration=None, sizes=None, feeds: dict[str, np.ndarray] | None = None,
+                 progress: Callable[[str], None] = print,
                  notes: list[str] | None = None) -> None:
         self.model, self.an, self.scores, self.req = model, an, scores, req
         self.calibration, self.progress = calibration, progress
@@ -70,7 +71,8 @@ class Selector:
         self.opts = Options(req.round_to, req.protect, req.max_group_ratio)
         self.free, self.protected = candidates(an, req.protect)
         self.sizes = sizes
-        self._feeds: dict[str, np.ndarray] | None = None
+        self._feeds: dict[str, np.ndarray] | None = feeds
+        """Inputs of the cost model and latency runs (the exact check's first run's)."""
         self._cost: CostModel | None = None
         self._order: list[Step] | None = None
         self.curves: dict[int, list[tuple[int, float]]] = {}

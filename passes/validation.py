@@ -91,6 +91,15 @@ class CheckResult:
     runs: list[dict] = field(default_factory=list)
     noise_errors: dict[str, str] = field(default_factory=dict)
     """Noise sources that could not be evaluated: label -> first line of the error."""
+    uninformative: dict[str, str] = field(default_factory=dict)
+    """Outputs whose reference values prove nothing (see `uninformative`): name -> why."""
+    vacuous: list[dict] = field(default_factory=list)
+    """What was compared instead of uninformative outputs (passes/witness.py): {output, why,
+    compared}."""
+    unproven: str | None = None
+    """Why the check proves nothing although no comparison failed (then `passed` is False)."""
+    inputs: dict = field(default_factory=dict)
+    """Where the check's inputs came from (passes/inputs.py CheckInputs.describe)."""
 
     def to_dict(self) -> dict:
         out = {"passed": self.passed, "max_abs_err": self.max_abs_err, "runs": self.runs,
@@ -98,13 +107,25 @@ class CheckResult:
                              "noise_cap": NOISE_CAP, "noise_cap_ulps": NOISE_CAP_ULPS}}
         if self.noise_errors:
             out["noise_errors"] = dict(self.noise_errors)
+        if self.inputs:
+            out["inputs"] = self.inputs
+        if self.vacuous:
+            out["vacuous"] = list(self.vacuous)
+        if self.unproven:
+            out["unproven"] = self.unproven
         return out
 
     def failure(self) -> str:
         """One line on the worst failing run: what differs, by how much, and what was allowed
-        (the static tolerance, and the noise floor when it was measured)."""
-        bad = max((r for r in self.runs if not r["passed"]), key=lambda r: r["max_abs_err"])
-        text = (f"output '{bad['output']}' at batch {bad['batch']} differs from the masked "
+        (the static tolerance, and the noise floor when it was measured); or why nothing
+        was proven."""
+        failed = [r for r in self.runs if not r["passed"]]
+        if not failed:
+            return self.unproven or "no comparison failed"
+        bad = max(failed, key=lambda r: r["max_abs_err"])
+        what = (f"tensor '{bad['output']}' (compared for output '{bad['for']}')"
+                if bad.get("for") else f"output '{bad['output']}'")
+        text = (f"{what} at batch {bad['batch']} differs from the masked "
                 f"original by {bad['max_abs_err']:.3e} (output scale {bad['scale']:.3e}; "
                 f"static tolerance {ATOL:g}×scale + {RTOL:g}×|value|")
         if bad.get("noise_floor") is not None:
@@ -692,7 +713,40 @@ def _outcome(batches: list[int], names_of: list[str], ref_outs: list[list[np.nda
             if d.noise_floor is not None:
                 entry.update(noise_floor=d.noise_floor, noise_by=label, allowed=d.allowed)
             runs.append(entry)
-    return CheckResult(passed, worst, runs, errors)
+    flat = {name: why for k, name in enumerate(names_of)
+            if (why := uninformative([want[k] for want in wants]))}
+    return CheckResult(passed, worst, runs, errors, flat)
+
+
+SATURATED = 0.99
+"""An output whose every value but under 1% is one value (over at least SATURATED_MIN
+positions) is saturated: a wrong rewrite would leave it as it is, too."""
+SATURATED_MIN = 100
+
+
+def uninformative(values: Sequence[np.ndarray]) -> str | None:
+    """Why an output's reference values (over every run of the check) prove nothing, or None.
+
+    They prove nothing when they take one value (a sigmoid map whose logits all lie far below
+    zero is 0.0 everywhere: any rewrite that keeps it there matches, a wrong one too) or one
+    value at 99% of the positions or more (saturated). Non-finite values count as values."""
+    flat = [np.asarray(v).ravel() for v in values]
+    flat = [v for v in flat if v.size]
+    if not flat:
+        return "it is empty"
+    every = np.concatenate(flat)
+    if every.dtype.kind not in "biuf":
+        return None
+    uniq, counts = np.unique(every, return_counts=True, equal_nan=True)
+    top = int(np.argmax(counts))
+    value = uniq[top]
+    shown = f"{value:.6g}" if every.dtype.kind == "f" else str(value)
+    if len(uniq) == 1:
+        return f"it is {shown} at all {every.size} positions"
+    share = counts[top] / every.size
+    if every.size >= SATURATED_MIN and share >= SATURATED:
+        return f"it is {shown} at {share:.2%} of {every.size} positions (saturated)"
+    return None
 
 
 SessionMaker = Callable[[], ort.InferenceSession]
