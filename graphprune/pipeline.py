@@ -155,8 +155,8 @@ def compress(
     say = progress or (lambda _msg: None)
     clock = _Clock()
     model = _as_model(model_or_path)
-    say("choosing validation inputs")
     chosen, held = _check_inputs(model, input_sizes, inputs, calib, seed)
+    clock.lap("inputs")
     calibration = None
     if criterion in scoring.NEEDS_DATA or allocation == "sensitivity":
         with stage("reading calibration data"):
@@ -212,8 +212,8 @@ def apply_plan(
     clock = _Clock()
     model = _as_model(model_or_path)
     check_fingerprint(model, plan)
-    say("choosing validation inputs")
     chosen, _ = _check_inputs(model, input_sizes, inputs, None, seed)
+    clock.lap("inputs")
     say("analysing dependencies")
     st = plan.settings
     scope = tuple(st.get("scope") or DEFAULT_SCOPE)

@@ -112,8 +112,10 @@ class Report:
             out.append(f"target: {t['metric']} {t['value']:.3f} of the original, reached "
                        f"{t['reached']:.3f} ({verdict}, tolerance {t.get('tolerance', 0.02):.0%})")
         if self.calibration:
+            held = self.calibration.get("held_back")
             out.append(f"calibration: {self.calibration.get('samples')} samples "
-                       f"({self.calibration.get('source')})")
+                       f"({self.calibration.get('source')})" + (
+                           f"; {held} more held back for the exact check" if held else ""))
         out += [f"note: {n}" for n in self.notes]
         g = self.groups
         out.append(f"groups: {g.get('total', 0)} total, {g.get('pruned', 0)} pruned, "

@@ -117,8 +117,9 @@ class Calibration:
         such as a scalar sample rate)."""
         if self.given is not None:
             return {name: None if name in self.given.fixed else 0 for name in self.given.arrays}
-        return {name: None if name in self.inputs.fixed or not axes else axes[0]
-                for name, axes in self.inputs.batch_axes.items()}
+        rank = {name: len(dims) for name, _, dims in self.specs}
+        return {name: None if name in self.inputs.fixed or not rank[name]
+                else axes[0] if axes else 0 for name, axes in self.inputs.batch_axes.items()}
 
     def _batch(self, start: int, b: int) -> dict[str, np.ndarray]:
         if self.given is not None:

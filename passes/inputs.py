@@ -240,42 +240,76 @@ def _reaches(name: str, readers: dict[str, list[onnx.NodeProto]]) -> bool:
 
 # -- running the original -----------------------------------------------------------------------
 class Probe:
-    """The original model in two onnxruntime sessions as onnxruntime loads it itself
-    (`validation.session(read_files=True)`); `fails` says why inputs cannot serve the exact
-    check, or None: both sessions run them to the same finite outputs."""
+    """The original model in onnxruntime, to try inputs on; `fails` says why inputs cannot
+    serve the exact check, or None.
 
-    def __init__(self, model: onnx.ModelProto, seed: int = 0, *, enabled: bool = True) -> None:
-        self.model, self.seed, self.enabled = model, seed, enabled
+    `mode` "diagnose": two sessions as onnxruntime loads the model itself
+    (`validation.session(read_files=True)`), which must give the same finite outputs: its
+    verdict on the model as given. "choose": one check session (`validation.session`, the
+    weights shared: built in milliseconds, where onnxruntime's own load of a 100 MB model
+    takes a quarter of a second), finite outputs; `confirm` runs the chosen inputs once more
+    to the same outputs. "off": nothing runs, every input is taken as working."""
+
+    def __init__(self, model: onnx.ModelProto, seed: int = 0, *, mode: str = "choose") -> None:
+        self.model, self.seed, self.mode = model, seed, mode
         self._sessions: list | None = None
+        self._seen: dict[tuple, list[np.ndarray]] = {}
 
     def sessions(self) -> list:
         if self._sessions is None:
-            data = validation.serialize(self.model)
-            self._sessions = [validation.session(self.model, data, read_files=True)
-                              for _ in range(2)]
+            if self.mode == "diagnose":
+                data = validation.serialize(self.model)
+                self._sessions = [validation.session(self.model, data, read_files=True)
+                                  for _ in range(2)]
+            else:
+                self._sessions = [validation.session(self.model)]
         return self._sessions
 
-    def fails(self, shapes: Shapes | None = None, feeds: Feeds | None = None,
-              fixed: Feeds | None = None) -> str | None:
-        if not self.enabled:
-            return None  # not run: taken as working
+    def fails(self, shapes: Shapes | None = None, feeds: Feeds | None = None) -> str | None:
+        if self.mode == "off":
+            return None
+        feeds = self._feeds(shapes, feeds)
         try:
-            if feeds is None:
-                feeds = validation.generate(self.model, shapes or {}, self.seed)
-                feeds.update(fixed or {})
-            outs = [s.run(None, feeds) for s in self.sessions()]
+            outs = [[np.asarray(v) for v in s.run(None, feeds)] for s in self.sessions()]
         except GraphpruneError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever onnxruntime raises
             return f"onnxruntime cannot run it ({one_line(exc)})"
-        for a, b in zip(*outs, strict=True):
-            a, b = np.asarray(a), np.asarray(b)
-            if a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
-                return ("its outputs differ between two runs on the same inputs (a random "
-                        "op?), so no rewrite can be proven")
-            if a.dtype.kind in "fc" and not np.isfinite(a).all():
-                return "it produces NaN or infinite outputs, so no rewrite can be proven"
-        return None
+        self._seen[_key(feeds)] = outs[0]
+        return _differ(outs[0], outs[-1]) or _non_finite(outs[0])
+
+    def confirm(self, shapes: Shapes | None = None, feeds: Feeds | None = None) -> str | None:
+        """Why inputs that ran once give other outputs when run again, or None."""
+        if self.mode != "choose":
+            return None  # (diagnosing runs every input in two sessions already)
+        feeds = self._feeds(shapes, feeds)
+        before = self._seen.get(_key(feeds))
+        if before is None:
+            return self.fails(feeds=feeds)
+        return _differ(before, [np.asarray(v) for v in self.sessions()[0].run(None, feeds)])
+
+    def _feeds(self, shapes: Shapes | None, feeds: Feeds | None) -> Feeds:
+        return feeds if feeds is not None else validation.generate(self.model, shapes or {},
+                                                                   self.seed)
+
+
+def _key(feeds: Feeds) -> tuple:
+    """Inputs by value (a key within this process only: nothing is ordered by it)."""
+    return tuple((k, v.shape, v.dtype.str, hash(v.tobytes())) for k, v in sorted(feeds.items()))
+
+
+def _differ(first: list[np.ndarray], second: list[np.ndarray]) -> str | None:
+    for a, b in zip(first, second, strict=True):
+        if a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f"):
+            return ("its outputs differ between two runs on the same inputs (a random op?), "
+                    "so no rewrite can be proven")
+    return None
+
+
+def _non_finite(outs: list[np.ndarray]) -> str | None:
+    if any(a.dtype.kind in "fc" and not np.isfinite(a).all() for a in outs):
+        return "it produces NaN or infinite outputs, so no rewrite can be proven"
+    return None
 
 
 def one_line(exc: BaseException, limit: int = 240) -> str:
@@ -327,13 +361,26 @@ def resolve(model: onnx.ModelProto, sizes: dict[str, list[int]] | None = None,
     works."""
     specs = validation.input_specs(model)
     check_sizes(specs, sizes)
-    probe = Probe(model, seed, enabled=run != "never")
     if data is not None:
         given = data if isinstance(data, Given) else load_arrays(data, specs, "validation inputs")
         label = source or (f"given inputs ({data})" if isinstance(data, (str, os.PathLike))
                            else "given inputs")
-        return from_data(given, specs, probe, label, seed)
-    return search_shapes(model, specs, dict(sizes or {}), probe, seed, always=run == "always")
+
+        def chosen(probe: Probe) -> CheckInputs:
+            return from_data(given, specs, probe, label, seed)
+    else:
+        def chosen(probe: Probe) -> CheckInputs:
+            return search_shapes(model, specs, dict(sizes or {}), probe, seed,
+                                 always=run == "always")
+    mode = {"choose": "choose", "always": "diagnose", "never": "off"}[run]
+    try:
+        return chosen(Probe(model, seed, mode=mode))
+    except InputError:
+        if mode != "choose":
+            raise
+        # nothing ran in the check session: ask onnxruntime's own load of the model (the
+        # verdict on the input; should it run, the check session's failure shows later)
+        return chosen(Probe(model, seed, mode="diagnose"))
 
 
 def check_sizes(specs: list[Spec], sizes: dict[str, list[int]] | None) -> None:
@@ -394,17 +441,27 @@ def search_shapes(model: onnx.ModelProto, specs: list[Spec], given: Shapes, prob
                 continue
             second = layout.shapes(2, *rung.then, given)
             if second == first:
-                return _found(layout, [first], given, notes, seed, tried, None)
+                return _confirmed(probe, _found(layout, [first], given, notes, seed, tried, None))
             why2 = probe.fails(second)
             if not why2:
-                return _found(layout, [first, second], given, notes, seed, tried, None)
+                return _confirmed(probe, _found(layout, [first, second], given, notes, seed,
+                                                tried, None))
             fallback = fallback or (layout, rung, first, why2)
         if fallback is not None:
             break
     if fallback is None:
         raise InputError(_nothing_works(tried, specs, given))
     layout, rung, first, why2 = fallback
-    return _second_size(layout, rung, first, why2, given, probe, notes, seed, tried)
+    return _confirmed(probe, _second_size(layout, rung, first, why2, given, probe, notes, seed,
+                                          tried))
+
+
+def _confirmed(probe: Probe, found: CheckInputs) -> CheckInputs:
+    """`found`, once its first run gives the same outputs again (else bad input)."""
+    why = probe.confirm(found.shapes[0], found.values[0] if found.values else None)
+    if why:
+        raise InputError(f"the input model cannot be used: {why}")
+    return found
 
 
 def _second_size(layout: Layout, rung: Rung, first: Shapes, why2: str, given: Shapes,
@@ -535,16 +592,15 @@ def load_arrays(data: Feeds | str | os.PathLike, specs: list[Spec], what: str) -
             raise InputError(f"{what} have no array for input '{name}' (have: "
                              f"{', '.join(sorted(data)) or 'nothing'})")
         a = _typed(np.asarray(data[name]), name, elem, what)
-        if a.ndim != len(dims):
-            raise InputError(f"{what}: array '{name}' has shape {list(a.shape)}; the input has "
-                             f"{len(dims)} dims")
-        if not dims or (isinstance(dims[0], int) and _fits(a.shape, dims)):
+        if not dims and a.ndim == 0 or (
+                a.ndim == len(dims) and dims and isinstance(dims[0], int) and _fits(a.shape, dims)):
             fixed.add(name)
-        elif any(isinstance(d, int) and d != n for d, n in zip(dims[1:], a.shape[1:],
-                                                               strict=True)):
+        elif a.ndim != len(dims) or not dims or any(
+                isinstance(d, int) and d != n for d, n in zip(dims[1:], a.shape[1:], strict=True)):
             want = "x".join(str(d) if isinstance(d, int) else "?" for d in dims[1:])
             raise InputError(f"{what}: array '{name}' has shape {list(a.shape)}; the input "
-                             f"takes samples × {want}")
+                             + (f"expects samples × {want or 'scalar'}" if dims
+                                else "is a scalar: give one value"))
         arrays[name] = a
     lengths = {len(a) for k, a in arrays.items() if k not in fixed}
     if len(lengths) > 1 or 0 in lengths:
@@ -612,8 +668,9 @@ def from_data(given: Given, specs: list[Spec], probe: Probe, label: str,
                    else []) for name, _, dims in specs}
     fixed = {k: v for k, v in given.arrays.items() if k in given.fixed}
     notes.insert(0, f"{label}: {', then '.join(w for _, w in runs)}")
-    return CheckInputs(shapes, [f for f, _ in runs], axes, len(runs) == len(data_runs(given)),
-                       fixed, label, notes, seed)
+    return _confirmed(probe, CheckInputs(shapes, [f for f, _ in runs], axes,
+                                         len(runs) == len(data_runs(given)), fixed, label,
+                                         notes, seed))
 
 
 def _samples_text(given: Given, start: int, count: int) -> str:
