@@ -12,8 +12,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import __version__
-from .errors import GraphpruneError, InputError
+from .errors import GraphpruneError, InputError, InternalError, one_line
+from .version import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,32 +117,41 @@ def _input_sizes(specs: list[str]) -> dict[str, list[int]]:
     return sizes
 
 
+def _options(args: argparse.Namespace):
+    """The run's options, made (and validated) once from the flags."""
+    from .passes.options import Options
+
+    return Options(
+        ratio=args.ratio, criterion=args.criterion, aggregate=args.aggregate,
+        normalize=args.normalize, allocation=args.allocation,
+        max_group_ratio=args.max_group_ratio, round_to=args.round_to, rounding=args.rounding,
+        protect=args.protect, scope=args.scope, seed=args.seed,
+        allow_io_change=args.allow_io_change, target_macs=args.target_macs,
+        target_params=args.target_params, target_latency=args.target_latency,
+        calib=args.calib, calib_samples=args.calib_samples,
+        input_sizes=_input_sizes(args.input_shape))
+
+
+def _progress(args: argparse.Namespace):
+    """Progress lines on stderr, unless the output is JSON or quiet."""
+    return None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from .io import check_writable, load_checked, save_atomic, write_text_atomic
     from .pipeline import compress
 
+    options = _options(args)
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
-    say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
     model, external = load_checked(src, out, report=args.report, plan=args.plan_out,
                                    map_external=True)
     if args.plan_out:
         check_writable(args.plan_out, "plan")
-    if args.calib_samples < 1:
-        raise InputError(f"calib-samples must be a positive integer, got {args.calib_samples}")
     spill = _spill(out) if external else None
     try:
-        pruned, report = compress(model, ratio=args.ratio, criterion=args.criterion,
-                                  round_to=args.round_to, rounding=args.rounding,
-                                  protect=args.protect, seed=args.seed,
-                                  input_sizes=_input_sizes(args.input_shape), progress=say,
-                                  scope=args.scope, aggregate=args.aggregate,
-                                  normalize=args.normalize, allocation=args.allocation,
-                                  max_group_ratio=args.max_group_ratio,
-                                  target_macs=args.target_macs, target_params=args.target_params,
-                                  target_latency=args.target_latency, calib=args.calib,
-                                  calib_samples=args.calib_samples,
-                                  allow_io_change=args.allow_io_change, spill=spill)
+        pruned, report = compress(model, options=options, progress=_progress(args),
+                                  spill=spill)
         wrote_external = save_atomic(pruned, out, external=external or None)
     finally:
         if spill is not None:
@@ -159,15 +168,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
-    say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
     plan = Plan.load(args.plan)
     model, external = load_checked(src, out, keep=(args.plan,), report=args.report,
                                    map_external=True)
     spill = _spill(out) if external else None
     try:
         pruned, report = apply_plan(model, plan, seed=args.seed,
-                                    input_sizes=_input_sizes(args.input_shape), progress=say,
-                                    spill=spill)
+                                    input_sizes=_input_sizes(args.input_shape),
+                                    progress=_progress(args), spill=spill)
         wrote_external = save_atomic(pruned, out, external=external or None)
     finally:
         if spill is not None:
@@ -247,10 +255,16 @@ def main(argv: list[str] | None = None) -> int:
                "analyze": cmd_analyze}[args.command]
     try:
         return handler(args)
+    except InternalError as exc:  # a stage failed for no reason in the input: a bug
+        if args.verbose:
+            traceback.print_exc()
+        print(f"graphprune: {one_line(exc)} (rerun with --verbose and report it)",
+              file=sys.stderr)
+        return exc.exit_code
     except GraphpruneError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"graphprune: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"graphprune: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("graphprune: interrupted; nothing was written", file=sys.stderr)
@@ -258,14 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 3
         if args.verbose:
             traceback.print_exc()
-        print(f"graphprune: internal error: {type(exc).__name__}: {_one_line(exc)} "
+        print(f"graphprune: internal error: {type(exc).__name__}: {one_line(exc)} "
               "(rerun with --verbose and report it)", file=sys.stderr)
         return 3
-
-
-def _one_line(exc: BaseException) -> str:
-    """Messages quoting onnxruntime or numpy may span lines; the terminal gets one."""
-    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from graphprune.errors import ValidationError
+from graphprune.errors import ValidationError, one_line
 from graphprune.io import copy_fields
 
 from . import validation
@@ -247,7 +247,7 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
                 sess = validation.session(sub, overrides=overrides)
             except Exception as exc:  # noqa: BLE001 - a model onnxruntime rejects fails
                 raise ValidationError(f"{what} fails in onnxruntime: "
-                                      f"{validation._first_line(exc)}") from None
+                                      f"{one_line(exc, 300)}") from None
         for n, env in enumerate(envs):
             result = {h: env[h] for h in passed}
             if sess is not None:
@@ -257,7 +257,7 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
                     values = sess.run(made, given)
                 except Exception as exc:  # noqa: BLE001
                     raise ValidationError(f"{what} fails in onnxruntime: "
-                                          f"{validation._first_line(exc)}") from None
+                                          f"{one_line(exc, 300)}") from None
                 result.update(zip(made, values, strict=True))
             envs[n] = result
         del sess
@@ -278,10 +278,10 @@ def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, see
         return validation.exact_check(
             lambda: validation.session(reference.model, overrides=reference.overrides),
             lambda: validation.session(candidate.model), model, seed=seed, sizes=sizes, io=io)
-    batches, feeds = validation._check_feeds(model, seed, sizes)
+    batches, feeds = validation.check_feeds(model, seed, sizes)
     ref_outs = _run_side(reference, ref_segments, feeds, "the masked original")
     cand_feeds = [validation.shrink_feeds(f, io) for f in feeds]
     cand_outs = _run_side(candidate, cand_segments, cand_feeds, "the pruned model")
     names = [o.name for o in reference.model.graph.output]
-    return validation._outcome(batches, names, ref_outs, cand_outs, io)
+    return validation.outcome(batches, names, ref_outs, cand_outs, io)
 

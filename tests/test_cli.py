@@ -275,7 +275,8 @@ def test_internal_error_exits_3(monkeypatch: pytest.MonkeyPatch, capsys, model: 
     out = tmp_path / "out.onnx"
     code, _, stderr = _main(capsys, "compress", model, "-o", out, "--quiet")
     assert code == 3
-    assert stderr.startswith("graphprune: internal error: RuntimeError: injected failure")
+    assert stderr.startswith("graphprune: internal error in stage 'rewrite': RuntimeError: "
+                             "injected failure"), stderr
     assert "Traceback" not in stderr
     assert _files(tmp_path) == {model.name}
     code, _, stderr = _main(capsys, "compress", model, "-o", out, "--quiet", "--verbose")
