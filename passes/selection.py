@@ -116,14 +116,14 @@ def check_selection(an: Analysis, removed: np.ndarray,
         g = c.group
         units = np.asarray(g.units, dtype=np.int64)
         gone = units[removed[units]].tolist()
-        if sorted(gone) != sorted(c.removed):
-            return f"group '{g.name}': choice lists {len(c.removed)} units, {len(gone)} removed"
         if any(u in g.frozen for u in gone):
             return f"group '{g.name}': a frozen unit was removed"
         if gone and len(gone) == len(g.units):
             return f"group '{g.name}': every unit was removed"
         if gone and c.protected:
             return f"group '{g.name}' is protected but lost {len(gone)} units"
+        if sorted(gone) != sorted(c.removed):
+            return f"group '{g.name}': choice lists {len(c.removed)} units, {len(gone)} removed"
         listed += len(gone)
     if listed != int(removed.sum()):
         return f"{int(removed.sum()) - listed} removed slots belong to no group"
