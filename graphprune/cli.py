@@ -59,8 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--round-to", type=int, default=1, metavar="N",
                    help="keep unit counts at multiples of N where a group is large enough")
     c.add_argument("--rounding", choices=("down", "up"), default="down",
-                   help="uniform ratio per group of n units: down removes floor(ratio*n), never "
-                        "more than asked (default); up removes ceil(ratio*n), as Torch-Pruning")
+                   help="ratio of n units (a group's; all candidates' under global or "
+                        "sensitivity allocation): down removes floor(ratio*n), never more than "
+                        "asked (default); up removes ceil(ratio*n), as Torch-Pruning")
     c.add_argument("--protect", metavar="REGEX", help="keep groups touching matching node names")
     c.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
                    help="concrete shape for a dynamic input during validation (repeatable)")
