@@ -204,7 +204,7 @@ def activation_stats(ctx: ScoreContext) -> Stats:
     chunks = _chunks(an, list(spans), calib.batch)
     for k, chunk in enumerate(chunks):
         ctx.run.say(f"calibration statistics: pass {k + 1}/{len(chunks)} over "
-                     f"{calib.samples} samples ({len(chunk)} tensors)")
+                    f"{calib.samples} samples ({len(chunk)} tensors)")
         for feeds in calib.batches():
             for name, value in zip(chunk, sess.run(chunk, feeds), strict=True):
                 if value.shape[1:] and _fits(value, spans[name]):

@@ -153,7 +153,7 @@ class Options:
                 raise InputError(f"plan settings: target {target!r} is not "
                                  "{metric: macs|params|latency, value}")
             kw[f"target_{target['metric']}"] = target.get("value")
-        if kw.get("scope") is None:
+        if not kw.get("scope"):  # none recorded: the default scope
             kw.pop("scope", None)
         try:
             return cls(**{**kw, **overrides})

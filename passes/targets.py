@@ -7,7 +7,7 @@ the prefix of the removal order is found by bisection: against the cost model fo
 parameters (exact for convolutional and linear layers), against onnxruntime measurements for
 latency. The result is the smallest prefix at or under the target. Where the cost model misses
 costs (MACs of activation × activation products), `select` counts the rewritten model and
-corrects the target it aims at (`select`).
+corrects the target it aims at.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ class Selector:
         return removal(self.an, self.scores, counts_at(self.order, k), self.protected)
 
     def select(self, target: float | None = None) -> Selection:
-        """The selection for `target` (default: the request's), or for the ratio."""
+        """The selection for `target` (default: the options'), or for the ratio."""
         opts = self.opts
         target = opts.target if target is None else target
         if target is None and opts.allocation == "uniform":
