@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import GraphpruneError, InputError, one_line
+from .errors import GraphpruneError, InputError, InternalError, one_line
 from .ir import EXTERNAL_PATH, approx_bytes, external_path, external_range
 
 MIN_OPSET = 11
@@ -472,10 +472,11 @@ def guard_input(fn: F) -> F:
             return fn(model_or_path, *args, **kwargs)
         except InputError:
             raise
-        except UnicodeDecodeError as exc:  # protobuf decodes string fields when first read
-            raise InputError("the input model cannot be used: a name or text in it is not "
-                             f"valid UTF-8 ({one_line(exc, 300)})") from exc
         except Exception as exc:
+            cause = exc.cause if isinstance(exc, InternalError) else exc  # as a stage raised it
+            if isinstance(cause, UnicodeDecodeError):  # protobuf decodes strings when read
+                raise InputError("the input model cannot be used: a name or text in it is not "
+                                 f"valid UTF-8 ({one_line(cause, 300)})") from exc
             opts = kwargs.get("options")  # an Options holds them when keywords do not
             why = _diagnose(model_or_path,
                             kwargs.get("input_sizes", getattr(opts, "input_sizes", None)),
