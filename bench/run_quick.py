@@ -38,6 +38,7 @@ QUICK_ARGS: dict[str, list[str]] = {
                                  os.devnull],
     "bench_scale.py": ["--sizes", "tiny", "--no-phases"],
     "bench_families.py": ["--family", "qwen2", "--family", "bloom", "--exporter", "dynamo"],
+    "bench_session_memory.py": ["--mb", "30"],
 }
 # scripts or flags of the 1B-parameter tier: never part of the quick run
 BIG_TIER = re.compile(r"(^|_)(1b|billion)(_|\.|$)", re.I)

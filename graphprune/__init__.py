@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .errors import GraphError, GraphpruneError, InputError, InternalError, ValidationError
+from .errors import GraphError, GraphpruneError, InputError, StageError, ValidationError
 from .io import load, save_atomic
 from .passes.options import Options
 from .pipeline import AnalysisResult, analyze, apply_plan, compress
@@ -17,7 +17,7 @@ from .report import Report
 from .version import __version__
 
 __all__ = [
-    "AnalysisResult", "GraphError", "GraphpruneError", "InputError", "InternalError", "Options",
-    "Plan", "Report", "ValidationError", "__version__", "analyze", "apply_plan", "compress",
-    "load", "save_atomic",
+    "AnalysisResult", "GraphError", "GraphpruneError", "InputError", "Options", "Plan",
+    "Report", "StageError", "ValidationError", "__version__", "analyze", "apply_plan",
+    "compress", "load", "save_atomic",
 ]

@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import GraphpruneError, InputError, InternalError, one_line
+from .errors import GraphpruneError, InputError, one_line
 from .version import __version__
 
 
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                         "default channels,heads,ffn)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--report", metavar="JSON", help="write the report as JSON here")
+    _html_flag(c)
     _io_flag(c)
     _common(c)
 
@@ -82,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
                     help="concrete shape for a dynamic input during validation (repeatable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", metavar="JSON", help="write the report as JSON here")
+    _html_flag(ap)
     _common(ap)
 
     a = sub.add_parser("analyze", help="print the coupled groups and what blocks pruning")
@@ -90,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     _io_flag(a)
     _common(a)
     return p
+
+
+def _html_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--html", metavar="HTML",
+                   help="write the report as one self-contained HTML page here (summary, "
+                        "widths per group, sensitivity curves, groups and why they froze)")
 
 
 def _io_flag(p: argparse.ArgumentParser) -> None:
@@ -146,7 +154,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
     model, external = load_checked(src, out, report=args.report, plan=args.plan_out,
-                                   map_external=True)
+                                   html=args.html, map_external=True)
     if args.plan_out:
         check_writable(args.plan_out, "plan")
     spill = _spill(out) if external else None
@@ -171,7 +179,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
     plan = Plan.load(args.plan)
     model, external = load_checked(src, out, keep=(args.plan,), report=args.report,
-                                   map_external=True)
+                                   html=args.html, map_external=True)
     spill = _spill(out) if external else None
     try:
         pruned, report = apply_plan(model, plan, seed=args.seed,
@@ -193,6 +201,8 @@ def _finish(args: argparse.Namespace, report, src: Path, out: Path, external: bo
     report.bytes_after = file_size(out, wrote_external)
     if args.report:
         write_text_atomic(args.report, report.to_json())
+    if args.html:
+        write_text_atomic(args.html, report.to_html(title=f"{src.name} → {out.name}"))
     if args.json:
         print(report.to_json())
     elif not args.quiet:
@@ -256,16 +266,14 @@ def main(argv: list[str] | None = None) -> int:
                "analyze": cmd_analyze}[args.command]
     try:
         return handler(args)
-    except InternalError as exc:  # a stage failed for no reason in the input: a bug
-        if args.verbose:
-            traceback.print_exc()
-        print(f"graphprune: {one_line(exc)} (rerun with --verbose and report it)",
-              file=sys.stderr)
-        return exc.exit_code
     except GraphpruneError as exc:
         if args.verbose:
             traceback.print_exc()
-        print(f"graphprune: error: {one_line(exc)}", file=sys.stderr)
+        if exc.exit_code == 3:  # a stage failed unexpectedly (StageError names it): a bug
+            print(f"graphprune: internal error: {one_line(exc)} (rerun with --verbose and "
+                  "report it)", file=sys.stderr)
+        else:
+            print(f"graphprune: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("graphprune: interrupted; nothing was written", file=sys.stderr)

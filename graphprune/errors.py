@@ -2,12 +2,15 @@
 
 The command line's exit codes (README, "Exit codes"): 0 success; 1 `ValidationError`, the
 exact check failed and nothing was written; 2 `InputError` (and `GraphError`), bad input or
-usage; 3 `InternalError` (a stage failed for no reason in the input) and any other exception,
-an internal error; 130 interrupted. Messages are single lines
-(the CLI also collapses any line breaks a quoted library message brings along).
+usage; 3 `StageError` (a stage failed unexpectedly, named) and any other exception, an internal
+error; 130 interrupted. Messages are single lines (the CLI also collapses any line breaks a
+quoted library message brings along).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class GraphpruneError(Exception):
@@ -36,17 +39,30 @@ class ValidationError(GraphpruneError):
     exit_code = 1
 
 
-class InternalError(GraphpruneError):
-    """An exception no input explains (a graphprune bug), raised again by the stage runner
-    naming the stage it happened in (exit 3); `cause` is the original exception."""
+class StageError(GraphpruneError):
+    """An unexpected failure inside a stage of a run (exit 3, an internal error): the message
+    names the stage and quotes the cause, which stays chained (`--verbose` shows it)."""
 
     exit_code = 3
 
-    def __init__(self, stage: str, cause: BaseException, detail: str = "") -> None:
-        self.stage, self.detail, self.cause = stage, detail, cause
-        where = f"stage '{stage}'" + (f" ({detail})" if detail else "")
-        super().__init__(f"internal error in {where}: {type(cause).__name__}: "
-                         f"{one_line(cause)}")
+
+STAGE_TEXT = 400
+"""Characters of the cause's message a StageError quotes (the rest: `--verbose`)."""
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    """Name the stage `name` in any unexpected failure inside the block ("calibration
+    statistics failed: …"), so a failure is not blamed on another stage or on the input.
+    GraphpruneErrors pass unchanged: they already say what went wrong, and an inner stage's
+    name is the more precise one."""
+    try:
+        yield
+    except GraphpruneError:
+        raise
+    except Exception as exc:
+        raise StageError(f"{name} failed: {type(exc).__name__}: "
+                         f"{one_line(exc, STAGE_TEXT)}") from exc
 
 
 def one_line(exc: BaseException | str, limit: int | None = None) -> str:

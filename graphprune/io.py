@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import GraphpruneError, InputError, InternalError, one_line
+from .errors import GraphpruneError, InputError, one_line
 from .ir import EXTERNAL_PATH, approx_bytes, external_path, external_range
 
 MIN_OPSET = 11
@@ -193,6 +193,18 @@ def _load_unmapped(model: onnx.ModelProto, base: Path) -> None:
                 del t.external_data[:]
             except Exception as exc:  # noqa: BLE001 - OSError, ValueError, ...
                 raise InputError(f"cannot read external data: {one_line(exc, 300)}") from exc
+
+
+def check_loaded(model: onnx.ModelProto) -> None:
+    """Refuse a ModelProto whose external data was never loaded (`onnx.load(path,
+    load_external_data=False)`): its tensors name data files relative to a folder the proto
+    does not record, so nothing can read them."""
+    for t in _all_tensors(model.graph):
+        if t.data_location == onnx.TensorProto.EXTERNAL and external_path(t) is None:
+            raise InputError(f"tensor '{t.name}' refers to external data "
+                             f"'{_location(t) or '?'}' that was not loaded: pass the model's "
+                             "path, load it with onnx.load(path), or call "
+                             "graphprune.io.attach_external_data(model, its folder)")
 
 
 def mapped(model: onnx.ModelProto) -> bool:
@@ -463,7 +475,8 @@ def guard_input(fn: F) -> F:
 
     When anything fails that is not already an InputError, ask whether the input model itself
     is at fault (`input_problem`); if it is, raise a one-line InputError (exit 2) from the
-    failure instead of reporting a graphprune bug.
+    failure instead of reporting a graphprune bug. Otherwise the failure goes on as it is (a
+    StageError names the stage that failed).
     """
 
     @functools.wraps(fn)
@@ -473,10 +486,11 @@ def guard_input(fn: F) -> F:
         except InputError:
             raise
         except Exception as exc:
-            cause = exc.cause if isinstance(exc, InternalError) else exc  # as a stage raised it
-            if isinstance(cause, UnicodeDecodeError):  # protobuf decodes strings when read
-                raise InputError("the input model cannot be used: a name or text in it is not "
-                                 f"valid UTF-8 ({one_line(cause, 300)})") from exc
+            text = next((e for e in (exc, exc.__cause__) if isinstance(e, UnicodeDecodeError)),
+                        None)
+            if text is not None:  # protobuf decodes string fields when first read
+                raise InputError("the input model cannot be used: a name or text in it is "
+                                 f"not valid UTF-8 ({one_line(text, 300)})") from exc
             opts = kwargs.get("options")  # an Options holds them when keywords do not
             why = _diagnose(model_or_path,
                             kwargs.get("input_sizes", getattr(opts, "input_sizes", None)),
@@ -493,7 +507,7 @@ def _diagnose(model_or_path, sizes, seed) -> str | None:
         if isinstance(model_or_path, onnx.ModelProto):
             return input_problem(model_or_path, sizes, seed)
         if isinstance(model_or_path, (str, os.PathLike, bytes)):
-            return input_problem(load(model_or_path), sizes, seed)
+            return input_problem(load(model_or_path, external_data="map"), sizes, seed)
     except GraphpruneError as exc:
         return str(exc)
     except Exception:  # noqa: BLE001 - a failed diagnosis must not hide the original error
@@ -507,7 +521,10 @@ def input_problem(model: onnx.ModelProto, sizes: dict[str, list[int]] | None = N
 
     onnxruntime must load it and run it on the validation's seeded inputs, in two sessions
     to the same finite outputs: the exact check compares two sessions, so it needs a model
-    that is valid, deterministic across sessions and finite.
+    that is valid, deterministic across sessions and finite. The sessions hold the weights as
+    onnxruntime holds them when it loads the file itself (`read_files`: memory-mapped external
+    data read from its own files), so the verdict is onnxruntime's on the model as given, not
+    on graphprune's way of handing it the weights.
     """
     from .passes import validation
 
@@ -517,7 +534,8 @@ def input_problem(model: onnx.ModelProto, sizes: dict[str, list[int]] | None = N
         runs = []
         for n, batch in enumerate(batches):  # as the exact check does
             feeds = validation.make_inputs(model, batch=batch, seed=seed, sizes=sizes, variant=n)
-            runs += [validation.session(model, data).run(None, feeds) for _ in range(2)]
+            runs += [validation.session(model, data, read_files=True).run(None, feeds)
+                     for _ in range(2)]
     except GraphpruneError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - whatever onnxruntime raises

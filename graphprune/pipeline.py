@@ -5,8 +5,8 @@ This module is a driver, the top layer with the CLI and the package itself: driv
 (graphprune.passes) ← core (graph view, rules, analysis, plans, report, errors, model I/O);
 nothing imports upward (tests/test_layers.py). A driver builds the options once
 (`passes.options.Options`), runs the stages of `passes.stages` through `run_stage`, which
-checks each stage's contract and names the stage of an internal error, and fills the report in
-one place (`_report`).
+checks each stage's contract and names the stage of an internal error (`errors.stage`), and
+fills the report in one place (`_report`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import onnx
 
 from .analysis import Analysis, Group, analyze_graph
 from .context import Progress, RunContext
-from .errors import InputError, InternalError, ValidationError
-from .io import check_opset, guard_input, load
+from .errors import InputError, stage
+from .io import check_loaded, check_opset, guard_input, load
 from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params
 from .passes import rewrite, targets, validation
@@ -64,6 +64,7 @@ def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike, *,
               map_external: bool = False) -> onnx.ModelProto:
     if isinstance(model_or_path, onnx.ModelProto):
         check_opset(model_or_path)
+        check_loaded(model_or_path)
         return model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         return load(model_or_path, external_data="map" if map_external else True)
@@ -76,17 +77,19 @@ def analyze(model_or_path: onnx.ModelProto | str | os.PathLike, *,
     """Find the coupled groups of a model without changing it (`allow_io_change`: as
     compress with it, graph inputs/outputs that carry state may shrink)."""
     model = _as_model(model_or_path, map_external=True)  # weights read on demand
-    return AnalysisResult(analyze_graph(Graph(model), io=allow_io_change))
+    with stage("analysis"):
+        return AnalysisResult(analyze_graph(Graph(model), io=allow_io_change))
 
 
 # -- stages ---------------------------------------------------------------------------------
 class Pass(Protocol):
-    """A stage of a run (see graphprune.passes.stages)."""
+    """A stage of a run (see graphprune.passes.stages): `name` keys its timing, `label`
+    names it in errors."""
 
     name: str
 
     @property
-    def detail(self) -> str: ...
+    def label(self) -> str: ...
 
     def requires(self, *inputs: Any) -> None: ...
 
@@ -95,19 +98,16 @@ class Pass(Protocol):
     def ensures(self, result: Any, *inputs: Any) -> None: ...
 
 
-def run_stage(ctx: RunContext, stage: Pass, *inputs: Any) -> Any:
-    """requires → run → ensures, timed as the stage's lap. Bad input (InputError) and a failed
-    exact check (ValidationError) pass through as they are; anything else is a bug, raised
-    again as an InternalError naming the stage and what shaped it."""
-    try:
-        stage.requires(*inputs)
-        result = stage.run(*inputs)
-        stage.ensures(result, *inputs)
-    except (InputError, ValidationError):
-        raise
-    except Exception as exc:
-        raise InternalError(stage.name, exc, stage.detail) from exc
-    ctx.lap(stage.name)
+def run_stage(ctx: RunContext, step: Pass, *inputs: Any) -> Any:
+    """requires → run → ensures, timed as the stage's lap. graphprune's own errors (bad
+    input, a failed exact check, an inner stage's StageError) pass through as they are;
+    anything else, a broken contract included, is a bug: a StageError naming the stage
+    ("scoring (taylor) failed: …", exit 3)."""
+    with stage(step.label):
+        step.requires(*inputs)
+        result = step.run(*inputs)
+        step.ensures(result, *inputs)
+    ctx.lap(step.name)
     return result
 
 
@@ -163,8 +163,9 @@ def compress(
     check_input_sizes(model, opts.input_sizes)
     calibration = None
     if opts.needs_calibration:
-        calibration = Calibration(model, opts.calib, samples=opts.calib_samples, seed=opts.seed,
-                                  sizes=opts.input_sizes)
+        with stage("reading calibration data"):
+            calibration = Calibration(model, opts.calib, samples=opts.calib_samples,
+                                      seed=opts.seed, sizes=opts.input_sizes)
     ctx.say("analysing dependencies")
     an = run_stage(ctx, Analyse(opts), model)
     scores = run_stage(ctx, Score(opts, calibration, ctx), an)
@@ -214,6 +215,16 @@ def _report(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis
             picked: targets.Selection, proof: Proof, *, calibration: Calibration | None = None,
             plan: Plan | None = None) -> Report:
     """The report of a run, filled here and nowhere else (`plan`: the run applied it)."""
+    with stage("report"):
+        report = _fill(ctx, opts, model, an, picked, proof, calibration, plan)
+    ctx.lap("report")
+    report.timings, report.seconds = ctx.timings, ctx.seconds
+    return report
+
+
+def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
+          picked: targets.Selection, proof: Proof, calibration: Calibration | None,
+          plan: Plan | None) -> Report:
     pruned = proof.pruned
     feeds = validation.make_inputs(model, batch=1, seed=opts.seed, sizes=opts.input_sizes)
     io = rewrite.removed_io(an, picked.removed)
@@ -246,8 +257,6 @@ def _report(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis
                 f"the {opts.metric} target was not reached: removing at most "
                 f"{opts.max_group_ratio:.0%} of each group (--max-group-ratio) and keeping "
                 f"frozen units gets to {reached:.3f}")
-    ctx.lap("report")
-    report.timings, report.seconds = ctx.timings, ctx.seconds
     return report
 
 

@@ -88,6 +88,12 @@ class Report:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    def to_html(self, title: str = "graphprune report") -> str:
+        """The report as one self-contained HTML page (see graphprune.html_report)."""
+        from .html_report import render
+
+        return render(self.to_dict(), title=title)
+
     def render(self, max_groups: int = 12) -> str:
         """A compact terminal table."""
         rows = [

@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from graphprune.errors import stage
+
 from . import validation
 
 WARMUP = 3
@@ -26,14 +28,11 @@ MAX_RUNS = 2000
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 4
-    data = validation.serialize(model)
-    if data is None:  # past 2 GB, or weights in mapped external data
-        return validation.session(model, optimize=True)
-    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    """onnxruntime's defaults, weights as it reads them from files (`validation.session`)."""
+    return validation.session(model, optimize=True)
 
 
+@stage("latency measurement")
 def compare(reference: onnx.ModelProto, candidate: onnx.ModelProto,
             feeds: dict[str, np.ndarray] | None = None,
             candidate_feeds: dict[str, np.ndarray] | None = None) -> tuple[float, float]:

@@ -28,6 +28,7 @@ import onnx
 from onnx import helper
 
 from graphprune.analysis import Analysis
+from graphprune.errors import stage
 from graphprune.metrics import count_macs
 
 from .calibration import SinkUse, calibration_of, fast_session, obd, sink_uses
@@ -166,6 +167,7 @@ def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[
 
 # -- taylor -------------------------------------------------------------------------------------
 @criterion("taylor", data=True)
+@stage("Taylor probes")
 def taylor(ctx: ScoreContext) -> np.ndarray:
     an, calib = ctx.an, calibration_of(ctx)
     probe = probe_for(ctx.model, an, calib.static_batch)

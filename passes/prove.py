@@ -97,17 +97,14 @@ def failure(check: validation.CheckResult) -> ValidationError:
         "nothing was written. This is a graphprune bug: please report it with --verbose")
 
 
-def rewrite_inexact(model: onnx.ModelProto, an: Analysis, removed: np.ndarray, seed: int,
-                    sizes: dict[str, list[int]] | None, spill: rewrite.Spill | None = None,
-                    ) -> tuple[onnx.ModelProto, dict]:
-    """The model without every removed unit, inexact ones included, and its fidelity to the
-    original per output (checked by onnx.checker, not proven)."""
-    pruned = rewrite.prune_model(model, an, removed, spill)
+def fidelity(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis,
+             removed: np.ndarray, seed: int, sizes: dict[str, list[int]] | None) -> dict:
+    """How close `pruned` (without every removed unit, inexact ones included) stays to the
+    original, per output (checked by onnx.checker first, not proven)."""
     parts = validation.split(pruned)
     validation.structural_check(pruned, parts=parts)
     threads = validation.pair_threads()
-    fidelity = validation.fidelity(validation.session(model, threads=threads),
-                                   validation.session(pruned, parts=parts, threads=threads),
-                                   model, seed=seed, sizes=sizes,
-                                   io=rewrite.removed_io(an, removed))
-    return pruned, fidelity
+    return validation.fidelity(validation.session(model, threads=threads),
+                               validation.session(pruned, parts=parts, threads=threads),
+                               model, seed=seed, sizes=sizes,
+                               io=rewrite.removed_io(an, removed))

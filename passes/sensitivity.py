@@ -21,6 +21,7 @@ import onnx
 
 from graphprune.analysis import Analysis
 from graphprune.context import RunContext
+from graphprune.errors import stage
 from graphprune.metrics import count_macs
 
 from .allocation import allowed_counts, make_order
@@ -36,6 +37,7 @@ BUDGET = 2e11
 """Multiply-accumulates the scan aims to spend; beyond it, fewer samples (at least one)."""
 
 
+@stage("sensitivity scan")
 def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[int],
          opts: Options, calib: Calibration,
          run: RunContext) -> dict[int, list[tuple[int, float]]]:

@@ -1,12 +1,13 @@
 """The stages of a run, each a pass with a contract: what it requires, what it guarantees.
 
-A stage has a `name` (the report's timing key and what an internal error names), a `detail`
-(the options that shaped it) and three methods over the same inputs, as onnx-ir's passes
-have: `requires(*inputs)` checks what it needs, `run(*inputs)` does the work and
+A stage has a `name` (the report's timing key), a `label` (what an error calls it, with the
+options that shaped it: "scoring (taylor)") and three methods over the same inputs, as
+onnx-ir's passes have: `requires(*inputs)` checks what it needs, `run(*inputs)` does the work and
 `ensures(result, *inputs)` checks what it promises. The checks are cheap (linear in units or
 graph inputs and outputs) and run in every run; a broken promise raises ContractError, a bug,
 which the driver's runner (`graphprune.pipeline.run_stage`) reports as an internal error
-naming the stage. The drivers chain them:
+naming the stage (a StageError, exit 3), as it does any unexpected exception. The drivers
+chain them:
 
     compress:  analysis → scoring → selection → rewrite → validation
     apply:     analysis → selection (from the plan) → rewrite → validation
@@ -21,6 +22,7 @@ import onnx
 
 from graphprune.analysis import Analysis, analyze_graph, apply_scope
 from graphprune.context import RunContext
+from graphprune.errors import stage
 from graphprune.ir import Graph
 from graphprune.plan import Plan, removed_from_plan
 from graphprune.report import io_changes
@@ -49,11 +51,7 @@ class Analyse:
     prunable units split them, and units of a kind outside the scope are frozen."""
 
     opts: Options
-    name = "analysis"
-
-    @property
-    def detail(self) -> str:
-        return f"scope {','.join(self.opts.scope)}"
+    name = label = "analysis"
 
     def requires(self, model: onnx.ModelProto) -> None:
         expect(None if model.graph.output else "the graph has no outputs", "analysis input")
@@ -97,8 +95,8 @@ class Score:
     name = "scoring"
 
     @property
-    def detail(self) -> str:
-        return f"criterion {self.opts.criterion}"
+    def label(self) -> str:
+        return f"scoring ({self.opts.criterion})"
 
     def requires(self, an: Analysis) -> None:
         pass  # any analysis can be scored; options were validated when made
@@ -128,10 +126,10 @@ class Select:
     name = "selection"
 
     @property
-    def detail(self) -> str:
+    def label(self) -> str:
         o = self.opts
-        target = f", target {o.metric} {o.target:g}" if o.metric else ""
-        return f"allocation {o.allocation}{target}"
+        return f"selection ({o.allocation} allocation" + (
+            f", {o.metric} target)" if o.metric else ")")
 
     def requires(self, an: Analysis, scores: np.ndarray) -> None:
         expect(scoring.check_scores(an, scores), "selection input")
@@ -152,7 +150,7 @@ class FromPlan:
     plan: Plan
     model: onnx.ModelProto
     name = "selection"
-    detail = "from the plan"
+    label = "selection (from the plan)"
 
     def requires(self, an: Analysis) -> None:
         pass  # removed_from_plan checks the plan against the model and says why not
@@ -186,8 +184,7 @@ class Rewrite:
     model: onnx.ModelProto
     spill: rewrite.Spill | None
     ctx: RunContext
-    name = "rewrite"
-    detail = ""
+    name = label = "rewrite"
 
     def requires(self, an: Analysis, removed: np.ndarray) -> None:
         expect(None if removed.shape == (len(an.roots),) else
@@ -238,7 +235,7 @@ class Validate:
     spill: rewrite.Spill | None
     ctx: RunContext
     name = "validation"
-    detail = ""
+    label = "validation in onnxruntime"
 
     def requires(self, rw: Rewritten, an: Analysis) -> None:
         expect(None if not (rw.exact & ~rw.removed).any() else
@@ -254,8 +251,10 @@ class Validate:
         if not (rw.removed & ~rw.exact).any():
             return Proof(rw.pruned, check, {}, False)
         self.ctx.say("rewriting inexact (hidden-size) units and measuring fidelity")
-        pruned, fidelity = prove.rewrite_inexact(self.model, an, rw.removed, o.seed,
-                                                 o.input_sizes, self.spill)
+        with stage("rewrite of the inexact (hidden-size) units"):
+            pruned = rewrite.prune_model(self.model, an, rw.removed, self.spill)
+        with stage("fidelity measurement"):
+            fidelity = prove.fidelity(self.model, pruned, an, rw.removed, o.seed, o.input_sizes)
         return Proof(pruned, check, fidelity, True)
 
     def ensures(self, proof: Proof, rw: Rewritten, an: Analysis) -> None:

@@ -28,7 +28,13 @@ import onnxruntime as ort
 
 from graphprune.errors import ValidationError, one_line
 from graphprune.io import DATA_FIELDS, TWO_GB, copy_fields, save_atomic
-from graphprune.ir import approx_bytes, external_array, external_path, value_dims
+from graphprune.ir import (
+    approx_bytes,
+    external_array,
+    external_path,
+    external_range,
+    value_dims,
+)
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -112,7 +118,10 @@ def split(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None
     raw_data alone, of a plain numeric type: anything else stays inline, so onnxruntime and
     the checker judge it from the model's own bytes, as they would the whole file. Overridden
     initializers always leave (their value comes from the override), unless their type is
-    not a plain numeric one (then `session` swaps them in with add_initializer)."""
+    not a plain numeric one (then `session` swaps them in with add_initializer). Memory-mapped
+    tensors (`io.attach_external_data`) always leave, except small ones of other types than
+    the above (shape-like integers), which are inlined: nothing in the copy refers to a data
+    file."""
     overrides = overrides or {}
     out = onnx.ModelProto()
     copy_fields(model, out, skip={"graph"})
@@ -121,11 +130,19 @@ def split(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None
     little = sys.byteorder == "little"
     for t in model.graph.initializer:
         dtype = _SPLIT_TYPES.get(t.data_type)
+        mapped = little and external_path(t) is not None
         value = None
-        if dtype is not None and little and t.name in overrides:
+        if t.name in overrides and (dtype is not None or mapped):
             value = np.ascontiguousarray(overrides[t.name])
-        elif dtype is not None and little and external_path(t) is not None:
+        elif mapped:
             value = external_array(t)  # memory-mapped: onnxruntime reads the file's pages
+            if dtype is None and value.nbytes < SPLIT_MIN_BYTES:
+                # a shape-like integer constant (torch's dynamo export puts them in the data
+                # file too): inline, as in a self-contained model, so the checker sees it
+                ref = out.graph.initializer.add()
+                copy_fields(t, ref, skip=DATA_FIELDS)
+                ref.raw_data = value.tobytes()
+                continue
         elif (dtype is not None and little and t.data_location != onnx.TensorProto.EXTERNAL
               and math.prod(t.dims) * np.dtype(dtype).itemsize >= SPLIT_MIN_BYTES
               and t.HasField("raw_data") and not _typed_data(t)):
@@ -156,7 +173,7 @@ def _typed_data(t: onnx.TensorProto) -> bool:
 def session(model: onnx.ModelProto, data: Serialized | None = None,
             overrides: dict[str, np.ndarray] | None = None, *,
             parts: Split | None = None, threads: int = 0,
-            optimize: bool = False) -> ort.InferenceSession:
+            optimize: bool = False, read_files: bool = False) -> ort.InferenceSession:
     """An onnxruntime session with graph optimisations off (we test our graph, not ORT's).
 
     Built from `data` when given, else from the weight-free graph of `split` (or `parts`,
@@ -164,7 +181,12 @@ def session(model: onnx.ModelProto, data: Serialized | None = None,
     (add_initializer: shared, not copied). `overrides` replace initializers by name (the
     masked original swaps in only the masked weights). `threads` sets onnxruntime's
     intra-op threads (0: its default, one per core). `optimize`: onnxruntime's defaults
-    (optimisations, prepacking) for sessions that measure rather than prove."""
+    (optimisations, prepacking) for sessions that measure rather than prove.
+
+    onnxruntime's graph optimiser reads initializers from the model, never from
+    add_initializer's arrays, so optimised sessions (and `read_files` ones: the input
+    diagnosis, which asks whether onnxruntime itself runs the model) get their weights as
+    onnxruntime would from the files: see `_reading_session`."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     if not optimize:
@@ -173,6 +195,8 @@ def session(model: onnx.ModelProto, data: Serialized | None = None,
         # copy of every MatMul weight when the session is built (both sides use the same kernels)
         opts.add_session_config_entry("session.disable_prepacking", "1")
     opts.log_severity_level = 4  # failures come back as exceptions; no log lines on stderr
+    if optimize or read_files:
+        return _reading_session(model, data, overrides, parts, opts)
     if data is None and parts is None:
         parts = split(model, overrides)
     values = dict(overrides or {})
@@ -192,6 +216,80 @@ def session(model: onnx.ModelProto, data: Serialized | None = None,
             sess = ort.InferenceSession(path, opts, providers=providers, enable_fallback=0)
     sess._graphprune_keep = keep  # the arrays must outlive the session
     return sess
+
+
+FOLDER_KEY = "session.model_external_initializers_file_folder_path"
+"""onnxruntime's option: where a model built from bytes finds its external data files."""
+READS_FOLDER = tuple(int(x) for x in ort.__version__.split(".")[:2] if x.isdigit()) >= (1, 21)
+"""Whether this onnxruntime honours FOLDER_KEY (added in 1.21); older ones get every mapped
+weight as an array (add_external_initializers: a copy, which they would make anyway)."""
+
+
+def _reading_session(model: onnx.ModelProto, data: Serialized | None,
+                     overrides: dict[str, np.ndarray] | None, parts: Split | None,
+                     opts: ort.SessionOptions) -> ort.InferenceSession:
+    """A session in which onnxruntime holds every weight itself, as when it loads a file.
+
+    A self-contained model under 2 GB is handed over as its bytes. Otherwise the graph is
+    `located`: memory-mapped tensors refer to the data file they lie in (their own offset
+    and length, read by onnxruntime as from the original model: no copy of ours), and the
+    other split weights (overrides, weights of a model past protobuf's limit) are handed
+    over with add_external_initializers, which puts them into the graph before the optimiser
+    runs (onnxruntime copies them, as it copies what it reads). The weight-free graph goes
+    over as bytes (its small constants stay far below protobuf's limit)."""
+    providers = ["CPUExecutionProvider"]
+    if data is None and parts is None and not overrides:
+        data = serialize(model)
+    if data is not None and not overrides:
+        return ort.InferenceSession(data, opts, providers=providers, enable_fallback=0)
+    graph, folder, arrays = located(parts or split(model, overrides), model, overrides)
+    if folder is not None:
+        opts.add_session_config_entry(FOLDER_KEY, folder)
+    if arrays:
+        values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v))
+                  for v in arrays.values()]
+        opts.add_external_initializers(list(arrays), values)
+    return ort.InferenceSession(graph.SerializeToString(), opts, providers=providers,
+                                enable_fallback=0)
+
+
+def located(parts: Split, model: onnx.ModelProto,
+            overrides: dict[str, np.ndarray] | None = None,
+            ) -> tuple[onnx.ModelProto, str | None, dict[str, np.ndarray]]:
+    """`parts`' graph with the weights `model` maps from external data (not overridden)
+    referring to their data file again, by its real path, for onnxruntime to read.
+
+    Returns (graph, folder, arrays): the files named lie in `folder` (the folder holding
+    most of the mapped bytes, when the model maps from several: onnxruntime reads data files
+    from one folder), and `arrays` are the split weights that stay arrays (overrides, weights
+    from inline bytes, mapped ones whose file lies elsewhere; all of them where onnxruntime
+    cannot be told the folder, see READS_FOLDER)."""
+    overrides = overrides or {}
+    sources = {t.name: t for t in model.graph.initializer
+               if READS_FOLDER and t.name in parts.weights and t.name not in overrides
+               and external_path(t) is not None}
+    real = {name: os.path.realpath(external_path(t)) for name, t in sources.items()}
+    weight: dict[str, int] = {}
+    for name, path in real.items():
+        folder = os.path.dirname(path)
+        weight[folder] = weight.get(folder, 0) + external_range(sources[name])[2]
+    folder = max(sorted(weight), key=weight.__getitem__) if weight else None
+    graph = onnx.ModelProto()
+    graph.CopyFrom(parts.graph)  # weight-free: a cheap copy; `parts` may serve others
+    arrays: dict[str, np.ndarray] = {}
+    for ref in graph.graph.initializer:
+        if ref.name not in parts.weights:
+            continue
+        path = real.get(ref.name)
+        if path is None or os.path.dirname(path) != folder:
+            arrays[ref.name] = parts.weights[ref.name]
+            continue
+        _, offset, length = external_range(sources[ref.name])
+        del ref.external_data[:]
+        for key, value in (("location", os.path.basename(path)), ("offset", offset),
+                           ("length", length)):
+            ref.external_data.add(key=key, value=str(value))
+    return graph, folder, arrays
 
 
 def _write_graph(parts: Split, folder: str) -> str:

@@ -275,7 +275,7 @@ def test_internal_error_exits_3(monkeypatch: pytest.MonkeyPatch, capsys, model: 
     out = tmp_path / "out.onnx"
     code, _, stderr = _main(capsys, "compress", model, "-o", out, "--quiet")
     assert code == 3
-    assert stderr.startswith("graphprune: internal error in stage 'rewrite': RuntimeError: "
+    assert stderr.startswith("graphprune: internal error: rewrite failed: RuntimeError: "
                              "injected failure"), stderr
     assert "Traceback" not in stderr
     assert _files(tmp_path) == {model.name}

@@ -5,7 +5,7 @@
     passes    graphprune.passes.* (passes/: scoring, selection, rewrite, validation, ...)
        ↓
     core      graph view (ir, shapeval, slots), op rules (graphprune.rules.*), analysis,
-              plans, report, errors, model I/O, run context, version
+              plans, report (and its HTML page), errors, model I/O, run context, version
 
 A module may import its own layer or a lower one, never a higher one, and no import cycle may
 join the library's modules. Every import counts: at module level, inside functions (lazy) and
@@ -32,7 +32,7 @@ LAYERS = {
     "graphprune.ir": CORE, "graphprune.shapeval": CORE, "graphprune.slots": CORE,
     "graphprune.rules": CORE, "graphprune.rules.*": CORE, "graphprune.analysis": CORE,
     "graphprune.metrics": CORE, "graphprune.plan": CORE, "graphprune.report": CORE,
-    "graphprune.io": CORE,
+    "graphprune.html_report": CORE, "graphprune.io": CORE,
     "graphprune.passes": PASSES, "graphprune.passes.*": PASSES,
     "graphprune": DRIVERS, "graphprune.pipeline": DRIVERS, "graphprune.cli": DRIVERS,
 }

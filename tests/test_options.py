@@ -1,5 +1,6 @@
 """One options object (`graphprune.Options`), `--rounding` under every allocation and target,
-the run context, and the stages' contracts (an internal error names its stage)."""
+the run context, and the stages' contracts (a broken one is an internal error naming the
+stage)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from graphprune.passes import criteria, prove, selection, stages, targets
 import graphprune
 from graphprune.cli import main
 from graphprune.context import RunContext
-from graphprune.errors import InputError, InternalError
+from graphprune.errors import InputError, StageError
 
 SETTINGS_KEYS = ["criterion", "aggregate", "normalize", "allocation", "ratio", "round_to",
                  "rounding", "protect", "max_group_ratio", "scope", "seed", "allow_io_change",
@@ -130,10 +131,9 @@ def test_internal_error_names_its_stage(monkeypatch):
         raise RuntimeError("boom")
 
     monkeypatch.setitem(criteria.CRITERIA, "l1", broken)
-    with pytest.raises(InternalError, match=r"^internal error in stage 'scoring' "
-                                            r"\(criterion l1\): RuntimeError: boom$") as info:
+    with pytest.raises(StageError, match=r"^scoring \(l1\) failed: RuntimeError: boom$") as info:
         graphprune.compress(str(zoo.EXAMPLE), 0.4)
-    assert isinstance(info.value.cause, RuntimeError) and info.value.exit_code == 3
+    assert isinstance(info.value.__cause__, RuntimeError) and info.value.exit_code == 3
 
 
 def test_scores_must_be_finite(monkeypatch):
@@ -141,8 +141,8 @@ def test_scores_must_be_finite(monkeypatch):
         return np.full(len(ctx.an.roots), np.nan)
 
     monkeypatch.setitem(criteria.CRITERIA, "l2", nan_scores)
-    with pytest.raises(InternalError, match="stage 'scoring'.*ContractError: scores: .*"
-                                            "non-finite"):
+    with pytest.raises(StageError, match=r"^scoring \(l2\) failed: ContractError: scores: "
+                                         ".*non-finite"):
         graphprune.compress(str(zoo.EXAMPLE), 0.4, criterion="l2")
 
 
@@ -156,8 +156,8 @@ def test_selection_must_keep_frozen_units(monkeypatch):
         return sel
 
     monkeypatch.setattr(targets, "select", greedy)
-    with pytest.raises(InternalError, match="stage 'selection' \\(allocation uniform\\).*"
-                                            "a frozen unit was removed"):
+    with pytest.raises(StageError, match=r"^selection \(uniform allocation\) failed: "
+                                         "ContractError: .*a frozen unit was removed"):
         graphprune.compress(str(zoo.EXAMPLE), 0.4)
 
 
@@ -170,13 +170,13 @@ def test_rewrite_must_keep_the_interface(monkeypatch, capsys, tmp_path):
         return out
 
     monkeypatch.setattr(prove, "rewrite_exact", renaming)
-    with pytest.raises(InternalError, match="stage 'rewrite'.*inputs or outputs differ"):
+    with pytest.raises(StageError, match="^rewrite failed: ContractError: .*inputs or outputs"):
         graphprune.compress(str(zoo.EXAMPLE), 0.4)
     out = tmp_path / "o.onnx"
     code = main(["compress", str(zoo.EXAMPLE), "-o", str(out), "--quiet"])
     err = capsys.readouterr().err
     assert code == 3 and not out.exists()
-    assert err.startswith("graphprune: internal error in stage 'rewrite': ContractError: ")
+    assert err.startswith("graphprune: internal error: rewrite failed: ContractError: ")
     assert err.count("\n") == 1 and err.rstrip().endswith("(rerun with --verbose and report it)")
 
 
