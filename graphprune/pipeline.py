@@ -154,8 +154,9 @@ def compress(
     rewritten weights go to its temporary file as they are made and the pruned model refers
     to them there as external data, until `graphprune.io.save_atomic` copies them out; keep
     it open until then.
-    Returns the pruned model and its report. Raises InputError (bad options or input) and
-    ValidationError (nothing to write) when the rewrite does not match the masked original.
+    Returns the pruned model and its report. Raises InputError (bad options or input),
+    ValidationError (nothing to write) when the rewrite does not match the masked original,
+    and StageError naming the stage of any other failure (a bug).
     """
     opts = Options.build(options, ratio=ratio, criterion=criterion, **settings)
     ctx = RunContext(progress)
