@@ -66,7 +66,7 @@ class Graph:
                     if name in self.producer:
                         raise GraphError(f"tensor '{name}' is produced by two nodes")
                     self.producer[name] = i
-            for name in _subgraph_references(node):
+            for name in sorted(_subgraph_references(node)):  # a set: fix the order
                 self._uses.setdefault(name, []).append(Use(i, -1))
         self._toposort_check()
         self.shapes: dict[str, list[Dim]] = {}
@@ -265,8 +265,58 @@ def _symbolic_inference():
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         module.onnx = _NoSaveOnnx()  # it saves "sym_shape_infer_temp.onnx" into the cwd
+        cls = module.SymbolicShapeInference
+        if hasattr(cls, "_add_suggested_merge"):  # our own copy of the module: patch it alone
+            cls._add_suggested_merge = _ordered_merge(module)
         sys.modules[name] = module
     return sys.modules[name].SymbolicShapeInference
+
+
+def _ordered_merge(module):
+    """SymbolicShapeInference._add_suggested_merge with the surviving symbol chosen in a fixed
+    order. onnxruntime's version iterates a set of names, so which of two merged symbols
+    survived (`s19 + s70` or `s70 + s92` for a dim downstream) changed with PYTHONHASHSEED,
+    and with it what the analysis sees. The same preference (a literal, then a graph input's
+    symbol, then a plain symbol, then the shortest expression); ties go to the symbol of the
+    earliest graph input, then the shortest name, then the name."""
+    is_literal, sympy = module.is_literal, module.sympy
+
+    def merge(self, symbols, apply=False) -> None:
+        merged = self.suggested_merge_
+        names = list(dict.fromkeys(merged.get(s, s) for s in symbols))
+        first: dict[str, int] = {}
+        for vi in self.out_mp_.graph.input:
+            if vi.type.HasField("tensor_type"):
+                for d in vi.type.tensor_type.shape.dim:
+                    if d.dim_param:
+                        first.setdefault(d.dim_param, len(first))
+
+        def preference(s) -> tuple:
+            if is_literal(s):
+                kind = 0
+            elif s in self.input_symbols_:
+                kind = 1
+            elif type(self.symbolic_dims_[s]) is sympy.Symbol:
+                kind = 2
+            else:
+                kind = 3
+            text = str(s)
+            return kind, first.get(text, len(first)), len(text), text
+
+        target = min(names, key=preference)
+        for s in names:
+            if s == target:
+                continue
+            if is_literal(s):  # two literals: they must agree (onnxruntime asserts it too)
+                assert is_literal(target) and int(s) == int(target)
+                continue
+            merged[s] = int(target) if is_literal(target) else target
+            for k in [k for k, v in merged.items() if v == s]:
+                merged[k] = merged[s]
+        if apply and self.auto_merge_:
+            self._apply_suggested_merge()
+
+    return merge
 
 
 class _NoSaveOnnx:

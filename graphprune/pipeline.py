@@ -276,7 +276,7 @@ def _groups(report: Report, choices: list[GroupChoice]) -> None:
         report.group_details.append(GroupReport(
             g.name, len(g.units), len(g.units) - len(c.removed), len(g.frozen), why, g.kind))
         for rs in g.frozen.values():
-            for r in set(_base_reason(x) for x in rs):
+            for r in dict.fromkeys(_base_reason(x) for x in rs):  # not a set: JSON order
                 reasons[r] += 1
     report.groups = {
         "total": len(choices),
@@ -314,4 +314,3 @@ def check_input_sizes(model: onnx.ModelProto, sizes: dict[str, list[int]] | None
             if isinstance(d, int) and d != n:
                 raise InputError(f"input shape for '{name}': dim {k} is {n}, the model fixes "
                                  f"it at {d}")
-

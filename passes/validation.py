@@ -367,12 +367,18 @@ def _is_batch(dim: object, axis: int, batch_dim: object) -> bool:
 
 
 def _batch_symbol(specs: list[tuple[str, int, list]]) -> object:
-    """The dynamic dim most inputs lead with (a [S, 64] RoPE table's S is not the batch)."""
+    """The dynamic dim most inputs lead with (a [S, 64] RoPE table's S is not the batch).
+
+    Ties go to the earliest input's (max keeps the first maximum of the list, which is in
+    input order): exporters put the primary input first (input_ids, pixel_values), and its
+    leading axis is the batch. Never a set's order, which changes with PYTHONHASHSEED: torch's
+    dynamo export of HF BERT names `input_ids[s72, s53]`, `attention_mask[s43, s53]`, and
+    taking the mask's s43 gives ids of batch 8, on which the model's GatherND fails."""
     leads = [dims[0] for _, _, dims in specs if dims and not isinstance(dims[0], int)]
     if not leads:
         return object()  # matches nothing
     names = [d for d in leads if d is not None]
-    return max(set(names), key=names.count) if names else None
+    return max(names, key=names.count) if names else None
 
 
 def _index_bounds(model: onnx.ModelProto) -> dict[str, int]:
