@@ -3,7 +3,7 @@
     python -m bench.decoder build                 # train (or load from the cache) and export
     python -m bench.decoder eval [MODEL.onnx ...] # per-byte perplexity on the held-out windows
     python -m bench.decoder calib OUT.npz [--samples 128]
-    python -m bench.decoder prune [--ratio 0.3]   # graphprune compress: perplexity before/after
+    python -m bench.decoder prune [--run ffn:0.3]  # graphprune compress: perplexity before/after
 
 The model, data and cache are `models.decoder` / `models.decoder_data` (see there). `build`
 prints the model's size, its training cost, the eval perplexity of torch and of the three
@@ -44,6 +44,11 @@ from models.decoder_data import (  # noqa: E402
 
 KINDS = ("torchscript", "dynamo", "default")
 """The exports: models/export.py with each exporter, and torch's plain dynamo default."""
+DEFAULT_RUNS = ("ffn:0.3", "heads:0.3", "heads:0.5")
+"""With 2 KV heads per layer a head unit is a KV group (4 query heads): 0.3 rounds down to
+none of the 2, 0.5 removes one."""
+DATA_CRITERIA = ("activation", "apoz", "wanda", "obd", "taylor")
+"""Criteria that read calibration data; they get `--calib` (the calibration files' windows)."""
 
 
 def _progress(step: int, loss: float) -> None:
@@ -148,6 +153,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     ref = dec.perplexity_torch(model, windows)
     print(f"decoder {where.name}: torch perplexity {ref.ppl:.4f}/byte "
           f"({ref.bits_per_byte:.4f} bits) on {len(windows)} held-out windows")
+    runs = []
+    for spec in args.run or DEFAULT_RUNS:
+        scope, _, ratio = spec.partition(":")
+        runs.append((scope, float(ratio or 0.3)))
     results = []
     with tempfile.TemporaryDirectory(prefix="decoder-prune-") as tmp:
         calib = calibration_npz(Path(tmp) / "calib.npz", args.calib_samples, corpus)
@@ -155,16 +164,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
         for kind in args.exporter or KINDS:
             src = dec.exported(model, where, kind)
             before = dec.perplexity_onnx(src, windows)
-            for scope in args.scope or ("ffn", "heads"):
+            for scope, ratio in runs:
                 for criterion in args.criterion or ("l1", "wanda"):
-                    run_dir = Path(tmp) / f"{kind}-{scope}-{criterion}"
+                    run_dir = Path(tmp) / f"{kind}-{scope}-{ratio}-{criterion}"
                     run_dir.mkdir()
-                    data = calib if criterion in ("wanda", "activation", "apoz", "obd",
-                                                  "taylor") else None
-                    r = _compress(src, run_dir, args.ratio, scope, criterion, data,
+                    data = calib if criterion in DATA_CRITERIA else None
+                    r = _compress(src, run_dir, ratio, scope, criterion, data,
                                   args.calib_samples)
                     row = {"export": kind, "scope": scope, "criterion": criterion,
-                           "ratio": args.ratio, "ppl_before": before.ppl,
+                           "ratio": ratio, "ppl_before": before.ppl,
                            "seconds": r["seconds"], "ok": r["ok"], "cmd": r["cmd"]}
                     if r["ok"]:
                         rep = r["report"]
@@ -182,25 +190,26 @@ def cmd_prune(args: argparse.Namespace) -> int:
                         units = " ".join(f"{k} {b}/{a}" for k, (a, b) in sorted(kinds.items())
                                          if b < a)
                         verdict = "pass" if ec.get("passed") else "FAIL"
-                        rows.append([kind, scope, criterion, f"{rep['params_ratio']:.3f}",
+                        rows.append([kind, scope, ratio, criterion, f"{rep['params_ratio']:.3f}",
                                      f"{rep['macs_ratio']:.3f}", units or "-",
                                      f"{before.ppl:.3f}", f"{after.ppl:.3f}",
                                      f"{verdict} {ec.get('max_abs_err', float('nan')):.0e}",
                                      f"{r['seconds']:.1f}"])
                     else:
                         row |= {"rc": r["rc"], "error": r["error"]}
-                        rows.append([kind, scope, criterion, "-", "-", "-", f"{before.ppl:.3f}",
+                        rows.append([kind, scope, ratio, criterion, "-", "-", "-",
+                                     f"{before.ppl:.3f}",
                                      "-", f"error rc {r['rc']}: {r['error'][:60]}",
                                      f"{r['seconds']:.1f}"])
                     results.append(row)
-                    print(f"  {kind:<12} {scope:<6} {criterion:<6} "
+                    print(f"  {kind:<12} {scope:<6} {ratio:<5} {criterion:<6} "
                           + (f"ppl {before.ppl:.3f} -> {row['ppl_after']:.3f}, exact "
                              f"{row['exact']}" if r["ok"] else f"FAILED: {r['error']}"),
                           flush=True)
-    print(f"\nratio {args.ratio}, uniform allocation; wanda calibrates on {args.calib_samples} "
+    print(f"\nuniform allocation; wanda calibrates on {args.calib_samples} "
           f"windows of the calibration files; perplexity per byte on {len(windows)} "
           "held-out windows")
-    print(common.table(["export", "scope", "criterion", "params", "MACs", "units kept",
+    print(common.table(["export", "scope", "ratio", "criterion", "params", "MACs", "units kept",
                         "ppl before", "ppl after", "exact check", "s"], rows))
     print(f"total {time.perf_counter() - t0:.0f} s")
     if args.json:
@@ -220,8 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("output", type=Path)
     c.add_argument("--samples", type=int, default=128)
     p = sub.add_parser("prune", help="graphprune compress each export; perplexity before/after")
-    p.add_argument("--ratio", type=float, default=0.3)
-    p.add_argument("--scope", action="append", help="repeatable (default: ffn and heads)")
+    p.add_argument("--run", action="append", metavar="SCOPE:RATIO",
+                   help=f"repeatable (default: {' '.join(DEFAULT_RUNS)})")
     p.add_argument("--criterion", action="append", help="repeatable (default: l1 and wanda)")
     p.add_argument("--exporter", action="append", choices=KINDS,
                    help="repeatable (default: all three exports)")

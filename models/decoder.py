@@ -68,6 +68,7 @@ __all__ = [
     "exported",
     "input_spec",
     "load_or_train",
+    "perplexity",
     "perplexity_onnx",
     "perplexity_torch",
     "session",
@@ -102,7 +103,11 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """AdamW with linear warm-up then cosine decay to ``min_lr_ratio * lr``, fixed step count."""
+    """AdamW with linear warm-up then cosine decay to ``min_lr_ratio * lr``, fixed step count.
+
+    One torch thread by default: the result then does not depend on the machine's core count,
+    and on a shared machine the CPU time is not inflated by threads spinning at barriers.
+    """
 
     steps: int = 600
     batch: int = 32
@@ -113,7 +118,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     grad_clip: float = 1.0
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     log_every: int = 50
 
 
@@ -255,6 +260,13 @@ def perplexity_torch(model: torch.nn.Module, windows: np.ndarray, batch: int = 1
     finally:
         model.train(was_training)
     return Perplexity(total / count, count)
+
+
+def perplexity(model: Any, windows: np.ndarray, batch: int = 16) -> Perplexity:
+    """Per-byte perplexity of a torch module, or of an ONNX model (path, ModelProto, session)."""
+    if hasattr(model, "state_dict"):
+        return perplexity_torch(model, windows, batch)
+    return perplexity_onnx(model, windows, batch)
 
 
 def session(model: str | os.PathLike | onnx.ModelProto | bytes,
