@@ -44,7 +44,7 @@ from models.decoder_data import (  # noqa: E402
 
 KINDS = ("torchscript", "dynamo", "default")
 """The exports: models/export.py with each exporter, and torch's plain dynamo default."""
-DEFAULT_RUNS = ("ffn:0.3", "heads:0.3", "heads:0.5")
+DEFAULT_RUNS = ("ffn:0.3", "ffn:0.5", "heads:0.3", "heads:0.5")
 """With 2 KV heads per layer a head unit is a KV group (4 query heads): 0.3 rounds down to
 none of the 2, 0.5 removes one."""
 DATA_CRITERIA = ("activation", "apoz", "wanda", "obd", "taylor")
@@ -143,8 +143,47 @@ def _compress(src: Path, out_dir: Path, ratio: float, scope: str, criterion: str
             "cmd": " ".join(cmd)}
 
 
+def _kept_units(report: dict) -> dict[str, tuple[int, int]]:
+    """Units before/after per kind over the groups that could be pruned (not the lm_head's
+    vocabulary or the hidden width, which are frozen whole)."""
+    kinds: dict[str, tuple[int, int]] = {}
+    for g in report.get("group_details", []):
+        if g["frozen"] >= g["units_before"]:
+            continue
+        a, b = kinds.get(g["kind"], (0, 0))
+        kinds[g["kind"]] = (a + g["units_before"], b + g["units_after"])
+    return dict(sorted(kinds.items()))
+
+
+def _measure(src: Path, before: float, run_dir: Path, scope: str, ratio: float,
+             criterion: str, calib: Path, samples: int, windows) -> tuple[dict, list]:
+    """One compress run on `src`: its JSON record and its table row."""
+    data = calib if criterion in DATA_CRITERIA else None
+    r = _compress(src, run_dir, ratio, scope, criterion, data, samples)
+    row = {"scope": scope, "criterion": criterion, "ratio": ratio, "ppl_before": before,
+           "seconds": r["seconds"], "ok": r["ok"], "cmd": r["cmd"]}
+    head = [scope, ratio, criterion]
+    if not r["ok"]:
+        row |= {"rc": r["rc"], "error": r["error"]}
+        return row, [*head, "-", "-", "-", f"{before:.3f}", "-",
+                     f"error rc {r['rc']}: {r['error'][:60]}", f"{r['seconds']:.1f}"]
+    rep = r["report"]
+    after = dec.perplexity_onnx(r["out"], windows).ppl
+    ec = rep.get("exact_check", {})
+    kinds = _kept_units(rep)
+    row |= {"ppl_after": after, "params_ratio": rep["params_ratio"],
+            "macs_ratio": rep["macs_ratio"], "exact": bool(ec.get("passed")),
+            "max_abs_err": ec.get("max_abs_err"), "units": kinds}
+    units = " ".join(f"{k} {b}/{a}" for k, (a, b) in kinds.items() if b < a)
+    verdict = "pass" if ec.get("passed") else "FAIL"
+    return row, [*head, f"{rep['params_ratio']:.3f}", f"{rep['macs_ratio']:.3f}",
+                 units or "-", f"{before:.3f}", f"{after:.3f}",
+                 f"{verdict} {ec.get('max_abs_err', float('nan')):.0e}",
+                 f"{r['seconds']:.1f}"]
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
-    """graphprune compress on every export x scope x criterion; perplexity before/after."""
+    """graphprune compress on every export x scope:ratio x criterion; perplexity before/after."""
     t0 = time.perf_counter()
     corpus = load_corpus()
     windows = eval_windows(corpus, args.windows)
@@ -157,58 +196,25 @@ def cmd_prune(args: argparse.Namespace) -> int:
     for spec in args.run or DEFAULT_RUNS:
         scope, _, ratio = spec.partition(":")
         runs.append((scope, float(ratio or 0.3)))
-    results = []
+    results, rows = [], []
     with tempfile.TemporaryDirectory(prefix="decoder-prune-") as tmp:
         calib = calibration_npz(Path(tmp) / "calib.npz", args.calib_samples, corpus)
-        rows = []
         for kind in args.exporter or KINDS:
             src = dec.exported(model, where, kind)
-            before = dec.perplexity_onnx(src, windows)
+            before = dec.perplexity_onnx(src, windows).ppl
             for scope, ratio in runs:
                 for criterion in args.criterion or ("l1", "wanda"):
                     run_dir = Path(tmp) / f"{kind}-{scope}-{ratio}-{criterion}"
                     run_dir.mkdir()
-                    data = calib if criterion in DATA_CRITERIA else None
-                    r = _compress(src, run_dir, ratio, scope, criterion, data,
-                                  args.calib_samples)
-                    row = {"export": kind, "scope": scope, "criterion": criterion,
-                           "ratio": ratio, "ppl_before": before.ppl,
-                           "seconds": r["seconds"], "ok": r["ok"], "cmd": r["cmd"]}
-                    if r["ok"]:
-                        rep = r["report"]
-                        after = dec.perplexity_onnx(r["out"], windows)
-                        ec = rep.get("exact_check", {})
-                        kinds = {}
-                        for g in rep.get("group_details", []):
-                            a, b = kinds.get(g["kind"], (0, 0))
-                            kinds[g["kind"]] = (a + g["units_before"], b + g["units_after"])
-                        row |= {"ppl_after": after.ppl, "params_ratio": rep["params_ratio"],
-                                "macs_ratio": rep["macs_ratio"],
-                                "exact": bool(ec.get("passed")),
-                                "max_abs_err": ec.get("max_abs_err"),
-                                "units": {k: list(v) for k, v in sorted(kinds.items())}}
-                        units = " ".join(f"{k} {b}/{a}" for k, (a, b) in sorted(kinds.items())
-                                         if b < a)
-                        verdict = "pass" if ec.get("passed") else "FAIL"
-                        rows.append([kind, scope, ratio, criterion, f"{rep['params_ratio']:.3f}",
-                                     f"{rep['macs_ratio']:.3f}", units or "-",
-                                     f"{before.ppl:.3f}", f"{after.ppl:.3f}",
-                                     f"{verdict} {ec.get('max_abs_err', float('nan')):.0e}",
-                                     f"{r['seconds']:.1f}"])
-                    else:
-                        row |= {"rc": r["rc"], "error": r["error"]}
-                        rows.append([kind, scope, ratio, criterion, "-", "-", "-",
-                                     f"{before.ppl:.3f}",
-                                     "-", f"error rc {r['rc']}: {r['error'][:60]}",
-                                     f"{r['seconds']:.1f}"])
-                    results.append(row)
-                    print(f"  {kind:<12} {scope:<6} {ratio:<5} {criterion:<6} "
-                          + (f"ppl {before.ppl:.3f} -> {row['ppl_after']:.3f}, exact "
-                             f"{row['exact']}" if r["ok"] else f"FAILED: {r['error']}"),
-                          flush=True)
-    print(f"\nuniform allocation; wanda calibrates on {args.calib_samples} "
-          f"windows of the calibration files; perplexity per byte on {len(windows)} "
-          "held-out windows")
+                    row, cells = _measure(src, before, run_dir, scope, ratio, criterion, calib,
+                                          args.calib_samples, windows)
+                    results.append({"export": kind, **row})
+                    rows.append([kind, *cells])
+                    print("  " + "  ".join(str(c) for c in rows[-1]), flush=True)
+    data_criteria = [c for c in args.criterion or ("l1", "wanda") if c in DATA_CRITERIA]
+    print(f"\nuniform allocation; {', '.join(data_criteria) or 'no criterion'} calibrated on "
+          f"{args.calib_samples} windows of the calibration files; perplexity per byte on "
+          f"{len(windows)} held-out windows")
     print(common.table(["export", "scope", "ratio", "criterion", "params", "MACs", "units kept",
                         "ppl before", "ppl after", "exact check", "s"], rows))
     print(f"total {time.perf_counter() - t0:.0f} s")
