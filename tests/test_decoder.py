@@ -202,3 +202,23 @@ def test_onnx_perplexity_equals_torch(tmp_path, kind):
     stamp = path.stat().st_mtime_ns
     assert dec.exported(model, tmp_path, kind) == path  # cached, not exported again
     assert path.stat().st_mtime_ns == stamp
+
+
+def test_calibration_file_drives_graphprune_on_the_default_export(tmp_path):
+    """The .npz is graphprune's --calib format; the external-data export prunes exactly."""
+    import graphprune
+
+    model, _ = tiny()
+    path = dec.exported(model, tmp_path, "default")
+    calib = calibration_npz(tmp_path / "calib.npz", 16, corpus(), context=TINY.context)
+    pruned, report = graphprune.compress(path, ratio=0.5, criterion="wanda", scope="ffn",
+                                         calib=calib, calib_samples=16)
+    assert report.calibration["samples"] == 16
+    assert report.exact_check["passed"]
+    kept = {g.name: g.units_after for g in report.group_details if g.kind == "ffn"
+            and g.frozen < g.units_before}
+    assert sorted(kept.values()) == [TINY.intermediate // 2] * TINY.layers
+    windows = eval_windows(corpus(), 6, TINY.context)
+    before = dec.perplexity_onnx(path, windows)
+    after = dec.perplexity_onnx(pruned, windows)
+    assert after.ppl != pytest.approx(before.ppl, rel=1e-4)  # pruning changed the model
