@@ -433,6 +433,8 @@ def load_or_train(config: DecoderConfig = DecoderConfig(), cfg: TrainConfig = Tr
     tmp.mkdir(parents=True)
     torch.save(model.state_dict(), tmp / "model.pt")
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    if where.exists() and not (meta_path.is_file() and weights.is_file()):
+        shutil.rmtree(where)  # an incomplete entry (files deleted by hand): replace it
     try:
         os.replace(tmp, where)
     except OSError:  # another process cached it first: keep theirs (same settings, same key)

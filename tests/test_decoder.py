@@ -174,6 +174,11 @@ def test_cache_is_written_once_then_loaded(tmp_path, monkeypatch):
     assert where2 == where and meta2 == meta
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+    (where / "model.pt").unlink()  # an incomplete entry is trained again and replaced
+    monkeypatch.undo()
+    monkeypatch.setenv("GRAPHPRUNE_CACHE", str(tmp_path))
+    _, _, where3 = dec.load_or_train(TINY, cfg, corpus=corpus())
+    assert where3 == where and (where / "model.pt").is_file()
     other = dec.TrainConfig(steps=5, batch=4, warmup=2, log_every=2, threads=1)
     assert dec.cache_dir(TINY, other, corpus()) != where
 
