@@ -7,48 +7,18 @@ encodings fixed at rewrite time) and the *groups* (units that share the same mem
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import onnx
 
-from .ir import FOLDABLE_OPS, Dim, Graph, value_dims
-from .rules import registry
-from .rules.elementwise import BINARY
+from . import ops
+from .edits import Edit, Member
+from .ir import Graph, folds, subgraph_references, value_dims
+from .rules.common import keep_whole
+from .rules.context import Ctx, State
 from .slots import Span, UnionFind, constant_along
-
-if TYPE_CHECKING:
-    from graphprune.passes.rewrite import Rewriter
-
-SHAPE_AWARE = frozenset({
-    "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze", "Cast", "Identity", "Reshape",
-    "Expand", "Split", "Add", "Sub", "Mul", "Div", "Floor", "Ceil", "Neg", "Max", "Min",
-    "Equal", "Where",
-})
-"""Ops whose rules follow *marks* (entries of shape tensors that depend on a unit axis's size,
-read through Shape): they pass them on, or consume them where the rewrite overrides the entry.
-Marks reaching any other op freeze their units: the channel count is used as a value."""
-
-
-@dataclass(eq=False)
-class Member:
-    """Input `index` of node `node` is a constant sliced along `span` when slots go."""
-
-    node: int
-    index: int
-    span: Span
-    role: str  # "source" (produces units), "sink" (contracts them), "param" (per-unit values)
-
-
-@dataclass
-class Edit:
-    """A size encoding of node `node` fixed at rewrite time by `fn`."""
-
-    node: int
-    what: str
-    fn: Callable[[Rewriter], None]
 
 
 @dataclass(eq=False)
@@ -61,6 +31,8 @@ class Group:
     members: list[Member]
     inexact: bool = False
     kind: str = "channels"
+    edits: list[dict[str, str]] = field(default_factory=list)
+    """What the rewrite sets from these units' count besides slicing (Edit.describe)."""
 
     @property
     def prunable(self) -> list[int]:
@@ -75,6 +47,7 @@ class Group:
             "prunable": len(self.prunable),
             "members": sorted({f"{graph.node_name(m.node)}[{m.index}]" for m in self.members}),
             "frozen_reasons": reasons,
+            "edits": self.edits,
         }
 
 
@@ -94,166 +67,17 @@ class Analysis:
     output (state such as a KV cache) are left unfrozen there."""
 
 
-class Ctx:
-    """What a rule sees of one node: its inputs' spans and constants, and ways to record."""
-
-    def __init__(self, an: _Analyzer, index: int) -> None:
-        self.an = an
-        self.index = index
-        self.node: onnx.NodeProto = an.graph.nodes[index]
-        self.graph = an.graph
-        self.uf = an.uf
-        self.opset = an.graph.opset
-        self.marks_handled = False
-
-    # -- reading ---------------------------------------------------------------------------
-    @property
-    def name(self) -> str:
-        return self.graph.node_name(self.index)
-
-    def n_inputs(self) -> int:
-        return len(self.node.input)
-
-    def input(self, i: int) -> str:
-        return self.node.input[i] if i < len(self.node.input) else ""
-
-    def spans(self, i: int) -> list[Span]:
-        return self.an.spans.get(self.input(i), [])
-
-    def out_spans(self, i: int = 0) -> list[Span]:
-        return self.an.spans.get(self.node.output[i], [])
-
-    def marks(self, i: int) -> list[np.ndarray | None] | None:
-        return self.an.marks.get(self.input(i))
-
-    def const(self, i: int) -> np.ndarray | None:
-        return self.graph.const(self.input(i))
-
-    def is_const(self, i: int) -> bool:
-        """Whether input `i` is constant, without reading a weight's values."""
-        return self.graph.is_const(self.input(i))
-
-    def known(self, i: int) -> list[int | None] | None:
-        """Entries of a small int input known statically (None per unknown entry)."""
-        from .shapeval import known_value, to_ints
-
-        if not self.input(i):
-            return None
-        v = known_value(self.graph, self.input(i))
-        return None if v is None else to_ints(v)
-
-    def shape(self, i: int) -> list[Dim] | None:
-        return self.graph.shape(self.input(i))
-
-    def out_shape(self, i: int = 0) -> list[Dim] | None:
-        return self.graph.shape(self.node.output[i]) if i < len(self.node.output) else None
-
-    def rank(self, i: int) -> int | None:
-        s = self.shape(i)
-        return None if s is None else len(s)
-
-    def used(self, out: int) -> bool:
-        if out >= len(self.node.output) or not self.node.output[out]:
-            return False
-        name = self.node.output[out]
-        return bool(self.graph.uses(name)) or name in self.graph.outputs
-
-    # -- recording -------------------------------------------------------------------------
-    def set_out(self, i: int, spans: list[Span]) -> None:
-        if spans and i < len(self.node.output) and self.node.output[i]:
-            self.an.spans[self.node.output[i]] = spans
-
-    def set_marks(self, i: int, marks: list[np.ndarray | None]) -> None:
-        self.marks_handled = True
-        if any(m is not None for m in marks):
-            self.an.marks[self.node.output[i]] = marks
-
-    def consume_marks(self, i: int, overridden: set[int]) -> None:
-        """Input `i` is a shape whose entries in `overridden` the rewrite replaces: marks there
-        are harmless; marks elsewhere mean a unit axis's size would leak into another size."""
-        self.marks_handled = True
-        for pos, m in enumerate(self.marks(i) or []):
-            if m is not None and pos not in overridden:
-                self.freeze(m, "channel count used for another size")
-
-    def freeze_marks(self, why: str) -> None:
-        """Sizes read as values stay as they are (their units frozen along one line, so the
-        axis never shrinks); the op itself then sees unchanged values and its rule handles
-        the tensors' units as usual."""
-        self.marks_handled = True
-        for i in range(self.n_inputs()):
-            for m in self.marks(i) or []:
-                if m is not None:
-                    self.freeze(m, why)
-
-    def fresh(self, n: int) -> np.ndarray:
-        return self.uf.fresh(n)
-
-    def unify(self, a: np.ndarray, b: np.ndarray) -> None:
-        self.uf.unify(a, b)
-
-    def freeze(self, ids: np.ndarray, why: str) -> None:
-        self.uf.freeze(ids, f"{why} ({self.node.op_type} {self.name})")
-
-    def freeze_spans(self, spans: list[Span], why: str) -> None:
-        for s in spans:
-            self.freeze(s.ids, why)
-
-    def freeze_inputs(self, why: str) -> None:
-        for i in range(self.n_inputs()):
-            self.freeze_spans(self.spans(i), why)
-            for m in self.marks(i) or []:
-                if m is not None:
-                    self.freeze(m, why)
-
-    def member(self, i: int, span: Span, role: str) -> None:
-        self.an.members.append(Member(self.index, i, span, role))
-
-    def edit(self, what: str, fn: Callable[[Rewriter], None]) -> None:
-        self.an.edits.append(Edit(self.index, what, fn))
-
-    def blocker(self, op: str | None = None) -> None:
-        self.an.blockers[op or self.node.op_type] += 1
-
-    @property
-    def inexact_mode(self) -> bool:
-        return self.an.inexact
-
-    def tag(self, ids: np.ndarray, tag: str) -> None:
-        self.uf.tag(ids, tag)
-
-    def is_slotted(self, i: int) -> bool:
-        return bool(self.spans(i))
-
-
-TILE_AWARE = frozenset({
-    "Reshape", "Transpose", "Identity", "Cast", "Dropout", "Shape", "Softmax", "LogSoftmax",
-    "Add", "Sub", "Mul", "Div", "Where", "MatMul", "Unsqueeze",
-})
-"""Ops whose rules map tiled spans (units repeating along a dynamic axis, Span.tiled)."""
-
-MULTI_INPUT = frozenset({*BINARY, "Concat", "MatMul", "Attention"})
-"""Ops whose rules read units on every input; others only on their first (data) input."""
-
-
 IO_MAX_POSITIONS = 1 << 16
 """A graph input gets units (allow_io_change) over at most this many static positions."""
 
 
-class _Analyzer:
+class _Analyzer(State):
     def __init__(self, graph: Graph, inexact: bool = False,
                  io_inputs: dict[str, str] | None = None) -> None:
-        self.graph = graph
-        self.inexact = inexact
+        super().__init__(graph, inexact)
         self.io_inputs = io_inputs
         """None: inputs carry no units, outputs freeze theirs. Else: graph input -> how its
         static axes are labelled, "joint" (one span over them all) or "split" (one each)."""
-        self.uf = UnionFind()
-        self.spans: dict[str, list[Span]] = {}
-        self.marks: dict[str, list[np.ndarray | None]] = {}
-        self.members: list[Member] = []
-        self.edits: list[Edit] = []
-        self.blockers: Counter = Counter()
 
     def run(self) -> Analysis:
         g = self.graph
@@ -261,13 +85,14 @@ class _Analyzer:
             self._label_inputs()
         for i, node in g.iter_nodes():
             ctx = Ctx(self, i)
-            fn = registry.lookup(node.domain, node.op_type, g.opset)
-            if node.op_type not in TILE_AWARE:
+            fn = ops.lookup(node.domain, node.op_type, g.opset)
+            traits = ops.traits(node.domain, node.op_type)
+            if not traits.tiled:
                 self._untile_inputs(ctx)
             marked = any(ctx.marks(j) for j in range(len(node.input)))
-            if node.op_type not in SHAPE_AWARE and marked:
-                ctx.freeze_marks("channel count read as a value")
-            if fn is not None and node.op_type not in MULTI_INPUT:
+            if not traits.marks and marked:  # marks: entries of shape tensors read through
+                ctx.freeze_marks("channel count read as a value")  # Shape from a unit axis
+            if fn is not None and not traits.multi_input:
                 for j in range(1, len(node.input)):
                     ctx.freeze_spans(ctx.spans(j), "units reach a weight or parameter input")
             if fn is None:
@@ -308,8 +133,6 @@ class _Analyzer:
     def _untile_inputs(self, ctx: Ctx) -> None:
         """Before an op that knows nothing of tiling: units stay whole along tiled axes
         (collapsed, or frozen when that is all they span), and those axes drop out."""
-        from .rules.common import keep_whole
-
         for name in ctx.node.input:
             spans = self.spans.get(name, [])
             if not any(s.tiled for s in spans):
@@ -474,8 +297,7 @@ def _final_uses(graph: Graph, name: str) -> list:
     out = []
     for u in graph.uses(name):
         node = graph.nodes[u.node]
-        if (u.index == 0 and node.op_type in FOLDABLE_OPS
-                and graph.is_const(node.output[0])):
+        if u.index == 0 and folds(node) and graph.is_const(node.output[0]):
             out.extend(x for o in node.output for x in _final_uses(graph, o))
         else:
             out.append(u)
@@ -487,9 +309,7 @@ def _subgraph_names(graph: Graph, i: int) -> list[str]:
     if not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
                for a in node.attribute):
         return []
-    from .ir import _subgraph_references
-
-    return sorted(_subgraph_references(node))
+    return sorted(subgraph_references(node))
 
 
 def build_groups(an: Analysis) -> list[Group]:
@@ -513,7 +333,18 @@ def build_groups(an: Analysis) -> list[Group]:
         groups.append(Group(an.graph.node_name(anchor.node), units, frozen, members,
                             inexact="inexact" in tags, kind=_kind(an, anchor, tags)))
     _dedupe_names(groups)
+    _describe_edits(an, groups)
     return groups
+
+
+def _describe_edits(an: Analysis, groups: list[Group]) -> None:
+    """List each edit with every group whose units it counts."""
+    where = {r: k for k, g in enumerate(groups) for r in g.units}
+    for e in an.edits:
+        hit = {where[r] for ids in e.ids() for r in np.unique(an.roots[ids]).tolist()
+               if r in where}
+        for k in sorted(hit):
+            groups[k].edits.append(e.describe(an.graph, an.roots))
 
 
 def _kind(an: Analysis, anchor: Member, tags: set[str]) -> str:
@@ -522,8 +353,8 @@ def _kind(an: Analysis, anchor: Member, tags: set[str]) -> str:
         return "hidden"
     if "heads" in tags:
         return "heads"
-    op = an.graph.nodes[anchor.node].op_type
-    return "ffn" if op in ("MatMul", "Gemm", "Gather") else "channels"
+    node = an.graph.nodes[anchor.node]
+    return ops.traits(node.domain, node.op_type).kind
 
 
 def _dedupe_names(groups: list[Group]) -> None:
@@ -544,8 +375,6 @@ def analyze_graph(graph: Graph, *, inexact: bool = False, io: bool = False) -> A
     finds which ones carry such state; the analysis then runs again labelling only those, so
     a model without state (or an input that is plain data) is analysed exactly as without
     `io` apart from its state."""
-    from . import rules  # noqa: F401 - registers the op rules
-
     if not io:
         return _Analyzer(graph, inexact).run()
     chosen: dict[str, str] = {}

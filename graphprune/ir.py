@@ -15,16 +15,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from . import ops
 from .errors import GraphError
 
 Dim = int | str | None
 """A dimension: an int when static, a symbol name when dynamic, None when unknown."""
-
-FOLDABLE_OPS = frozenset({
-    "Identity", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Split", "Slice", "Gather",
-})
-"""Layout-only ops whose output we may evaluate when their data input is a constant.
-Casts and DequantizeLinear are deliberately absent: folding them would change stored dtypes."""
 
 EXTERNAL_PATH = "graphprune:path"
 """External-data key that `io.attach_external_data` adds to a tensor whose bytes were checked
@@ -66,7 +61,7 @@ class Graph:
                     if name in self.producer:
                         raise GraphError(f"tensor '{name}' is produced by two nodes")
                     self.producer[name] = i
-            for name in sorted(_subgraph_references(node)):  # a set: fix the order
+            for name in sorted(subgraph_references(node)):  # a set: fix the order
                 self._uses.setdefault(name, []).append(Use(i, -1))
         self._toposort_check()
         self.shapes: dict[str, list[Dim]] = {}
@@ -129,7 +124,7 @@ class Graph:
             node = self.nodes[p]
             if node.op_type == "Constant":
                 return name
-            if node.op_type not in FOLDABLE_OPS:
+            if not folds(node):
                 return None
             name = node.input[0]
         return name
@@ -148,15 +143,14 @@ class Graph:
         node = self.nodes[p]
         if node.op_type == "Constant":
             return _constant_node_value(node)
-        if node.op_type not in FOLDABLE_OPS:
+        fold = ops.traits(node.domain, node.op_type).fold
+        if fold is None:
             return None
         x = self.const(node.input[0])
         if x is None:
             return None
-        rest = [self.const(n) for n in node.input[1:]]
-        if node.op_type == "Split":
-            return _split_piece(node, x, rest, list(node.output).index(name), self.opset)
-        return _fold(node, x, rest, self.opset)
+        args = [x, *(self.const(n) for n in node.input[1:])]
+        return fold(node, args, list(node.output).index(name), self.opset)
 
     # -- shapes ----------------------------------------------------------------------------
     def shape(self, name: str) -> list[Dim] | None:
@@ -174,8 +168,6 @@ class Graph:
         entry); we fill Reshape/Slice/Expand outputs from statically known shape values and
         infer again, until nothing new is learned. What is still unknown then goes through
         onnxruntime's symbolic inference."""
-        from .shapeval import HINTS
-
         light = strip_weights(self.model)
         del light.graph.value_info[:]
         for out in light.graph.output:  # a declared output shape may be wrong (onnxruntime
@@ -188,7 +180,7 @@ class Graph:
             self.__dict__.pop("_known_cache", None)
             hints = {}
             for node in self.nodes:
-                hint = HINTS.get(node.op_type)
+                hint = ops.traits(node.domain, node.op_type).dims
                 old = self.shapes.get(node.output[0]) if node.output else None
                 if hint is None or (old is not None and not any(_vague(d) for d in old)):
                     continue
@@ -445,7 +437,7 @@ def approx_bytes(model: onnx.ModelProto) -> int:
     return n + 64 * len(model.graph.node)
 
 
-def _subgraph_references(node: onnx.NodeProto) -> set[str]:
+def subgraph_references(node: onnx.NodeProto) -> set[str]:
     """Outer-scope names read inside If/Loop/Scan bodies: uses that no rule can see."""
     names: set[str] = set()
     for attr in node.attribute:
@@ -456,7 +448,7 @@ def _subgraph_references(node: onnx.NodeProto) -> set[str]:
                 local.update(n.output)
             for n in sub.node:
                 names.update(x for x in n.input if x and x not in local)
-                names.update(x for x in _subgraph_references(n) if x not in local)
+                names.update(x for x in subgraph_references(n) if x not in local)
             names.update(o.name for o in sub.output if o.name not in local)
     return names
 
@@ -484,13 +476,71 @@ def attr(node: onnx.NodeProto, name: str, default=None):
     return default
 
 
-def _split_piece(node: onnx.NodeProto, x: np.ndarray, rest: list, k: int,
-                 opset: int) -> np.ndarray | None:
+def folds(node: onnx.NodeProto) -> bool:
+    """Whether the op is layout-only over a constant data input (its rule declares `fold`):
+    its output is that constant, rearranged. (Casts and DequantizeLinear are no such ops:
+    folding them would change stored dtypes.)"""
+    return ops.traits(node.domain, node.op_type).fold is not None
+
+
+# -- folds of layout ops over constants, declared by their rules (Traits.fold) ------------------
+def fold_identity(node: onnx.NodeProto, args: list, k: int, opset: int) -> np.ndarray | None:
+    return args[0]
+
+
+def fold_transpose(node: onnx.NodeProto, args: list, k: int, opset: int) -> np.ndarray | None:
+    return np.transpose(args[0], attr(node, "perm"))
+
+
+def fold_reshape(node: onnx.NodeProto, args: list, k: int, opset: int) -> np.ndarray | None:
+    x, shape = args[0], args[1] if len(args) > 1 else None
+    if shape is None:
+        return None
+    shape = [x.shape[i] if s == 0 and not attr(node, "allowzero", 0) else s
+             for i, s in enumerate(shape.tolist())]
+    return x.reshape(shape)
+
+
+def _axes(node: onnx.NodeProto, args: list) -> list[int] | None:
+    axes = attr(node, "axes")
+    if axes is None and len(args) > 1 and args[1] is not None:
+        axes = args[1].tolist()
+    return axes
+
+
+def fold_unsqueeze(node: onnx.NodeProto, args: list, k: int, opset: int) -> np.ndarray | None:
+    x, axes = args[0], _axes(node, args)
+    if axes is None:
+        return None
+    out_rank = x.ndim + len(axes)
+    for a in sorted(a % out_rank for a in axes):
+        x = np.expand_dims(x, a)
+    return x
+
+
+def fold_squeeze(node: onnx.NodeProto, args: list, k: int, opset: int) -> np.ndarray | None:
+    x, axes = args[0], _axes(node, args)
+    return np.squeeze(x, axis=None if axes is None else tuple(a % x.ndim for a in axes))
+
+
+def fold_gather(node: onnx.NodeProto, args: list, k: int, opset: int) -> np.ndarray | None:
+    x, idx = args[0], args[1] if len(args) > 1 else None
+    if idx is None or not np.issubdtype(idx.dtype, np.integer):
+        return None
+    axis = int(attr(node, "axis", 0)) % max(x.ndim, 1)
+    idx = np.where(idx < 0, idx + x.shape[axis], idx)
+    if idx.size and (idx.min() < 0 or idx.max() >= x.shape[axis]):
+        return None
+    return np.take(x, idx, axis=axis)
+
+
+def fold_split(node: onnx.NodeProto, args: list, k: int, opset: int) -> np.ndarray | None:
     """Output `k` of a Split of a constant (in_proj weights split into Q/K/V by an exporter)."""
+    x = args[0]
     axis = int(attr(node, "axis", 0)) % x.ndim
     sizes = attr(node, "split")
-    if sizes is None and rest and rest[0] is not None:
-        sizes = [int(v) for v in np.ravel(rest[0])]
+    if sizes is None and len(args) > 1 and args[1] is not None:
+        sizes = [int(v) for v in np.ravel(args[1])]
     n = len(node.output)
     if sizes is None:
         parts = int(attr(node, "num_outputs", n))
@@ -502,52 +552,15 @@ def _split_piece(node: onnx.NodeProto, x: np.ndarray, rest: list, k: int,
     return np.take(x, np.arange(start, start + sizes[k]), axis=axis)
 
 
-def _fold(node: onnx.NodeProto, x: np.ndarray, rest: list, opset: int) -> np.ndarray | None:
-    op = node.op_type
-    if op == "Identity":
-        return x
-    if op == "Slice":
-        return _slice_const(node, x, rest, opset)
-    if op == "Gather":
-        if not rest or rest[0] is None or not np.issubdtype(rest[0].dtype, np.integer):
-            return None
-        axis = int(attr(node, "axis", 0)) % max(x.ndim, 1)
-        idx = np.where(rest[0] < 0, rest[0] + x.shape[axis], rest[0])
-        if idx.size and (idx.min() < 0 or idx.max() >= x.shape[axis]):
-            return None
-        return np.take(x, idx, axis=axis)
-    if op == "Transpose":
-        perm = attr(node, "perm")
-        return np.transpose(x, perm)
-    if op == "Reshape":
-        shape = rest[0] if rest else None
-        if shape is None:
-            return None
-        shape = [x.shape[i] if s == 0 and not attr(node, "allowzero", 0) else s
-                 for i, s in enumerate(shape.tolist())]
-        return x.reshape(shape)
-    axes = attr(node, "axes")
-    if axes is None and rest and rest[0] is not None:
-        axes = rest[0].tolist()
-    if op == "Unsqueeze" and axes is not None:
-        out_rank = x.ndim + len(axes)
-        for a in sorted(a % out_rank for a in axes):
-            x = np.expand_dims(x, a)
-        return x
-    if op == "Squeeze":
-        return np.squeeze(x, axis=None if axes is None else tuple(a % x.ndim for a in axes))
-    return None
-
-
-def _slice_const(node: onnx.NodeProto, x: np.ndarray, rest: list,
-                 opset: int) -> np.ndarray | None:
+def fold_slice(node: onnx.NodeProto, args: list, k: int, opset: int) -> np.ndarray | None:
+    x, rest = args[0], args[1:]
     if opset < 10:
         starts, ends, axes = attr(node, "starts"), attr(node, "ends"), attr(node, "axes")
         steps = None
     else:
         if len(rest) < 2 or rest[0] is None or rest[1] is None:
             return None
-        if any(len(rest) > k and node.input[k + 1] and rest[k] is None for k in (2, 3)):
+        if any(len(rest) > j and node.input[j + 1] and rest[j] is None for j in (2, 3)):
             return None
         starts, ends = rest[0].tolist(), rest[1].tolist()
         axes = rest[2].tolist() if len(rest) > 2 and rest[2] is not None else None

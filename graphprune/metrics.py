@@ -7,15 +7,13 @@ import math
 import numpy as np
 import onnx
 
+from . import ops
 from .errors import GraphpruneError
 from .ir import Graph, attr, strip_weights
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                onnx.TensorProto.BFLOAT16}
 
-
-NOT_WEIGHTS = {"Resize": {1, 2}, "Upsample": {1}, "Clip": {1, 2}, "Pad": {2}, "Range": {0, 1, 2}}
-"""Float inputs that are settings (scales, bounds, fill values), not parameters."""
 
 
 def count_params(model: onnx.ModelProto) -> int:
@@ -38,7 +36,7 @@ def _used_only_as_settings(model: onnx.ModelProto) -> set[str]:
     uses: dict[str, list[bool]] = {}
     for node in model.graph.node:
         for i, name in enumerate(node.input):
-            uses.setdefault(name, []).append(i in NOT_WEIGHTS.get(node.op_type, ()))
+            uses.setdefault(name, []).append(i in ops.traits(node.domain, node.op_type).settings)
     return {name for name, flags in uses.items() if all(flags)}
 
 
@@ -48,7 +46,8 @@ def _size(t: onnx.TensorProto) -> int:
 
 
 def count_macs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> int:
-    """Multiply-accumulates of Conv/ConvTranspose/Gemm/MatMul at the given input shapes."""
+    """Multiply-accumulates at the given input shapes, of every op whose rule declares a
+    MAC formula (Conv, ConvTranspose, Gemm, MatMul)."""
     return sum(node_macs(model, feeds))
 
 
@@ -72,15 +71,5 @@ def node_macs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[int]
 
 
 def _node_macs(node: onnx.NodeProto, shapes: dict[str, list[int]]) -> int:
-    get = shapes.get
-    if node.op_type == "Conv" and get(node.output[0]) and get(node.input[1]):
-        w = get(node.input[1])
-        return math.prod(get(node.output[0])) * math.prod(w[1:])
-    if node.op_type == "ConvTranspose" and get(node.input[0]) and get(node.input[1]):
-        w = get(node.input[1])
-        return math.prod(get(node.input[0])) * math.prod(w[1:])
-    if node.op_type in ("MatMul", "Gemm") and get(node.output[0]) and get(node.input[0]):
-        a = get(node.input[0])
-        k = a[0] if node.op_type == "Gemm" and attr(node, "transA", 0) else a[-1]
-        return math.prod(get(node.output[0])) * k
-    return 0
+    formula = ops.traits(node.domain, node.op_type).macs
+    return formula(node, shapes) if formula is not None else 0

@@ -151,6 +151,12 @@ class Report:
             verdict = "passed" if ec.get("passed") else "FAILED"
             out.append(f"exact check vs masked original: {verdict} "
                        f"(max abs err {ec.get('max_abs_err', 0):.2e})")
+            for run in ec.get("runs", ()):
+                if run.get("verdict") == "noise floor":
+                    out.append(f"  output '{run['output']}' (batch {run['batch']}): "
+                               f"{run['max_abs_err']:.2e} on a scale of {run['scale']:.2e}, "
+                               f"within {_noise_multiple(ec)}× the masked original's own "
+                               f"float noise ({run['noise_floor']:.2e}, {run['noise_by']})")
         for name, f in self.fidelity.items():
             out.append(f"fidelity of the full (inexact) plan, output '{name}': cosine "
                        f"{f['cosine']:.4f}, relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
@@ -170,6 +176,11 @@ def io_changes(model: onnx.ModelProto, pruned: onnx.ModelProto) -> list[dict[str
     return [{"name": name, "kind": kind, "before": dims, "after": after[(kind, name)]}
             for (kind, name), dims in before.items()
             if (kind, name) in after and after[(kind, name)] != dims]
+
+
+def _noise_multiple(check: dict) -> str:
+    """The noise multiple an exact check used, as printed."""
+    return f"{check.get('tolerance', {}).get('noise_multiple', 0):g}"
 
 
 def _shape(dims: list) -> str:

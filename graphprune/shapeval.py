@@ -5,23 +5,23 @@ TorchScript exporter, `Shape → Slice` for chunk bounds. Where the dimensions i
 static we can know those values without running the model; dynamic ones stay unknown (NaN).
 The rules use the known entries to map units through the consumer (Reshape, Slice, Split…),
 and the rewrite overrides exactly those entries with the new sizes.
+
+This module is the evaluator and a library of per-op evaluations; which op uses which is
+declared with the op's rule (`shape_eval`, `dims` in graphprune.ops.Traits).
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
-from .ir import attr
-
-if TYPE_CHECKING:
-    from .ir import Graph
+from . import ops
+from .ir import Graph, attr
 
 MAX_ELEMENTS = 64
-INT64_MAX = np.iinfo(np.int64).max
 
 Known = np.ndarray
 """object array: int where known, the symbol name (str) of a dynamic dim read unchanged through
@@ -67,7 +67,7 @@ def _evaluate(graph: Graph, name: str) -> Known | None:
     if p is None:
         return None
     node = graph.nodes[p]
-    fn = _OPS.get(node.op_type)
+    fn = ops.traits(node.domain, node.op_type).shape_eval
     if fn is None or node.output[0] != name:
         return None
     args = [known_value(graph, i) if i else None for i in node.input]
@@ -84,7 +84,8 @@ def _evaluate(graph: Graph, name: str) -> Known | None:
     return out
 
 
-def _shape(graph: Graph, node, args) -> Known | None:
+# -- evaluations, declared by the rules as their op's `shape_eval` -------------------------------
+def shape_of(graph: Graph, node, args) -> Known | None:
     dims = graph.shape(node.input[0])
     if dims is None:
         return None
@@ -98,7 +99,7 @@ def _shape(graph: Graph, node, args) -> Known | None:
     return out
 
 
-def _gather(graph: Graph, node, args) -> Known | None:
+def gather(graph: Graph, node, args) -> Known | None:
     data, idx = args[0], args[1]
     if data is None or idx is None or data.ndim > 1 or None in to_ints(idx):
         return None
@@ -106,7 +107,7 @@ def _gather(graph: Graph, node, args) -> Known | None:
                    axis=int(attr(node, "axis", 0)))
 
 
-def _slice(graph: Graph, node, args) -> Known | None:
+def slice_values(graph: Graph, node, args) -> Known | None:
     data = args[0]
     if data is None or any(a is None for a in args[1:3]):
         return None
@@ -121,7 +122,7 @@ def _slice(graph: Graph, node, args) -> Known | None:
     return data[tuple(index)]
 
 
-def _concat(graph: Graph, node, args) -> Known | None:
+def concat(graph: Graph, node, args) -> Known | None:
     """Pieces we know nothing about still have a length: their entries stay unknown."""
     if int(attr(node, "axis", 0)) not in (0, -1):
         return None
@@ -136,7 +137,8 @@ def _concat(graph: Graph, node, args) -> Known | None:
     return np.concatenate(parts)
 
 
-def _reshape_like(graph: Graph, node, args) -> Known | None:
+def reshape_like(graph: Graph, node, args) -> Known | None:
+    """Reshape/Squeeze/Unsqueeze: the entries, in the inferred output shape."""
     x = args[0]
     out = graph.shape(node.output[0])
     if x is None or out is None or any(not isinstance(d, int) for d in out):
@@ -153,14 +155,20 @@ def _binary(op: Callable[[np.ndarray, np.ndarray], np.ndarray]):
     return fn
 
 
-def _trunc_div(a: int, b: int) -> int | None:
+def arithmetic(fn: Callable[[int, int], int | None]):
+    """The evaluation of an entry-wise binary int op (Add, Max…), from its int function."""
+    return _binary(_lift(fn))
+
+
+def trunc_div(a: int, b: int) -> int | None:
+    """ONNX integer Div: truncates toward zero."""
     if b == 0:
         return None
     q = abs(a) // abs(b)
     return q if (a >= 0) == (b > 0) else -q
 
 
-def _mod(graph: Graph, node, args) -> Known | None:
+def mod(graph: Graph, node, args) -> Known | None:
     """Integer Mod: the sign follows the divisor (Python's %), or the dividend with fmod=1."""
     if args[0] is None or args[1] is None:
         return None
@@ -174,14 +182,15 @@ def _mod(graph: Graph, node, args) -> Known | None:
     return _lift(one)(args[0], args[1])
 
 
-def _unary(op: Callable[[np.ndarray], np.ndarray]):
-    def fn(graph: Graph, node, args) -> Known | None:
-        return None if args[0] is None else op(args[0])
-
-    return fn
+def identity(graph: Graph, node, args) -> Known | None:
+    return args[0]
 
 
-def _cast(graph: Graph, node, args) -> Known | None:
+def negate(graph: Graph, node, args) -> Known | None:
+    return None if args[0] is None else _lift(operator.neg, 1)(args[0])
+
+
+def cast(graph: Graph, node, args) -> Known | None:
     """Only integer-to-integer casts keep values we track."""
     return args[0] if int(attr(node, "to", 1)) in INT_TYPES else None
 
@@ -189,7 +198,7 @@ def _cast(graph: Graph, node, args) -> Known | None:
 INT_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)
 
 
-def _where(graph: Graph, node, args) -> Known | None:
+def where(graph: Graph, node, args) -> Known | None:
     """Entry-wise select (exporters write `Where(shape == -1, 1, shape)`; our rewrite
     overrides computed shape entries with `Where(mask, values, shape)`)."""
     cond, x, y = args
@@ -202,7 +211,7 @@ def _where(graph: Graph, node, args) -> Known | None:
     return out
 
 
-def _equal_entry(a, b):
+def _equal_entry(a, b) -> int | None:
     if isinstance(a, int) and isinstance(b, int):
         return int(a == b)
     if isinstance(a, str) and isinstance(b, int) and b < 0:
@@ -212,7 +221,10 @@ def _equal_entry(a, b):
     return None
 
 
-def _constant_of_shape(graph: Graph, node, args) -> Known | None:
+equal = _binary(np.frompyfunc(_equal_entry, 2, 1))
+
+
+def constant_of_shape(graph: Graph, node, args) -> Known | None:
     shape = args[0]
     if shape is None or None in to_ints(shape):
         return None
@@ -223,35 +235,11 @@ def _constant_of_shape(graph: Graph, node, args) -> Known | None:
     return out
 
 
-def _transpose(graph: Graph, node, args) -> Known | None:
+def transpose(graph: Graph, node, args) -> Known | None:
     return None if args[0] is None else np.transpose(args[0], attr(node, "perm"))
 
 
-_OPS: dict[str, Callable] = {
-    "Where": _where,
-    "ConstantOfShape": _constant_of_shape,
-    "Transpose": _transpose,
-    "Shape": _shape,
-    "Gather": _gather,
-    "Slice": _slice,
-    "Concat": _concat,
-    "Unsqueeze": _reshape_like,
-    "Squeeze": _reshape_like,
-    "Reshape": _reshape_like,
-    "Identity": _unary(lambda x: x),
-    "Cast": _cast,
-    "Neg": _unary(_lift(lambda a: -a, 1)),
-    "Add": _binary(_lift(lambda a, b: a + b)),
-    "Sub": _binary(_lift(lambda a, b: a - b)),
-    "Mul": _binary(_lift(lambda a, b: a * b)),
-    "Max": _binary(_lift(max)),
-    "Min": _binary(_lift(min)),
-    "Div": _binary(_lift(_trunc_div)),
-    "Mod": _mod,
-    "Equal": _binary(np.frompyfunc(_equal_entry, 2, 1)),
-}
-
-
+# -- output dims from known shape values, declared by the rules as their op's `dims` -------------
 def reshape_dims(graph: Graph, node) -> list | None:
     """A Reshape's output dims from its input dims and the statically known target shape:
     ints where known, the input's symbol where a 0 copies it, None elsewhere."""
@@ -353,7 +341,3 @@ def range_dims(graph: Graph, node) -> list | None:
         return [max(0, -(-(b - a) // d))]
     return None
 
-
-HINTS = {"Reshape": reshape_dims, "Slice": slice_dims, "Expand": expand_dims,
-         "ConstantOfShape": constant_of_shape_dims, "Range": range_dims}
-"""Ops whose output dims we can complete from known shape values."""

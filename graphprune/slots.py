@@ -19,7 +19,7 @@ class Span:
     An axis in `tiled` is a dynamic multiple of its ids' length, position p carrying
     ids[p % n]: heads folded into the batch (`[B·H, S, D]`, torch's MultiheadAttention). Only
     layout rules that understand tiling see such spans; for every other op the engine keeps
-    the units whole along tiled axes first (see analysis.TILE_AWARE)."""
+    the units whole along tiled axes first (an op's `tiled` trait, graphprune.ops)."""
 
     axes: tuple[int, ...]
     ids: np.ndarray

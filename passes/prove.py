@@ -5,11 +5,15 @@ and checked: `onnx.checker` on the pruned graph, then the pruned model against t
 original in onnxruntime (`validation.exact_check`). How depends on the model: in memory, two
 sessions side by side (half the cores each); weights memory-mapped, one model's weights in
 memory at a time; mapped and at least `segments.SEGMENT_MIN_BYTES` of weights, segment by
-segment (`segments.py`). Inexact units (hidden size, through normalisations) are then
-rewritten with the rest and measured, not proven: `fidelity` per output.
+segment (`segments.py`); when the static tolerance fails, the masked original's own float
+noise on the same inputs sets the floor (`noise.py`). Inexact units (hidden size, through
+normalisations) are then rewritten with the rest and measured, not proven: `fidelity` per
+output.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import onnx
@@ -18,7 +22,7 @@ from graphprune.analysis import Analysis
 from graphprune.errors import ValidationError
 from graphprune.io import mapped
 
-from . import rewrite, segments, validation
+from . import noise, rewrite, segments, validation
 
 
 def inexact_roots(an: Analysis) -> np.ndarray:
@@ -65,6 +69,14 @@ def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed
         return validation.session(model, overrides=overrides, parts=validation.split(
             model, overrides, known=known), threads=threads)
 
+    @functools.cache
+    def masked() -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None]:
+        overrides = rewrite.mask_overrides(model, an, removed, spill)
+        if overrides is None:
+            return rewrite.masked_model(model, an, removed), None
+        return model, overrides
+
+    floor = noise.sources(masked)  # the reference's float noise, should the static check fail
     if (mapped(model) or mapped(pruned)) and (
             segments.weight_bytes(model) >= segments.SEGMENT_MIN_BYTES):
         # a large model: the same runs, a segment of each graph at a time (see segments)
@@ -79,22 +91,20 @@ def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed
         # the reference's runs first, then the candidate's on the same inputs
         del parts
         return validation.exact_check(reference, lambda: validation.session(pruned), model,
-                                      seed=seed, sizes=sizes, io=io)
+                                      seed=seed, sizes=sizes, io=io, noise=floor)
     # half the cores for each session: exact_check runs the two side by side
     threads = validation.pair_threads()
     candidate = validation.session(pruned, parts=parts, threads=threads)
     del parts
     return validation.exact_check(reference(threads), candidate, model, seed=seed,
-                                  sizes=sizes, io=io)
+                                  sizes=sizes, io=io, noise=floor)
 
 
 def failure(check: validation.CheckResult) -> ValidationError:
     """The one-line error for a failed exact check (its worst run)."""
-    bad = max((r for r in check.runs if not r["passed"]), key=lambda r: r["max_abs_err"])
     return ValidationError(
-        f"exact check failed: output '{bad['output']}' at batch {bad['batch']} differs from "
-        f"the masked original by {bad['max_abs_err']:.3e} (output scale {bad['scale']:.3e}); "
-        "nothing was written. This is a graphprune bug: please report it with --verbose")
+        f"exact check failed: {check.failure()}; nothing was written. This is a graphprune "
+        "bug: please report it with --verbose")
 
 
 def fidelity(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis,

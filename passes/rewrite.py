@@ -21,10 +21,21 @@ import onnx
 from google.protobuf import unknown_fields
 from onnx import helper, numpy_helper
 
-from graphprune.analysis import Analysis, Member
+from graphprune.analysis import Analysis
+from graphprune.edits import (
+    AttrCount,
+    Edit,
+    EntryCount,
+    EntryScale,
+    GatherIndices,
+    Member,
+    SliceBounds,
+    SplitSizes,
+)
 from graphprune.errors import GraphpruneError
 from graphprune.io import ALIGN, copy_fields
-from graphprune.ir import EXTERNAL_PATH
+from graphprune.ir import EXTERNAL_PATH, attr, subgraph_references
+from graphprune.shapeval import known_value, to_ints
 from graphprune.slots import Span
 
 
@@ -115,13 +126,8 @@ class Rewriter:
 
     def axis_masks(self, span: Span) -> list[np.ndarray]:
         """Per-axis keep masks of a span; the kept set must be their outer product."""
-        keep = self.kept_mask(span.ids)
-        masks = [keep.any(axis=tuple(j for j in range(keep.ndim) if j != k)) if keep.ndim > 1
-                 else keep for k in range(keep.ndim)]
-        product = masks[0]
-        for m in masks[1:]:
-            product = np.multiply.outer(product, m)
-        if not np.array_equal(product, keep):
+        masks = rectangle(self.kept_mask(span.ids))
+        if masks is None:
             raise RewriteError(f"units on axes {span.axes} do not form a rectangle")
         return masks
 
@@ -140,30 +146,61 @@ class Rewriter:
     def set_input_const(self, node: int, index: int, value: np.ndarray) -> None:
         self.pending[(node, index)] = value
 
+    def entry(self, node: int, index: int, pos: int) -> int | str | None:
+        """Entry `pos` of a size input as it stands: an int when known statically (a literal,
+        an edit made already, or shape arithmetic over static dims), else a symbol or None."""
+        if (node, index) in self.pending:
+            return int(self.pending[(node, index)].reshape(-1)[pos])
+        name = self.nodes[node].input[index]
+        known = known_value(self.an.graph, name)
+        if known is None or pos >= known.size:
+            return None
+        return known.reshape(-1)[pos]
+
     def set_const_entry(self, node: int, index: int, pos: int, value: int) -> None:
-        """Set one entry of a size input: in a clone of a literal, or, for a computed shape,
-        by a Where that overrides just that entry at run time (dynamic entries stay)."""
+        """Set one entry of a size input where it changes: in a clone of a literal, or, for a
+        computed shape, by an override (see `_settle_overrides`, `_insert_overrides`)."""
+        if self.entry(node, index, pos) == value:
+            return
         if (node, index) not in self.pending and self.an.graph.const(
                 self.nodes[node].input[index]) is None:
-            piece = self._literal_piece(node, index, pos)
-            if piece is not None:  # edit the literal the shape is built from
-                node, index, pos = piece
-            else:
-                self.overrides.setdefault((node, index), {})[pos] = value
-                return
+            self.overrides.setdefault((node, index), {})[pos] = value
+            return
         v = np.array(self.value(node, index), copy=True)
         v.reshape(-1)[pos] = value
         self.pending[(node, index)] = v
 
-    def _literal_piece(self, node: int, index: int, pos: int) -> tuple[int, int, int] | None:
-        """Where a computed size input is `Concat(…, literal, …)` read only here, entry `pos`
-        may sit in a literal piece: edit that (a clone), and shape inference still follows
-        the whole shape (a Where override would hide it)."""
+    def _settle_overrides(self) -> None:
+        """A computed size `Concat(…, piece, …)` whose every reader overrides the same entries
+        alike: a piece holding such entries whose values are all known (a literal, or shape
+        arithmetic over static dims) becomes a constant with the new values, so no node is
+        added and shape inference still follows the whole shape."""
         graph = self.an.graph
-        name = self.nodes[node].input[index]
+        readers: dict[str, list[tuple[int, int]]] = {}
+        for node, index in sorted(self.overrides):
+            readers.setdefault(self.nodes[node].input[index], []).append((node, index))
+        for name, keys in readers.items():
+            wanted = self.overrides[keys[0]]
+            if ({(u.node, u.index) for u in graph.uses(name)} != set(keys)
+                    or name in graph.outputs or any(self.overrides[k] != wanted for k in keys)):
+                continue
+            for pos, value in list(wanted.items()):
+                piece = self._static_piece(name, pos)
+                if piece is None:
+                    continue
+                p, j, at, v = piece
+                v.reshape(-1)[at] = value
+                self.pending[(p, j)] = v
+                for k in keys:
+                    del self.overrides[k][pos]
+        self.overrides = {k: v for k, v in self.overrides.items() if v}
+
+    def _static_piece(self, name: str, pos: int) -> tuple[int, int, int, np.ndarray] | None:
+        """(Concat node, input, entry, a copy of its value) of the piece of `name` that holds
+        entry `pos`, when that piece's entries are all known statically."""
+        graph = self.an.graph
         p = graph.producer.get(name)
-        if (p is None or graph.nodes[p].op_type != "Concat" or len(graph.uses(name)) != 1
-                or name in graph.outputs):
+        if p is None or graph.nodes[p].op_type != "Concat":
             return None
         start = 0
         for j, piece in enumerate(graph.nodes[p].input):
@@ -171,13 +208,23 @@ class Rewriter:
             if not shape or len(shape) != 1 or not isinstance(shape[0], int):
                 return None
             if start <= pos < start + shape[0]:
-                return (p, j, pos - start) if graph.const(piece) is not None else None
+                value = self.pending.get((p, j), graph.const(piece))
+                if value is None:
+                    known = known_value(graph, piece)
+                    ints = None if known is None else to_ints(known)
+                    if ints is None or None in ints:
+                        return None
+                    value = np.array(ints, dtype=_np_dtype(graph.dtypes.get(
+                        piece, onnx.TensorProto.INT64))).reshape(known.shape)
+                return p, j, pos - start, np.array(value, copy=True)
             start += shape[0]
         return None
 
     def scale_const_entry(self, node: int, index: int, pos: int, num: int, den: int) -> None:
         """Scale one entry of a size input by num/den (a batch-folded head axis: B·H → B·H′):
         in a clone of a literal, or at run time for a computed shape (Mul, then exact Div)."""
+        if num == den:
+            return
         if (node, index) not in self.pending and self.an.graph.const(
                 self.nodes[node].input[index]) is None:
             self.scales.setdefault((node, index), {})[pos] = (num, den)
@@ -192,6 +239,8 @@ class Rewriter:
 
     def set_attr(self, node: int, name: str, value) -> None:
         n = self.nodes[node]
+        if attr(n, name) == value:
+            return
         self.remove_attr(node, name)
         n.attribute.append(helper.make_attribute(name, value))
 
@@ -209,7 +258,7 @@ class Rewriter:
                 v = self._slice(v, span, node, index)
             self.pending[(node, index)] = self.spill.put(v) if self.spill else v
         for edit in self.an.edits:
-            edit.fn(self)
+            apply_edit(self, edit)
         model = self._materialize()
         _resize_interface(model, io_changes(self.an, self.gone))
         return model
@@ -257,6 +306,7 @@ class Rewriter:
         return v
 
     def _materialize(self) -> onnx.ModelProto:
+        self._settle_overrides()
         g = self.model.graph
         graph = self.an.graph
         inits = {t.name: t for t in self.source.graph.initializer}
@@ -304,8 +354,9 @@ class Rewriter:
         return self.model
 
     def _insert_overrides(self, taken: set[str]) -> None:
-        """Computed size inputs: scaled entries get `Div(Mul(shape, num), den)`, replaced
-        entries `Where(mask, values, shape)`; the other entries pass unchanged."""
+        """Computed size inputs whose entries change: one whose entries are all known
+        statically becomes a constant; in others, scaled entries get `Div(Mul(shape, num),
+        den)`, replaced entries `Where(mask, values, shape)`, the other entries pass unchanged."""
         if not self.overrides and not self.scales:
             return
         g = self.model.graph
@@ -317,8 +368,16 @@ class Rewriter:
             if not length or len(length) != 1 or not isinstance(length[0], int):
                 raise RewriteError(f"cannot override entries of '{src}' (unknown length)")
             dtype = _np_dtype(self.an.graph.dtypes.get(src, onnx.TensorProto.INT64))
-            added = before.setdefault(node, [])
             scales = self.scales.get((node, index), {})
+            entries = self.overrides.get((node, index), {})
+            static = self._static(node, index, scales, entries)
+            if static is not None:
+                name = _unique(f"{src}_gp_value", taken)
+                taken.add(name)
+                g.initializer.append(numpy_helper.from_array(static.astype(dtype), name))
+                n.input[index] = name
+                continue
+            added = before.setdefault(node, [])
             if scales:
                 num, den = np.ones(length[0], dtype=dtype), np.ones(length[0], dtype=dtype)
                 for pos, (a, b) in scales.items():
@@ -331,7 +390,6 @@ class Rewriter:
                 added.append(helper.make_node("Div", [names[2], names[1]], [names[3]],
                                               name=names[3]))
                 src = names[3]
-            entries = self.overrides.get((node, index), {})
             if entries:
                 mask = np.zeros(length[0], dtype=bool)
                 vals = np.zeros(length[0], dtype=dtype)
@@ -345,11 +403,84 @@ class Rewriter:
                                               name=names[2]))
                 src = names[2]
             n.input[index] = src
+        if not any(before.values()):
+            return
         nodes = list(g.node)
         del g.node[:]
         for i, n in enumerate(nodes):
             g.node.extend(before.get(i, []))
             g.node.append(n)
+
+    def _static(self, node: int, index: int, scales: dict[int, tuple[int, int]],
+                entries: dict[int, int]) -> np.ndarray | None:
+        """The new value of a computed size input whose entries are all known statically.
+        Entries not set here keep their values: the analysis lets a unit count reach a size
+        only where the size is overridden or the units are frozen (a batch-folded B·H read
+        back from the tensor shrinks by itself, but is dynamic: never known here)."""
+        known = known_value(self.an.graph, self.nodes[node].input[index])
+        ints = None if known is None else to_ints(known)
+        if ints is None or None in ints:
+            return None
+        flat = np.array(ints, dtype=np.int64)
+        for pos, (num, den) in scales.items():
+            if flat[pos] % den:
+                raise RewriteError(f"size {flat[pos]} of {self.an.graph.node_name(node)} is "
+                                   f"not a multiple of {den}")
+            flat[pos] = flat[pos] // den * num
+        for pos, v in entries.items():
+            flat[pos] = v
+        return flat.reshape(known.shape)
+
+
+# -- edits: each record type and what it does ----------------------------------------------------
+def _attr_count(rw: Rewriter, e: AttrCount) -> None:
+    rw.set_attr(e.node, e.name, rw.count(e.units))
+
+
+def _entry_count(rw: Rewriter, e: EntryCount) -> None:
+    rw.set_const_entry(e.node, e.index, e.pos, rw.axis_count(e.span, e.axis))
+
+
+def _entry_scale(rw: Rewriter, e: EntryScale) -> None:
+    rw.scale_const_entry(e.node, e.index, e.pos, rw.axis_count(e.span, e.axis), e.period)
+
+
+def _split_sizes(rw: Rewriter, e: SplitSizes) -> None:
+    """Sizes in the `split` attribute before opset 13, in input 1 from then on (which also
+    replaces an opset-18 `num_outputs`)."""
+    sizes = np.array([rw.count(p) for p in e.pieces], dtype=np.int64)
+    if all(n == len(p) for n, p in zip(sizes.tolist(), e.pieces, strict=True)):
+        return  # every piece whole: the sizes stand
+    if rw.an.graph.opset < 13:
+        rw.set_attr(e.node, "split", sizes.tolist())
+    else:
+        rw.remove_attr(e.node, "num_outputs")
+        rw.set_input_const(e.node, 1, sizes)
+
+
+def _slice_bounds(rw: Rewriter, e: SliceBounds) -> None:
+    start = rw.count(e.axis_ids[:e.start])
+    rw.set_const_entry(e.node, 1, e.k, start)
+    rw.set_const_entry(e.node, 2, e.k, start + rw.count(e.kept))
+
+
+def _gather_indices(rw: Rewriter, e: GatherIndices) -> None:
+    keep = rw.kept_mask(e.axis_ids)
+    renumbered = np.cumsum(keep) - 1
+    rw.set_input_const(e.node, 1, renumbered[e.pos[keep[e.pos]]].astype(np.int64))
+
+
+_EDITS = {AttrCount: _attr_count, EntryCount: _entry_count, EntryScale: _entry_scale,
+          SplitSizes: _split_sizes, SliceBounds: _slice_bounds, GatherIndices: _gather_indices}
+
+
+def apply_edit(rw: Rewriter, edit: Edit) -> None:
+    """Interpret one edit record (graphprune.edits) on the model being rewritten."""
+    fn = _EDITS.get(type(edit))
+    if fn is None:
+        raise RewriteError(f"no rewrite for edit {type(edit).__name__} of "
+                           f"{rw.an.graph.node_name(edit.node)}")
+    fn(rw, edit)
 
 
 def _copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -431,15 +562,13 @@ def _unique(base: str, taken: set[str]) -> str:
 def _live(g: onnx.GraphProto, keep: set[tuple[str, ...]] | frozenset = frozenset()):
     """Nodes that feed a graph output (or whose outputs are in `keep`), in order, and every
     name they or the graph outputs read."""
-    from graphprune.ir import _subgraph_references
-
     needed = {o.name for o in g.output}
     live = []
     for node in reversed(g.node):
         if any(o in needed for o in node.output if o) or tuple(node.output) in keep:
             live.append(node)
             needed.update(i for i in node.input if i)
-            needed.update(_subgraph_references(node))
+            needed.update(subgraph_references(node))
     return live[::-1], needed
 
 
@@ -499,17 +628,24 @@ def io_changes(an: Analysis, gone: np.ndarray) -> IoChanges:
                 continue
             if not an.io:
                 raise RewriteError(f"units of graph input/output '{name}' were removed")
-            masks = [keep.any(axis=tuple(j for j in range(keep.ndim) if j != k))
-                     for k in range(keep.ndim)]
-            product = masks[0]
-            for m in masks[1:]:
-                product = np.multiply.outer(product, m)
-            if not np.array_equal(product, keep):
+            masks = rectangle(keep)
+            if masks is None:
                 raise RewriteError(f"units of '{name}' on axes {span.axes} are no rectangle")
             axes = out.setdefault(name, {})
             for a, m in zip(span.axes, masks, strict=True):
                 axes[a] = axes[a] & m if a in axes else m
     return out
+
+
+def rectangle(keep: np.ndarray) -> list[np.ndarray] | None:
+    """Per-axis keep masks whose outer product is `keep`, or None when it is no product
+    (what is removed must be whole rows along every axis for a dense slice)."""
+    masks = [keep.any(axis=tuple(j for j in range(keep.ndim) if j != k))
+             for k in range(keep.ndim)]
+    product = masks[0]
+    for m in masks[1:]:
+        product = np.multiply.outer(product, m)
+    return masks if np.array_equal(product, keep) else None
 
 
 def removed_io(an: Analysis, removed: np.ndarray) -> IoChanges:

@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 
 from graphprune.errors import ValidationError, one_line
 from graphprune.io import copy_fields
 
-from . import validation
+from . import noise, validation
 
 SEGMENT_MIN_BYTES = 1 << 30
 """Models with at least this many bytes of weights are checked segment by segment."""
@@ -230,9 +232,22 @@ def _fresh(value: np.ndarray) -> np.ndarray:
     return value
 
 
+SessionMaker = Callable[[onnx.ModelProto, dict[str, np.ndarray]], ort.InferenceSession]
+
+
+def _plain(sub: onnx.ModelProto, overrides: dict[str, np.ndarray]) -> ort.InferenceSession:
+    return validation.session(sub, overrides=overrides)
+
+
+def _split_sums(sub: onnx.ModelProto, overrides: dict[str, np.ndarray]) -> ort.InferenceSession:
+    graph, values = noise.split_sums(sub, overrides)
+    return validation.session(graph, overrides=values)
+
+
 def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: str,
-              ) -> list[list[np.ndarray]]:
-    """Every segment of `side` on every input set; the graph outputs of each run."""
+              make: SessionMaker = _plain) -> list[list[np.ndarray]]:
+    """Every segment of `side` on every input set; the graph outputs of each run. `make`
+    builds each segment's session (the noise sources evaluate the segments other ways)."""
     envs = [dict() for _ in feeds]
     outputs = [o.name for o in side.model.graph.output]
     for nodes, reads, hands, before in segments:
@@ -244,7 +259,7 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
             names = {t.name for t in sub.graph.initializer}
             overrides = {k: _fresh(v) for k, v in (side.overrides or {}).items() if k in names}
             try:
-                sess = validation.session(sub, overrides=overrides)
+                sess = make(sub, overrides)
             except Exception as exc:  # noqa: BLE001 - a model onnxruntime rejects fails
                 raise ValidationError(f"{what} fails in onnxruntime: "
                                       f"{one_line(exc, 300)}") from None
@@ -269,7 +284,12 @@ def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, see
                 io: validation.IoChanges | None = None) -> validation.CheckResult:
     """validation.exact_check's runs and comparisons, segment by segment (see the module);
     the whole-graph sequential check when the graphs share no cut, or a node would not run
-    in any segment."""
+    in any segment.
+
+    Should an output fail the static tolerance, the reference's noise floor is measured on
+    the whole reference path as the check runs it: every segment of the masked original
+    evaluated the noise sources' ways (optimised sessions, split sums), carrying its own
+    activations from segment to segment (an optimised session fuses within a segment only)."""
     cuts = plan_cuts(reference.model, candidate.model)
     ref_segments = _segments(reference.model, cuts) if cuts else []
     cand_segments = _segments(candidate.model, cuts) if cuts else []
@@ -277,11 +297,17 @@ def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, see
             candidate.model, cand_segments):
         return validation.exact_check(
             lambda: validation.session(reference.model, overrides=reference.overrides),
-            lambda: validation.session(candidate.model), model, seed=seed, sizes=sizes, io=io)
+            lambda: validation.session(candidate.model), model, seed=seed, sizes=sizes, io=io,
+            noise=noise.sources(lambda: (reference.model, reference.overrides)))
     batches, feeds = validation.check_feeds(model, seed, sizes)
-    ref_outs = _run_side(reference, ref_segments, feeds, "the masked original")
+    what = "the masked original"
+    ref_outs = _run_side(reference, ref_segments, feeds, what)
     cand_feeds = [validation.shrink_feeds(f, io) for f in feeds]
     cand_outs = _run_side(candidate, cand_segments, cand_feeds, "the pruned model")
     names = [o.name for o in reference.model.graph.output]
-    return validation.outcome(batches, names, ref_outs, cand_outs, io)
+    floor = [validation.NoiseSource(noise.OPTIMISED, lambda f: _run_side(
+                 reference, ref_segments, f, what, noise.optimised_session)),
+             validation.NoiseSource(noise.SPLIT_SUMS, lambda f: _run_side(
+                 reference, ref_segments, f, what, _split_sums))]
+    return validation.outcome(batches, names, ref_outs, cand_outs, io, feeds, floor)
 

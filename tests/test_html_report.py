@@ -63,10 +63,10 @@ def mha(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def blocked_model() -> onnx.ModelProto:
-    """Conv → CumSum over the channels (no rule: a blocker) → Conv → Relu → Conv."""
+    """Conv → Einsum (an identity; no rule: a blocker) → Conv → Relu → Conv."""
     b = Builder()
     x = b.input("X", [1, 3, 8, 8])
-    a = b.op("CumSum", [b.conv(x, 3, 16, name="A"), b.ints(1)])
+    a = b.op("Einsum", [b.conv(x, 3, 16, name="A")], equation="nchw->nchw")
     c = b.op("Relu", [b.conv(a, 16, 8, name="B")])
     return b.build(b.conv(c, 8, 4, name="C"))
 
@@ -74,7 +74,7 @@ def blocked_model() -> onnx.ModelProto:
 @pytest.fixture(scope="module")
 def blocked() -> dict:
     _, report = graphprune.compress(blocked_model(), ratio=0.5)
-    assert report.blockers == {"CumSum": 1}
+    assert report.blockers == {"Einsum": 1}
     return report.to_dict()
 
 

@@ -30,6 +30,7 @@ LAYER_NAMES = {CORE: "core", PASSES: "passes", DRIVERS: "drivers"}
 LAYERS = {
     "graphprune.errors": CORE, "graphprune.version": CORE, "graphprune.context": CORE,
     "graphprune.ir": CORE, "graphprune.shapeval": CORE, "graphprune.slots": CORE,
+    "graphprune.ops": CORE, "graphprune.edits": CORE,
     "graphprune.rules": CORE, "graphprune.rules.*": CORE, "graphprune.analysis": CORE,
     "graphprune.metrics": CORE, "graphprune.plan": CORE, "graphprune.report": CORE,
     "graphprune.html_report": CORE, "graphprune.io": CORE,
@@ -38,36 +39,14 @@ LAYERS = {
 }
 
 KNOWN_EDGES = {
-    # Known cycles and upward imports in the core, removed by the core-layers branch (rules
-    # emit edits as data; the graph view and shape evaluation split), and io's input
-    # diagnosis running validation sessions (the external-data work). Listed edges are left
-    # out of every check below, so any other cycle or upward import still fails.
-    # The coordinator empties this set when those branches land.
-    ("graphprune.analysis", "graphprune.passes.rewrite"),
-    ("graphprune.rules.attention", "graphprune.passes.rewrite"),
-    ("graphprune.rules.conv", "graphprune.passes.rewrite"),
-    ("graphprune.rules.indexing", "graphprune.passes.rewrite"),
-    ("graphprune.rules.norm", "graphprune.passes.rewrite"),
-    ("graphprune.rules.shape", "graphprune.passes.rewrite"),
-    ("graphprune.rules.spatial", "graphprune.passes.rewrite"),
-    ("graphprune.rules.attention", "graphprune.analysis"),
-    ("graphprune.rules.common", "graphprune.analysis"),
-    ("graphprune.rules.conv", "graphprune.analysis"),
-    ("graphprune.rules.elementwise", "graphprune.analysis"),
-    ("graphprune.rules.indexing", "graphprune.analysis"),
-    ("graphprune.rules.linear", "graphprune.analysis"),
-    ("graphprune.rules.norm", "graphprune.analysis"),
-    ("graphprune.rules.registry", "graphprune.analysis"),
-    ("graphprune.rules.shape", "graphprune.analysis"),
-    ("graphprune.rules.spatial", "graphprune.analysis"),
-    ("graphprune.ir", "graphprune.shapeval"),
+    # io's input diagnosis runs validation's onnxruntime sessions (a core module importing a
+    # pass, and a cycle): removed by the external-data work (issue 13, item 6). Listed edges
+    # are left out of every check below, so any other cycle or upward import still fails;
+    # one that is gone must leave this set (test_known_exceptions_still_exist).
     ("graphprune.io", "graphprune.passes.validation"),
 }
-KNOWN_PRIVATE = {
-    # ir._subgraph_references, used by analysis and the rewrite (core-layers branch)
-    ("graphprune.analysis", "graphprune.ir", "_subgraph_references"),
-    ("graphprune.passes.rewrite", "graphprune.ir", "_subgraph_references"),
-}
+KNOWN_PRIVATE: set[tuple[str, str, str]] = set()
+"""(module, module whose private name it uses, name): none left."""
 
 
 def modules() -> dict[str, Path]:

@@ -199,6 +199,31 @@ def test_variadic_sum_three_branches():
     assert const_input(pruned, "R2", 1).shape == (4, 4, 3, 3)
 
 
+# -- Trilu -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("upper", "k"), [(1, None), (0, 1), (1, -2)])
+def test_trilu_passes_units_off_its_axes(upper, k):
+    """A triangle over the spatial axes: channels pass."""
+    def middle(b, x):
+        ins = [x] if k is None else [x, b.ints(k)]
+        return b.op("Trilu", ins, name="T", upper=upper), 8
+
+    model = conv_chain(middle, opset=14)
+    assert group_sizes(analyze(model)) == [(4, 0), (8, 8)]
+    pruned, _ = assert_exact(model)
+    assert const_input(pruned, "B", 1).shape[1] == 4
+
+
+def test_trilu_over_channels_freezes():
+    """Channels last, a triangle over (W, C): removing a channel would move the diagonal."""
+    def middle(b, x):
+        t = b.op("Trilu", [b.op("Transpose", [x], perm=[0, 2, 3, 1])], upper=1)
+        return b.op("Transpose", [t], perm=[0, 3, 1, 2]), 8
+
+    model = conv_chain(middle, opset=14)
+    assert_frozen(group_named(analyze(model), "A"), "triangle of a unit axis")
+    assert_exact(model)
+
+
 # -- barriers --------------------------------------------------------------------------------------
 def test_unknown_op_freezes_and_is_a_blocker():
     b = Builder()

@@ -437,3 +437,38 @@ def test_transpose_without_perm_reverses():
     model = b.build("B_out")
     assert group_sizes(analyze(model)) == [(4, 0), (8, 8)]
     assert_exact(model)
+
+
+def test_channel_count_through_mod_is_followed():
+    """Shape arithmetic through Mod (C % 1000 = C): the Reshape entry it feeds is rewritten."""
+    b = Builder()
+    a = b.conv(b.input(), 3, 8, name="A")
+    r = b.op("Relu", [a])
+    s = b.op("Shape", [r])
+    c = b.op("Mod", [b.op("Gather", [s, b.ints([1])], axis=0), b.ints([1000])])
+    shape = b.op("Concat", [b.op("Gather", [s, b.ints([0])], axis=0), c, b.ints([-1])], axis=0)
+    f = b.op("ReduceMean", [b.op("Reshape", [r, shape], name="RS")], axes=[2], keepdims=0)
+    b.gemm(f, 8, 5, name="FC")
+    model = b.build("FC_out")
+    assert group_sizes(analyze(model)) == [(5, 0), (8, 8)]
+    pruned, _ = assert_exact(model)
+    assert const_input(pruned, "FC", 1).shape == (5, 4)
+
+
+@pytest.mark.parametrize("op", ["Split", "Expand"])
+def test_channel_count_in_a_split_or_expanded_shape_freezes(op):
+    """A piece of Shape(a) (Split) or a broadcast of it (Expand) sizes another tensor: the
+    count is a value nothing follows there, so a's units stay."""
+    b = Builder()
+    a = b.conv(b.input(), 3, 8, name="A")
+    s = b.op("Shape", [a])
+    if op == "Split":
+        count = b.op("Split", [s, b.ints([1, 1, 2])], n_out=3)[1]
+    else:
+        count = b.op("Expand", [b.op("Slice", [s, b.ints([1]), b.ints([2])]), b.ints([1])])
+    y = b.op("Reshape", [b.input("V", [8, 6]), b.op("Concat", [count, b.ints([-1])], axis=0)],
+             name="Y")
+    b.conv(a, 8, 4, k=1, name="B")
+    model = b.build(["B_out", y])
+    assert_frozen(group_named(analyze(model), "A"), "value")
+    assert_exact(model)

@@ -169,6 +169,22 @@ def test_resize_scaling_channels_freezes():
     assert_exact(model)
 
 
+# -- CumSum --------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("axis", "exclusive", "reverse"), [(2, 0, 0), (-1, 1, 0), (3, 0, 1)])
+def test_cumsum_over_space_passes_channels(axis, exclusive, reverse):
+    model = conv_chain(lambda b, x: (b.op("CumSum", [x, b.ints(axis)], name="CS",
+                                          exclusive=exclusive, reverse=reverse), 8))
+    assert group_sizes(analyze(model)) == [(4, 0), (8, 8)]
+    pruned, _ = assert_exact(model)
+    assert const_input(pruned, "B", 1).shape[1] == 4
+
+
+def test_cumsum_over_channels_freezes():
+    model = conv_chain(lambda b, x: (b.op("CumSum", [x, b.ints(1)]), 8))
+    assert_frozen(group_named(analyze(model), "A"), "running sum over a unit axis")
+    assert_exact(model)
+
+
 # -- Pad -----------------------------------------------------------------------------------------
 def _pad(b: Builder, x: str, pads: list[int], axes: list[int] | None = None,
          mode: str = "constant") -> str:

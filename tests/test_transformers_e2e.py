@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from zoo import ROOT  # noqa: F401 - puts the repository root (models/) on sys.path
+from zoo import new_nodes  # (importing zoo puts the repository root, models/, on sys.path)
 
 import graphprune
 import models
@@ -102,6 +102,31 @@ def test_heads_and_ffn(name: str, exporter: str) -> None:
             got, want = sess.run(None, f), ref.run(None, f)
             assert [g.shape for g in got] == [w.shape for w in want]
             assert all(np.isfinite(g).all() for g in got)
+
+
+@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("name", ["llama", "bert", "gpt2", "hf_llama", "hf_bert", "hf_gpt2"])
+def test_ffn_pruning_adds_no_node(name: str, exporter: str) -> None:
+    """FFN neurons only: no head goes, no attention reshape changes, and an FFN size read
+    from a shape (a view's computed target) is edited where it is static. The pruned graph
+    gains no node; it may lose nodes that went dead (shape arithmetic turned constant)."""
+    original = onnx.load(exported(name, exporter))
+    pruned, report = graphprune.compress(original, ratio=0.5, scope="ffn")
+    assert report.exact_check["passed"]
+    assert _kinds(report)["ffn"][1] < _kinds(report)["ffn"][0]
+    assert new_nodes(original, pruned) == {}
+    assert len(pruned.graph.node) <= len(original.graph.node)
+
+
+@pytest.mark.parametrize("name", ["llama", "bert", "gpt2", "hf_llama", "hf_bert", "hf_gpt2"])
+def test_static_shape_edits_add_no_node(name: str) -> None:
+    """Heads and FFN pruned in dynamo exports, whose computed shapes' changed entries sit in
+    static pieces: they become constants, no Where is added."""
+    original = onnx.load(exported(name, "dynamo"))
+    pruned, report = graphprune.compress(original, ratio=0.5)
+    assert report.exact_check["passed"]
+    assert _kinds(report)["heads"][1] < _kinds(report)["heads"][0]
+    assert new_nodes(original, pruned) == {}
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama", "vit"])

@@ -96,6 +96,18 @@ def run(model: onnx.ModelProto | str | Path, x: np.ndarray,
     return sess.run(None, {inp.name: x})
 
 
+def new_nodes(original: onnx.ModelProto, pruned: onnx.ModelProto) -> dict[str, int]:
+    """Nodes of `pruned` the original lacks, by op type (a rewrite may remove nodes that went
+    dead, e.g. a shape computation replaced by a constant, but should add only what changes
+    a value)."""
+    old = {(n.name, n.op_type) for n in original.graph.node}
+    added: dict[str, int] = {}
+    for n in pruned.graph.node:
+        if (n.name, n.op_type) not in old:
+            added[n.op_type] = added.get(n.op_type, 0) + 1
+    return added
+
+
 # -- files -------------------------------------------------------------------------------------
 def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()

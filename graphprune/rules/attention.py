@@ -9,22 +9,17 @@ A KV cache (past_key/past_value inputs) or a used present/qk output freezes the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from ..edits import AttrCount
 from ..ir import attr
+from ..ops import rule
 from ..slots import Span
 from .common import broadcast_member, keep_whole, span_on
-from .registry import rule
-
-if TYPE_CHECKING:
-    from graphprune.passes.rewrite import Rewriter
-
-    from ..analysis import Ctx
+from .context import Ctx
 
 
-@rule("Attention", since=23)
+@rule("Attention", since=23, multi_input=True)
 def attention(ctx: Ctx) -> None:
     ranks = [ctx.rank(i) for i in range(3)]
     if None in ranks or len(set(ranks)) != 1 or ranks[0] not in (3, 4):
@@ -61,8 +56,8 @@ def attention(ctx: Ctx) -> None:
             ctx.freeze(q, "Attention output size unknown")
             return
         ctx.set_out(0, [Span((2,), np.repeat(q, dv))])
-        ctx.edit("q_num_heads", _set_heads(ctx.index, "q_num_heads", q))
-        ctx.edit("kv_num_heads", _set_heads(ctx.index, "kv_num_heads", k))
+        ctx.edit(AttrCount(ctx.index, "q_num_heads", q))
+        ctx.edit(AttrCount(ctx.index, "kv_num_heads", k))
 
 
 def _head_units(ctx: Ctx, i: int, four_d: bool) -> np.ndarray | None:
@@ -93,10 +88,3 @@ def _per_head(ctx: Ctx, i: int, n_heads: int) -> int | None:
     if not shape or not isinstance(shape[-1], int) or shape[-1] % n_heads:
         return None
     return shape[-1] // n_heads
-
-
-def _set_heads(node: int, name: str, units: np.ndarray):
-    def fix(rw: Rewriter) -> None:
-        rw.set_attr(node, name, rw.count(units))
-
-    return fix

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from ..edits import EntryCount
 from ..ir import attr
 from ..shapeval import known_value
 from ..slots import Span
-
-if TYPE_CHECKING:
-    from ..analysis import Ctx
+from .context import Ctx
 
 
 def quantized(ctx: Ctx, i: int) -> bool:
@@ -156,8 +153,6 @@ def no_units_reason(ctx: Ctx, i: int, how: str) -> str:
 def _expanded_constant(ctx: Ctx, i: int, span: Span) -> bool:
     """A learned token broadcast to the batch (ViT's cls token: Expand(param, [B, 1, D])):
     slice the parameter itself, and the Expand's size for those axes."""
-    from ..analysis import Edit, Member
-
     graph = ctx.graph
     name = ctx.input(i)
     p = graph.producer.get(name)
@@ -173,20 +168,11 @@ def _expanded_constant(ctx: Ctx, i: int, span: Span) -> bool:
     if any(a - lead < 0 or param.shape[a - lead] != n
            for a, n in zip(span.axes, span.ids.shape, strict=True)):
         return False
-    ctx.an.members.append(Member(p, 0, Span(tuple(a - lead for a in span.axes), span.ids),
-                                 "param"))
     skip = len(shape) - len(target)
-    for a in span.axes:
-        pos = a - skip
-        if pos >= 0 and target[pos] != 1:
-            if not isinstance(target[pos], int):
-                return False
-            ctx.an.edits.append(Edit(p, f"shape[{pos}]", _expand_entry(p, pos, span, a)))
+    entries = [(a - skip, a) for a in span.axes if a - skip >= 0 and target[a - skip] != 1]
+    if any(not isinstance(target[pos], int) for pos, _ in entries):
+        return False
+    ctx.member(0, Span(tuple(a - lead for a in span.axes), span.ids), "param", node=p)
+    for pos, a in entries:
+        ctx.edit(EntryCount(p, 1, pos, span, a))
     return True
-
-
-def _expand_entry(node: int, pos: int, span: Span, axis: int):
-    def fix(rw) -> None:
-        rw.set_const_entry(node, 1, pos, rw.axis_count(span, axis))
-
-    return fix

@@ -11,27 +11,36 @@ share a slot and the `group` attribute shrinks with the number of groups kept.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
 
 import numpy as np
 
+from ..edits import AttrCount
 from ..ir import attr
+from ..ops import rule
 from ..slots import Span
 from .common import span_on, weight_problem
-from .registry import rule
-
-if TYPE_CHECKING:
-    from graphprune.passes.rewrite import Rewriter
-
-    from ..analysis import Ctx
+from .context import Ctx
 
 
-@rule("Conv")
+def _conv_macs(node, shapes: dict[str, list[int]]) -> int:
+    """Output elements × weights per output channel (input channels per group × kernel)."""
+    out, w = shapes.get(node.output[0]), shapes.get(node.input[1])
+    return math.prod(out) * math.prod(w[1:]) if out and w else 0
+
+
+def _conv_transpose_macs(node, shapes: dict[str, list[int]]) -> int:
+    """Input elements × weights per input channel (output channels per group × kernel)."""
+    x, w = shapes.get(node.input[0]), shapes.get(node.input[1])
+    return math.prod(x) * math.prod(w[1:]) if x and w else 0
+
+
+@rule("Conv", macs=_conv_macs)
 def conv(ctx: Ctx) -> None:
     _conv(ctx, in_axis=1, out_axis=0)
 
 
-@rule("ConvTranspose")
+@rule("ConvTranspose", macs=_conv_transpose_macs)
 def conv_transpose(ctx: Ctx) -> None:
     _conv(ctx, in_axis=0, out_axis=1)
 
@@ -78,14 +87,7 @@ def _conv(ctx: Ctx, in_axis: int, out_axis: int) -> None:
         out = np.repeat(units, per_out)
         # weight axis 0 holds whole groups: output channels (Conv) or input channels (ConvT)
         ctx.member(1, Span((0,), out if out_axis == 0 else ins), "source")
-        ctx.edit("group", _set_group(ctx.index, units))
+        ctx.edit(AttrCount(ctx.index, "group", units))
     if ctx.input(2):
         ctx.member(2, Span((0,), out), "param")
     ctx.set_out(0, [Span((1,), out)])
-
-
-def _set_group(node: int, units: np.ndarray):
-    def fix(rw: Rewriter) -> None:
-        rw.set_attr(node, "group", rw.count(units))
-
-    return fix

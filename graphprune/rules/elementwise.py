@@ -5,31 +5,41 @@ full-size constants along a slotted axis become members (sliced with the units).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import operator
 
 import numpy as np
 
+from .. import shapeval
+from ..ir import fold_identity
+from ..ops import rule
+from ..shapeval import arithmetic
 from ..slots import Span
-from .common import broadcast_member, pass_through
-from .registry import rule
-
-if TYPE_CHECKING:
-    from ..analysis import Ctx
+from .common import broadcast_member, freeze_where, pass_through
+from .context import Ctx
 
 UNARY = (
     "Relu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "Elu", "Selu", "Celu",
-    "Gelu", "Softplus", "Softsign", "Erf", "Sqrt", "Exp", "Log", "Neg", "Abs", "Mish",
+    "Gelu", "Softplus", "Softsign", "Erf", "Sqrt", "Exp", "Log", "Abs", "Mish",
     "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Tan", "Atan", "Asin", "Acos",
     "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "ThresholdedRelu", "Shrink", "Not", "IsNaN",
-    "IsInf", "Identity", "Cast", "CastLike", "Swish",
+    "IsInf", "CastLike", "Swish",
 )
+"""Position-wise ops of one input that know nothing more (Neg, Identity, Cast: below)."""
 BINARY = (
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Mean", "Sum", "Where", "PRelu", "Mod",
-    "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor",
-    "BitShift", "Clip",
+    "Pow", "Mean", "Sum", "PRelu", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And",
+    "Or", "Xor", "BitShift",
 )
+"""Broadcasting ops that know nothing more (the arithmetic of shapes: below)."""
 
 
+def binary(*op_types: str, **traits):
+    """Register an op of the broadcasting family: it reads units on every input."""
+    return rule(*op_types, multi_input=True, **traits)
+
+
+@rule("Identity", tiled=True, shape_eval=shapeval.identity, fold=fold_identity)
+@rule("Cast", tiled=True, shape_eval=shapeval.cast)
+@rule("Neg", shape_eval=shapeval.negate)
 @rule(*UNARY)
 def unary(ctx: Ctx) -> None:
     """Identity/Cast/activations: same shape, position by position (CastLike's 2nd input is a
@@ -38,13 +48,34 @@ def unary(ctx: Ctx) -> None:
     ctx.set_marks(0, ctx.marks(0) or [])
 
 
-@rule("Dropout")
+@rule("Dropout", tiled=True)
 def dropout(ctx: Ctx) -> None:
     """Inference Dropout is identity; its optional mask output has the same layout."""
     pass_through(ctx, (0, 1))
 
 
-@rule(*BINARY)
+@rule("Trilu", since=14)
+def trilu(ctx: Ctx) -> None:
+    """Keeps a triangle of the last two axes: whether a position is zeroed depends on its row
+    and column index, so units stay whole along those axes (there alone: frozen)."""
+    rank = ctx.rank(0)
+    if rank is None or rank < 2:
+        ctx.freeze_inputs("input rank unknown")
+        return
+    ctx.set_out(0, freeze_where(ctx, ctx.spans(0), {rank - 2, rank - 1}, "triangle of a unit axis"))
+
+
+@binary("Add", tiled=True, shape_eval=arithmetic(operator.add))
+@binary("Sub", tiled=True, shape_eval=arithmetic(operator.sub))
+@binary("Mul", tiled=True, shape_eval=arithmetic(operator.mul))
+@binary("Div", tiled=True, shape_eval=arithmetic(shapeval.trunc_div))
+@binary("Where", tiled=True, shape_eval=shapeval.where)
+@binary("Max", shape_eval=arithmetic(max))
+@binary("Min", shape_eval=arithmetic(min))
+@binary("Mod", shape_eval=shapeval.mod)
+@binary("Equal", shape_eval=shapeval.equal)
+@binary("Clip", settings=(1, 2))
+@binary(*BINARY)
 def broadcast_elementwise(ctx: Ctx) -> None:
     if any(ctx.marks(i) for i in range(ctx.n_inputs())):
         _propagate_marks(ctx)

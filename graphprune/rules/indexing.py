@@ -8,22 +8,19 @@ instead, so the constants stay valid as they are (RoPE's rotate_half, unbinding 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
-from ..ir import attr
+from .. import shapeval
+from ..edits import GatherIndices, SliceBounds, SplitSizes
+from ..ir import attr, fold_gather, fold_slice, fold_split
+from ..ops import rule
 from ..slots import Span, simplify
 from .common import broadcast_member, keep_whole, no_units_reason, norm_axis, span_on
-from .registry import rule
+from .context import Ctx
 
-if TYPE_CHECKING:
-    from graphprune.passes.rewrite import Rewriter
-
-    from ..analysis import Ctx
 
 # -- Concat / Split / Slice / Gather ---------------------------------------------------------------
-@rule("Concat")
+@rule("Concat", multi_input=True, shape_eval=shapeval.concat)
 def concat(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     if rank is None:
@@ -101,12 +98,15 @@ def _concat_marks(ctx: Ctx, names: list[int]) -> None:
     ctx.set_marks(0, marks)
 
 
-@rule("Split")
+@rule("Split", sizes=True, fold=fold_split)
 def split(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     if rank is None:
         ctx.freeze_inputs("input rank unknown")
         return
+    for m in ctx.marks(0) or []:  # pieces of a shape are not followed
+        if m is not None:
+            ctx.freeze(m, "channel count read as a value")
     axis = norm_axis(int(attr(ctx.node, "axis", 0)), rank)
     n_out = len(ctx.node.output)
     chan = span_on(ctx.spans(0), axis)
@@ -136,7 +136,7 @@ def split(ctx: Ctx) -> None:
     pieces = [chan.ids[bounds[k]:bounds[k + 1]] for k in range(n_out)]
     for o, ids in enumerate(pieces):
         ctx.set_out(o, [*others, Span((axis,), ids)])
-    ctx.edit("split", _set_split(ctx.index, pieces, ctx.opset))
+    ctx.edit(SplitSizes(ctx.index, tuple(pieces)))
 
 
 def _split_sizes(ctx: Ctx, axis: int, n_out: int) -> list[int] | None:
@@ -153,19 +153,8 @@ def _split_sizes(ctx: Ctx, axis: int, n_out: int) -> list[int] | None:
     return [min(step, dim - k * step) for k in range(n)]
 
 
-def _set_split(node: int, pieces: list[np.ndarray], opset: int):
-    def fix(rw: Rewriter) -> None:
-        sizes = np.array([rw.count(p) for p in pieces], dtype=np.int64)
-        if opset < 13:
-            rw.set_attr(node, "split", sizes.tolist())
-        else:
-            rw.remove_attr(node, "num_outputs")
-            rw.set_input_const(node, 1, sizes)
-
-    return fix
-
-
-@rule("Slice", since=10)
+@rule("Slice", since=10, sizes=True, shape_eval=shapeval.slice_values,
+      dims=shapeval.slice_dims, fold=fold_slice)
 def slice_(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     starts, ends = ctx.known(1), ctx.known(2)
@@ -197,7 +186,7 @@ def slice_(ctx: Ctx) -> None:
         ids = s.ids[r.start:r.stop]
         out.append(Span(s.axes, ids))
         cut_pos.add(k)
-        ctx.edit("slice", _set_bounds(ctx.index, k, s.ids, r.start, ids))
+        ctx.edit(SliceBounds(ctx.index, k, s.ids, r.start, ids))
     for i in (1, 2):
         ctx.consume_marks(i, cut_pos)
     for i in (3, 4):
@@ -223,16 +212,7 @@ def _slice_marks(ctx: Ctx, starts, ends, steps) -> None:
     ctx.set_marks(0, marks[slice(starts[0], ends[0], steps[0])])
 
 
-def _set_bounds(node: int, k: int, ids: np.ndarray, start: int, kept_ids: np.ndarray):
-    def fix(rw: Rewriter) -> None:
-        new_start = rw.count(ids[:start])
-        rw.set_const_entry(node, 1, k, new_start)
-        rw.set_const_entry(node, 2, k, new_start + rw.count(kept_ids))
-
-    return fix
-
-
-@rule("Gather")
+@rule("Gather", kind="ffn", shape_eval=shapeval.gather, fold=fold_gather)
 def gather(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     idx = ctx.const(1)
@@ -265,7 +245,7 @@ def gather(ctx: Ctx) -> None:
             continue
         pos = np.where(idx < 0, idx + len(s.ids), idx)
         out.append(Span((axis,), s.ids[pos]))
-        ctx.edit("indices", _set_indices(ctx.index, s.ids, pos))
+        ctx.edit(GatherIndices(ctx.index, s.ids, pos))
     ctx.set_out(0, out)
 
 
@@ -292,11 +272,3 @@ def _gather_whole(ctx: Ctx, s: Span, axis: int, idx: np.ndarray) -> Span | None:
     new_axes[k:k] = [axis + j for j in range(idx.ndim)]
     return simplify(Span(tuple(new_axes), picked)) if new_axes else None
 
-
-def _set_indices(node: int, ids: np.ndarray, pos: np.ndarray):
-    def fix(rw: Rewriter) -> None:
-        keep = rw.kept_mask(ids)
-        new_index = np.cumsum(keep) - 1
-        rw.set_input_const(node, 1, new_index[pos[keep[pos]]].astype(np.int64))
-
-    return fix

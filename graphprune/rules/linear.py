@@ -5,18 +5,27 @@ activation products have no rule yet here and freeze what they touch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import math
 
 from ..ir import attr
+from ..ops import rule
 from ..slots import Span
 from .common import keep_whole, quantized, span_on, weight_problem
-from .registry import rule
-
-if TYPE_CHECKING:
-    from ..analysis import Ctx
+from .context import Ctx
 
 
-@rule("Gemm")
+def _matmul_macs(node, shapes: dict[str, list[int]]) -> int:
+    """Output elements × contraction length."""
+    out, a = shapes.get(node.output[0]), shapes.get(node.input[0])
+    return math.prod(out) * a[-1] if out and a else 0
+
+
+def _gemm_macs(node, shapes: dict[str, list[int]]) -> int:
+    out, a = shapes.get(node.output[0]), shapes.get(node.input[0])
+    return math.prod(out) * (a[0] if attr(node, "transA", 0) else a[-1]) if out and a else 0
+
+
+@rule("Gemm", kind="ffn", macs=_gemm_macs)
 def gemm(ctx: Ctx) -> None:
     b = ctx.const(1)
     if b is None or b.ndim != 2:
@@ -41,7 +50,7 @@ def gemm(ctx: Ctx) -> None:
     ctx.set_out(0, [*out, Span((1,), units)])
 
 
-@rule("MatMul")
+@rule("MatMul", multi_input=True, tiled=True, kind="ffn", macs=_matmul_macs)
 def matmul(ctx: Ctx) -> None:
     b = ctx.const(1)
     rank = ctx.rank(0)

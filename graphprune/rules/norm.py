@@ -8,19 +8,12 @@ here (an inexact mode belongs to the transformer work).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import numpy as np
-
+from ..edits import AttrCount
 from ..ir import attr
+from ..ops import rule
 from ..slots import Span
 from .common import broadcast_member, norm_axis, reduce_over, span_on
-from .registry import rule
-
-if TYPE_CHECKING:
-    from graphprune.passes.rewrite import Rewriter
-
-    from ..analysis import Ctx
+from .context import Ctx
 
 MIXING = "normalisation or softmax over a unit axis"
 
@@ -71,15 +64,8 @@ def group_norm(ctx: Ctx) -> None:
         p = ctx.const(i)
         ids = chan.ids if p is not None and p.shape[0] == shape[1] else units
         ctx.member(i, Span((0,), ids), "param")
-    ctx.edit("num_groups", _set_groups(ctx.index, units))
+    ctx.edit(AttrCount(ctx.index, "num_groups", units))
     ctx.set_out(0, spans)
-
-
-def _set_groups(node: int, units: np.ndarray):
-    def fix(rw: Rewriter) -> None:
-        rw.set_attr(node, "num_groups", rw.count(units))
-
-    return fix
 
 
 @rule("LayerNormalization", "RMSNormalization")
@@ -110,7 +96,9 @@ def layer_norm(ctx: Ctx) -> None:
         ctx.freeze_spans(spans, "LayerNormalization statistics outputs used")
 
 
-@rule("Softmax", "LogSoftmax", "Hardmax")
+@rule("Softmax", tiled=True)
+@rule("LogSoftmax", tiled=True)
+@rule("Hardmax")
 def softmax(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     if rank is None:

@@ -13,35 +13,34 @@ very same units (the size then shrinks by itself); anywhere else they freeze the
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..ir import Dim, attr
+from .. import shapeval
+from ..edits import EntryCount, EntryScale, line
+from ..ir import Dim, attr, fold_reshape, fold_squeeze, fold_transpose, fold_unsqueeze
+from ..ops import rule
 from ..shapeval import reshape_dims
 from ..slots import Span, simplify
 from .common import axes_arg, drop_axes, norm_axis, span_on
-from .registry import rule
-
-if TYPE_CHECKING:
-    from graphprune.passes.rewrite import Rewriter
-
-    from ..analysis import Ctx
+from .context import Ctx
 
 
 # -- Transpose / Squeeze / Unsqueeze ------------------------------------------------------------
-@rule("Transpose")
+@rule("Transpose", tiled=True, shape_eval=shapeval.transpose, fold=fold_transpose)
 def transpose(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     perm = attr(ctx.node, "perm") or (list(range(rank))[::-1] if rank else None)
     if perm is None:
         ctx.freeze_inputs("input rank unknown")
         return
+    if rank == 1:  # a shape: entries stay in place
+        ctx.set_marks(0, ctx.marks(0) or [])
     mapping = {p: j for j, p in enumerate(perm)}
     ctx.set_out(0, [s.moved(mapping) for s in ctx.spans(0)])
 
 
-@rule("Squeeze")
+@rule("Squeeze", shape_eval=shapeval.reshape_like, fold=fold_squeeze)
 def squeeze(ctx: Ctx) -> None:
     shape = ctx.shape(0)
     if shape is None:
@@ -64,7 +63,7 @@ def squeeze(ctx: Ctx) -> None:
     ctx.set_marks(0, ctx.marks(0) or [])
 
 
-@rule("Unsqueeze")
+@rule("Unsqueeze", tiled=True, shape_eval=shapeval.reshape_like, fold=fold_unsqueeze)
 def unsqueeze(ctx: Ctx) -> None:
     rank = ctx.rank(0)
     axes = axes_arg(ctx)
@@ -306,11 +305,8 @@ def flatten(ctx: Ctx) -> None:
     ctx.set_out(0, out)
 
 
-def _prod(dims: list[Dim]) -> Dim:
-    return math.prod(dims) if all(isinstance(d, int) for d in dims) else None
-
-
-@rule("Reshape")
+@rule("Reshape", tiled=True, sizes=True, shape_eval=shapeval.reshape_like, dims=reshape_dims,
+      fold=fold_reshape)
 def reshape(ctx: Ctx) -> None:
     if ctx.marks(0):
         ctx.set_marks(0, ctx.marks(0))
@@ -357,12 +353,12 @@ def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...],
                 if len(read[0]) != period:
                     ctx.freeze(span.ids, "batch-folded size read from another layout")
                     return False
-                ctx.unify(read[0], _size_line(span, a))
+                ctx.unify(read[0], line(span, a))
                 continue
             if v is not None and (v <= 0 or v % period):
                 ctx.freeze(span.ids, "size of a batch-folded unit axis is not a multiple of it")
                 return False
-            ctx.edit(f"shape[{pos}]", _scale_entry(ctx.index, index, span, a, pos, period))
+            ctx.edit(EntryScale(ctx.index, index, pos, span, a, period))
             continue
         if v is None:
             ctx.freeze(span.ids, "size of a unit axis is computed from a dynamic value")
@@ -370,7 +366,7 @@ def _sizes_fixable(ctx: Ctx, span: Span, index: int, allow: tuple[int, ...],
         if v in allow or (v == 0 and ctx.node.op_type == "Reshape"
                           and not attr(ctx.node, "allowzero", 0) and _same_axis(ctx, span, a)):
             continue
-        ctx.edit(f"shape[{pos}]", _set_entry(ctx.index, index, span, a, pos))
+        ctx.edit(EntryCount(ctx.index, index, pos, span, a))
     return True
 
 
@@ -380,24 +376,13 @@ def _same_axis(ctx: Ctx, span: Span, a: int) -> bool:
     return src is not None and src.axes == (a,) and np.array_equal(src.ids, span.ids)
 
 
-def _scale_entry(node: int, index: int, span: Span, axis: int, pos: int, period: int):
-    def fix(rw: Rewriter) -> None:
-        rw.scale_const_entry(node, index, pos, rw.axis_count(span, axis), period)
-
-    return fix
-
-
-def _set_entry(node: int, index: int, span: Span, axis: int, pos: int):
-    def fix(rw: Rewriter) -> None:
-        rw.set_const_entry(node, index, pos, rw.axis_count(span, axis))
-
-    return fix
-
-
 # -- Expand / Tile -------------------------------------------------------------------------------
-@rule("Expand")
+@rule("Expand", sizes=True, dims=shapeval.expand_dims)
 def expand(ctx: Ctx) -> None:
     rank, out_shape = ctx.rank(0), ctx.out_shape(0)
+    for m in ctx.marks(0) or []:  # a shape broadcast is not followed
+        if m is not None:
+            ctx.freeze(m, "channel count read as a value")
     if not ctx.spans(0):
         ctx.consume_marks(1, set())
         return
@@ -425,8 +410,10 @@ def tile(ctx: Ctx) -> None:
 
 
 # -- Shape ---------------------------------------------------------------------------------------
-@rule("Shape")
+@rule("Shape", tiled=True, shape_eval=shapeval.shape_of)
 def shape(ctx: Ctx) -> None:
+    """Each entry read from a unit axis is marked with one line of slots along it: freezing
+    them keeps that size (a head-dim size read from `[B, H, S, D]` pins one head, not all)."""
     rank = ctx.rank(0)
     if rank is None:
         ctx.freeze_inputs("input rank unknown")
@@ -437,18 +424,36 @@ def shape(ctx: Ctx) -> None:
     marks: list = []
     for a in range(start, end):
         s = span_on(ctx.spans(0), a)
-        marks.append(None if s is None else _size_line(s, a))
+        marks.append(None if s is None else line(s, a))
     ctx.set_marks(0, marks)
-
-
-def _size_line(span: Span, axis: int) -> np.ndarray:
-    """The slots whose freezing keeps `axis`'s size: one line along it. (A head-dim size read
-    from `[B, H, S, D]` then pins one head, not every head: each d keeps that head's entry.)"""
-    k = span.axes.index(axis)
-    index = tuple(slice(None) if j == k else 0 for j in range(span.ids.ndim))
-    return span.ids[index].ravel()
 
 
 @rule("Size")
 def size(ctx: Ctx) -> None:
     ctx.freeze_inputs("element count read as a value")
+
+
+@rule("ConstantOfShape", shape_eval=shapeval.constant_of_shape,
+      dims=shapeval.constant_of_shape_dims)
+def constant_of_shape(ctx: Ctx) -> None:
+    """A new tensor of the shape given: it carries no units, so a unit axis's size that is
+    one of its dims stays (the new tensor would not shrink with the units)."""
+    ctx.consume_marks(0, set())
+
+
+def _arange(graph, node, args) -> np.ndarray | None:
+    """The entries of arange(start, limit, delta) over known ints (ONNX counts as Python's
+    range does)."""
+    bounds = [None if a is None else shapeval.to_ints(a)[0] for a in args[:3]]
+    if None in bounds or bounds[2] == 0 or len(range(*bounds)) > shapeval.MAX_ELEMENTS:
+        return None
+    out = np.empty(len(range(*bounds)), dtype=object)
+    out[:] = list(range(*bounds))
+    return out
+
+
+@rule("Range", shape_eval=_arange, dims=shapeval.range_dims, settings=(0, 1, 2))
+def range_(ctx: Ctx) -> None:
+    """arange(start, limit, delta): a new tensor without units. A unit count in its bounds
+    would change its entries or their number: it stays."""
+    ctx.freeze_marks("channel count read as a value")

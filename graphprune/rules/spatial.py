@@ -6,18 +6,13 @@ over a unit axis follows `reduce_over` (frozen if it mixes units, collapsed if i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
+from ..edits import EntryCount
 from ..ir import attr
-from .common import axes_arg, freeze_where, norm_axis, reduce_over
-from .registry import rule
-
-if TYPE_CHECKING:
-    from graphprune.passes.rewrite import Rewriter
-
-    from ..analysis import Ctx
+from ..ops import rule
+from .common import axes_arg, drop_axes, freeze_where, norm_axis, reduce_over
+from .context import Ctx
 
 REDUCE = (
     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
@@ -64,22 +59,28 @@ def reduce(ctx: Ctx) -> None:
     ctx.set_out(0, reduce_over(ctx, ctx.spans(0), red, keep, MIXING, statistic))
 
 
+@rule("CumSum", since=11)
+def cumsum(ctx: Ctx) -> None:
+    """Running sums along one axis mix its positions (removing one changes every later sum):
+    units stay whole along that axis (there alone: frozen) and pass on the others."""
+    rank, axis = ctx.rank(0), ctx.known(1)
+    if rank is None or not axis or axis[0] is None:
+        ctx.freeze_inputs("cumsum axis unknown")
+        return
+    summed = {norm_axis(axis[0], rank)}
+    ctx.set_out(0, freeze_where(ctx, ctx.spans(0), summed, "running sum over a unit axis"))
+
+
 @rule("ArgMax", "ArgMin")
 def arg_reduce(ctx: Ctx) -> None:
     rank = ctx.rank(0) or 0
     axis = norm_axis(int(attr(ctx.node, "axis", 0)), rank)
     spans = freeze_where(ctx, ctx.spans(0), {axis}, "index over a unit axis")
     keep = bool(attr(ctx.node, "keepdims", 1))
-    ctx.set_out(0, spans if keep else [_drop(s, axis) for s in spans])
+    ctx.set_out(0, spans if keep else [drop_axes(s, {axis}) for s in spans])
 
 
-def _drop(span, axis):
-    from .common import drop_axes
-
-    return drop_axes(span, {axis})
-
-
-@rule("Resize", since=11)
+@rule("Resize", since=11, settings=(1, 2))
 def resize(ctx: Ctx) -> None:
     """Units may sit on axes the resize leaves alone (scale 1); a `sizes` constant is fixed."""
     spans = ctx.spans(0)
@@ -111,7 +112,7 @@ def resize(ctx: Ctx) -> None:
             for s in spans:
                 for a in s.axes:
                     if a in axes:
-                        ctx.edit("sizes", _set_size(ctx.index, 3, axes.index(a), s, a))
+                        ctx.edit(EntryCount(ctx.index, 3, axes.index(a), s, a))
     elif scales is not None and scales.size:
         bad = {a for a in slotted if a in axes and float(scales[axes.index(a)]) != 1.0}
         spans = freeze_where(ctx, spans, bad, "resized unit axis")
@@ -121,14 +122,7 @@ def resize(ctx: Ctx) -> None:
     ctx.set_out(0, spans)
 
 
-def _set_size(node: int, index: int, pos: int, span, axis: int):
-    def fix(rw: Rewriter) -> None:
-        rw.set_const_entry(node, index, pos, rw.axis_count(span, axis))
-
-    return fix
-
-
-@rule("Pad", since=11)
+@rule("Pad", since=11, settings=(2,))
 def pad(ctx: Ctx) -> None:
     spans = ctx.spans(0)
     if not spans:
