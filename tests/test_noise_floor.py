@@ -131,7 +131,7 @@ def test_outcome_measures_noise_only_when_needed_and_until_it_suffices():
     assert run["verdict"] == "noise floor" and run["noise_by"] == "loud"
     assert run["noise_floor"] == pytest.approx(6e-8, rel=1e-2)
     assert run["allowed"] == pytest.approx(4 * 6e-8, rel=1e-2)
-    assert res.noise_errors == {"broken": "NOT_IMPLEMENTED: Conv(double)"}
+    assert res.noise_errors == {"broken": "no kernel NOT_IMPLEMENTED: Conv(double)"}  # 1 line
     assert res.to_dict()["noise_errors"] == res.noise_errors
 
     far = [[np.float32([1e-4 + 5e-6, 2e-4])]]  # 5e-6: ~80 times the floor
@@ -144,7 +144,7 @@ def test_outcome_measures_noise_only_when_needed_and_until_it_suffices():
     assert f"float noise of the masked original on the same inputs {floor:.3e} (loud)" in text
     assert f"allowing {4 * floor:.3e}" in text
     nothing = validation.outcome([1], ["y"], ref, far, None, feeds, [broken.source])
-    assert "could not be measured: broken: NOT_IMPLEMENTED" in nothing.failure()
+    assert "could not be measured: broken: no kernel NOT_IMPLEMENTED" in nothing.failure()
 
 
 # -- the noise sources ----------------------------------------------------------------------
