@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import GraphpruneError, InputError
+from .errors import GraphpruneError, InputError, one_line
 from .ir import EXTERNAL_PATH, approx_bytes, external_path, external_range
 
 MIN_OPSET = 11
@@ -71,7 +71,7 @@ def parse(data: bytes, where: str = "model") -> onnx.ModelProto:
     try:
         model.ParseFromString(data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError, ...
-        raise InputError(f"{where}: not a valid ONNX model ({_one_line(exc)})") from exc
+        raise InputError(f"{where}: not a valid ONNX model ({one_line(exc, 300)})") from exc
     if not model.graph.node and not model.graph.output:
         raise InputError(f"{where}: not a valid ONNX model (empty graph)")
     check_opset(model, where)
@@ -131,7 +131,7 @@ def load_external_data(model: onnx.ModelProto, base: PathLike) -> None:
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(base))
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError, onnx's ValidationError, ...
-        raise InputError(f"cannot read external data: {_one_line(exc)}") from exc
+        raise InputError(f"cannot read external data: {one_line(exc, 300)}") from exc
 
 
 def attach_external_data(model: onnx.ModelProto, base: PathLike) -> None:
@@ -167,7 +167,7 @@ def attach_external_data(model: onnx.ModelProto, base: PathLike) -> None:
             length = int(info.get("length", want))
         except (KeyError, ValueError, TypeError) as exc:
             raise InputError(f"cannot read external data: tensor '{t.name}' "
-                             f"({_one_line(exc)})") from exc
+                             f"({one_line(exc, 300)})") from exc
         if offset < 0 or length != want or offset + length > sizes[key]:
             raise InputError(f"cannot read external data: tensor '{t.name}' needs bytes "
                              f"{offset}..{offset + want} of '{loc}' ({sizes[key]} bytes)")
@@ -192,7 +192,7 @@ def _load_unmapped(model: onnx.ModelProto, base: Path) -> None:
                 t.data_location = onnx.TensorProto.DEFAULT
                 del t.external_data[:]
             except Exception as exc:  # noqa: BLE001 - OSError, ValueError, ...
-                raise InputError(f"cannot read external data: {_one_line(exc)}") from exc
+                raise InputError(f"cannot read external data: {one_line(exc, 300)}") from exc
 
 
 def check_loaded(model: onnx.ModelProto) -> None:
@@ -490,8 +490,11 @@ def guard_input(fn: F) -> F:
                         None)
             if text is not None:  # protobuf decodes string fields when first read
                 raise InputError("the input model cannot be used: a name or text in it is "
-                                 f"not valid UTF-8 ({_one_line(text)})") from exc
-            why = _diagnose(model_or_path, kwargs.get("input_sizes"), kwargs.get("seed", 0))
+                                 f"not valid UTF-8 ({one_line(text, 300)})") from exc
+            opts = kwargs.get("options")  # an Options holds them when keywords do not
+            why = _diagnose(model_or_path,
+                            kwargs.get("input_sizes", getattr(opts, "input_sizes", None)),
+                            kwargs.get("seed", getattr(opts, "seed", 0)))
             if why is None:
                 raise
             raise InputError(f"the input model cannot be used: {why}") from exc
@@ -536,7 +539,7 @@ def input_problem(model: onnx.ModelProto, sizes: dict[str, list[int]] | None = N
     except GraphpruneError as exc:
         return str(exc)
     except Exception as exc:  # noqa: BLE001 - whatever onnxruntime raises
-        text = _one_line(exc)
+        text = one_line(exc, 300)
         hint = ("; give the inputs' sizes with --input-shape"
                 if "dimension" in text.lower() and not sizes else "")
         return f"onnxruntime cannot run it ({text}){hint}"
@@ -555,11 +558,3 @@ def input_problem(model: onnx.ModelProto, sizes: dict[str, list[int]] | None = N
 
 def _is_float(a: np.ndarray) -> bool:
     return np.issubdtype(a.dtype, np.floating)
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    """The exception's message on one line (onnxruntime spreads its details over several)."""
-    text = " ".join(str(exc).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text or type(exc).__name__
