@@ -65,17 +65,17 @@ def export(name: str, folder: Path) -> Path:
 
 
 def capture():
-    """Spy on validation._outcome: the check's outputs, inputs and noise sources."""
+    """Spy on validation.outcome: the check's outputs, inputs and noise sources."""
     from graphprune.passes import validation
     seen: dict = {}
-    real = validation._outcome
+    real = validation.outcome
 
     def spy(batches, names, ref_outs, cand_outs, io_, feeds=None, noise=()):
         seen.update(batches=batches, names=names, ref=ref_outs, cand=cand_outs, io=io_,
                     feeds=feeds, noise=list(noise))
         return real(batches, names, ref_outs, cand_outs, io_, feeds, noise)
 
-    validation._outcome = spy
+    validation.outcome = spy
     return seen
 
 

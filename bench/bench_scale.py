@@ -117,7 +117,7 @@ class _Phases:
 
 
 def _instrument(phases: _Phases) -> None:
-    from graphprune.passes import rewrite, scoring, validation
+    from graphprune.passes import rewrite, scoring, stages, targets, validation
 
     import graphprune.io as gio
     from graphprune import pipeline
@@ -128,10 +128,10 @@ def _instrument(phases: _Phases) -> None:
         (gio, "file_size", "file_size"),
         (validation, "save_atomic", "save_atomic (temp file for >2GB)"),
         (pipeline, "load", "load"),
-        (pipeline, "Graph", "Graph (index + shape inference)"),
-        (pipeline, "analyze_graph", "analyze_graph"),
+        (stages, "Graph", "Graph (index + shape inference)"),
+        (stages, "analyze_graph", "analyze_graph"),
         (scoring, "score_units", "score_units"),
-        (pipeline, "_select", "select"),
+        (targets, "select", "select"),
         (rewrite, "prune_model", "rewrite.prune_model"),
         (rewrite, "mask_overrides", "rewrite.mask_overrides"),
         (rewrite, "masked_model", "rewrite.masked_model"),

@@ -1,15 +1,14 @@
-"""Helpers shared by the benchmarks in bench/ (timing, memory, models, tables, digits CNN).
+"""Helpers shared by the benchmarks in bench/ (timing, models, tables, digits CNN).
 
 Nothing here asserts anything; the benches print numbers. Import it from a bench script with
 
     sys.path.insert(0, str(Path(__file__).resolve().parent)); import common
 
 Contents:
-- peak RSS from /proc (no psutil): `peak_rss_mib`, `reset_peak_rss`, `child_peak_rss_mib`;
-- timing: `median_time` (one callable) and `interleaved_medians` (several callables timed in
-  rotation, so that a noisy machine's slow phases hit all of them alike);
+- timing: `interleaved_medians` (several callables timed in rotation, so that a noisy
+  machine's slow phases hit all of them alike);
 - models: `export_cached` (an ONNX export of a registered model, cached across runs and keyed
-  by the models/ sources), `make_feeds`, `ort_session`, `count_float_params`, `count_macs`;
+  by the models/ sources), `ort_session`, `count_float_params`, `count_macs`;
 - `masked_equivalent`: the "masked original" of any structured pruning, found by matching the
   pruned weights' values back to the original's (used to check peers' outputs);
 - `table`: a GitHub-markdown table.
@@ -37,60 +36,7 @@ if str(ROOT) not in sys.path:
 FLOAT_ONNX_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
-# -- memory -----------------------------------------------------------------------------------
-def _status_kib(field: str, pid: str | int = "self") -> int | None:
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def peak_rss_mib(pid: str | int = "self") -> float | None:
-    """Peak resident set size (VmHWM) of a process in MiB, read from /proc; None off Linux."""
-    kib = _status_kib("VmHWM", pid)
-    return None if kib is None else kib / 1024.0
-
-
-def rss_mib(pid: str | int = "self") -> float | None:
-    """Current resident set size (VmRSS) in MiB."""
-    kib = _status_kib("VmRSS", pid)
-    return None if kib is None else kib / 1024.0
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current RSS (Linux >= 4.0); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def child_peak_rss_mib() -> float:
-    """Largest peak RSS among waited-for children, in MiB (getrusage's ru_maxrss is KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
-
-
 # -- timing -----------------------------------------------------------------------------------
-def median_time(fn: Callable[[], Any], runs: int = 20, warmup: int = 3) -> float:
-    """Median wall seconds of `runs` calls of `fn` after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t)
-    return statistics.median(samples)
-
-
 def interleaved_medians(fns: Mapping[str, Callable[[], Any]], runs: int = 20,
                         warmup: int = 3) -> dict[str, dict[str, float]]:
     """Time several callables in rotation: round k runs each once, starting at a different one.
@@ -210,38 +156,6 @@ def export_cached(name: str, exporter: str = "torchscript", *,
         export_onnx(model, ex, tmp, exporter=exporter, inputs=specs)
     os.replace(tmp, path)
     return path
-
-
-def make_feeds(model: Any, sizes: Mapping[str, int] | None = None, seed: int = 0,
-               int_high: Mapping[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Seeded inputs for every graph input of an onnx.ModelProto.
-
-    Symbolic dims take `sizes[name]` (default 1 for `batch`, 32 otherwise). Float inputs are
-    standard normal; int64 inputs are drawn from [0, int_high[input]) (default 2: masks and
-    small ids are safe for every reference model).
-    """
-    import onnx
-
-    sizes = dict(sizes or {})
-    rng = np.random.default_rng(seed)
-    inits = {t.name for t in model.graph.initializer}
-    feeds: dict[str, np.ndarray] = {}
-    for vi in model.graph.input:
-        if vi.name in inits:
-            continue
-        tt = vi.type.tensor_type
-        shape = []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value"):
-                shape.append(d.dim_value)
-            else:
-                shape.append(sizes.get(d.dim_param, 1 if d.dim_param == "batch" else 32))
-        if tt.elem_type == onnx.TensorProto.INT64:
-            high = (int_high or {}).get(vi.name, 2)
-            feeds[vi.name] = rng.integers(0, high, size=shape, dtype=np.int64)
-        else:
-            feeds[vi.name] = rng.standard_normal(shape).astype(np.float32)
-    return feeds
 
 
 def ort_session(model: Any, threads: int = 1, optimize: bool = True):

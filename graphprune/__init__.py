@@ -2,6 +2,7 @@
 
     import graphprune
     pruned, report = graphprune.compress("model.onnx", ratio=0.4, criterion="l1")
+    pruned, report = graphprune.compress("model.onnx", options=graphprune.Options(ratio=0.4))
     groups = graphprune.analyze("model.onnx").groups
 """
 
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 from .errors import GraphError, GraphpruneError, InputError, StageError, ValidationError
 from .io import load, save_atomic
+from .passes.options import Options
 from .pipeline import AnalysisResult, analyze, apply_plan, compress
 from .plan import Plan
 from .report import Report
+from .version import __version__
 
-__version__ = "0.1.0"
 __all__ = [
-    "AnalysisResult", "GraphError", "GraphpruneError", "InputError", "Report", "StageError",
-    "ValidationError", "Plan", "analyze", "apply_plan", "compress", "load", "save_atomic",
+    "AnalysisResult", "GraphError", "GraphpruneError", "InputError", "Options", "Plan",
+    "Report", "StageError", "ValidationError", "__version__", "analyze", "apply_plan",
+    "compress", "load", "save_atomic",
 ]

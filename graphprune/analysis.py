@@ -15,7 +15,7 @@ import onnx
 
 from . import ops
 from .edits import Edit, Member
-from .ir import Graph, folds, subgraph_references
+from .ir import Graph, folds, subgraph_references, value_dims
 from .rules.common import keep_whole
 from .rules.context import Ctx, State
 from .slots import Span, UnionFind, constant_along
@@ -283,10 +283,8 @@ def _same_array(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 def _declared_dims(value: onnx.ValueInfoProto | None) -> list[int | None] | None:
     """Static dims of a declared graph input/output (None per dynamic dim)."""
-    if value is None or not value.type.tensor_type.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None
-            for d in value.type.tensor_type.shape.dim]
+    dims = None if value is None else value_dims(value)
+    return None if dims is None else [d if isinstance(d, int) else None for d in dims]
 
 
 def _uniform(value: np.ndarray | None) -> bool:

@@ -7,13 +7,15 @@ Exit codes: 0 success, 1 the exact check failed (nothing written), 2 bad input o
 from __future__ import annotations
 
 import argparse
+import functools
+import gc
 import json
 import sys
 import traceback
 from pathlib import Path
 
-from . import __version__
-from .errors import GraphpruneError, InputError
+from .errors import GraphpruneError, InputError, one_line
+from .version import __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,8 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--round-to", type=int, default=1, metavar="N",
                    help="keep unit counts at multiples of N where a group is large enough")
     c.add_argument("--rounding", choices=("down", "up"), default="down",
-                   help="uniform ratio per group of n units: down removes floor(ratio*n), never "
-                        "more than asked (default); up removes ceil(ratio*n), as Torch-Pruning")
+                   help="ratio of n units (a group's; all candidates' under global or "
+                        "sensitivity allocation): down removes floor(ratio*n), never more than "
+                        "asked (default); up removes ceil(ratio*n), as Torch-Pruning")
     c.add_argument("--protect", metavar="REGEX", help="keep groups touching matching node names")
     c.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
                    help="concrete shape for a dynamic input during validation (repeatable; "
@@ -136,33 +139,41 @@ def _input_sizes(specs: list[str]) -> dict[str, list[int]]:
     return sizes
 
 
+def _options(args: argparse.Namespace):
+    """The run's options, made (and validated) once from the flags."""
+    from .passes.options import Options
+
+    return Options(
+        ratio=args.ratio, criterion=args.criterion, aggregate=args.aggregate,
+        normalize=args.normalize, allocation=args.allocation,
+        max_group_ratio=args.max_group_ratio, round_to=args.round_to, rounding=args.rounding,
+        protect=args.protect, scope=args.scope, seed=args.seed,
+        allow_io_change=args.allow_io_change, target_macs=args.target_macs,
+        target_params=args.target_params, target_latency=args.target_latency,
+        calib=args.calib, calib_samples=args.calib_samples,
+        input_sizes=_input_sizes(args.input_shape), inputs=args.inputs)
+
+
+def _progress(args: argparse.Namespace):
+    """Progress lines on stderr, unless the output is JSON or quiet."""
+    return None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from .io import check_writable, load_checked, save_atomic, write_text_atomic
     from .pipeline import compress
 
+    options = _options(args)
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
-    say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
     model, external = load_checked(src, out, report=args.report, plan=args.plan_out,
                                    html=args.html, map_external=True)
     if args.plan_out:
         check_writable(args.plan_out, "plan")
-    if args.calib_samples < 1:
-        raise InputError(f"calib-samples must be a positive integer, got {args.calib_samples}")
     spill = _spill(out) if external else None
     try:
-        pruned, report = compress(model, ratio=args.ratio, criterion=args.criterion,
-                                  round_to=args.round_to, rounding=args.rounding,
-                                  protect=args.protect, seed=args.seed,
-                                  input_sizes=_input_sizes(args.input_shape), progress=say,
-                                  scope=args.scope, aggregate=args.aggregate,
-                                  normalize=args.normalize, allocation=args.allocation,
-                                  max_group_ratio=args.max_group_ratio,
-                                  target_macs=args.target_macs, target_params=args.target_params,
-                                  target_latency=args.target_latency, calib=args.calib,
-                                  calib_samples=args.calib_samples,
-                                  allow_io_change=args.allow_io_change, spill=spill,
-                                  inputs=args.inputs)
+        pruned, report = compress(model, options=options, progress=_progress(args),
+                                  spill=spill)
         wrote_external = save_atomic(pruned, out, external=external or None)
     finally:
         if spill is not None:
@@ -179,15 +190,14 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
-    say = None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
     plan = Plan.load(args.plan)
     model, external = load_checked(src, out, keep=(args.plan,), report=args.report,
                                    html=args.html, map_external=True)
     spill = _spill(out) if external else None
     try:
         pruned, report = apply_plan(model, plan, seed=args.seed,
-                                    input_sizes=_input_sizes(args.input_shape), progress=say,
-                                    spill=spill, inputs=args.inputs)
+                                    input_sizes=_input_sizes(args.input_shape),
+                                    progress=_progress(args), spill=spill, inputs=args.inputs)
         wrote_external = save_atomic(pruned, out, external=external or None)
     finally:
         if spill is not None:
@@ -263,7 +273,15 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+@functools.cache
+def _freeze_imports() -> None:
+    """What the imports made lives until the process ends: taken out of the collector's view
+    once, full collections during a run need not walk it (a few % of a small model's run)."""
+    gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> int:
+    _freeze_imports()
     args = _parser().parse_args(argv)
     handler = {"compress": cmd_compress, "apply": cmd_apply,
                "analyze": cmd_analyze}[args.command]
@@ -273,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             traceback.print_exc()
         if exc.exit_code == 3:  # a stage failed unexpectedly (StageError names it): a bug
-            print(f"graphprune: internal error: {_one_line(exc)} (rerun with --verbose and "
+            print(f"graphprune: internal error: {one_line(exc)} (rerun with --verbose and "
                   "report it)", file=sys.stderr)
         else:
-            print(f"graphprune: error: {_one_line(exc)}", file=sys.stderr)
+            print(f"graphprune: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("graphprune: interrupted; nothing was written", file=sys.stderr)
@@ -284,14 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 3
         if args.verbose:
             traceback.print_exc()
-        print(f"graphprune: internal error: {type(exc).__name__}: {_one_line(exc)} "
+        print(f"graphprune: internal error: {type(exc).__name__}: {one_line(exc)} "
               "(rerun with --verbose and report it)", file=sys.stderr)
         return 3
-
-
-def _one_line(exc: BaseException) -> str:
-    """Messages quoting onnxruntime or numpy may span lines; the terminal gets one."""
-    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -61,7 +61,14 @@ def stage(name: str) -> Iterator[None]:
     except GraphpruneError:
         raise
     except Exception as exc:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        if len(text) > STAGE_TEXT:
-            text = text[:STAGE_TEXT - 1] + "…"
-        raise StageError(f"{name} failed: {type(exc).__name__}: {text}") from exc
+        raise StageError(f"{name} failed: {type(exc).__name__}: "
+                         f"{one_line(exc, STAGE_TEXT)}") from exc
+
+
+def one_line(exc: BaseException | str, limit: int | None = None) -> str:
+    """A message on one line (onnxruntime and numpy spread theirs over several), cut at
+    `limit` characters when given; an empty message gives the exception's type name."""
+    text = " ".join(str(exc).split())
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text or (type(exc).__name__ if isinstance(exc, BaseException) else "")

@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .errors import GraphpruneError, InputError
+from .errors import GraphpruneError, InputError, one_line
 from .ir import EXTERNAL_PATH, approx_bytes, external_path, external_range
 
 MIN_OPSET = 11
@@ -71,7 +71,7 @@ def parse(data: bytes, where: str = "model") -> onnx.ModelProto:
     try:
         model.ParseFromString(data)
     except Exception as exc:  # noqa: BLE001 - protobuf raises DecodeError, RuntimeError, ...
-        raise InputError(f"{where}: not a valid ONNX model ({_one_line(exc)})") from exc
+        raise InputError(f"{where}: not a valid ONNX model ({one_line(exc, 300)})") from exc
     if not model.graph.node and not model.graph.output:
         raise InputError(f"{where}: not a valid ONNX model (empty graph)")
     check_opset(model, where)
@@ -131,7 +131,7 @@ def load_external_data(model: onnx.ModelProto, base: PathLike) -> None:
     try:
         onnx.external_data_helper.load_external_data_for_model(model, str(base))
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError, onnx's ValidationError, ...
-        raise InputError(f"cannot read external data: {_one_line(exc)}") from exc
+        raise InputError(f"cannot read external data: {one_line(exc, 300)}") from exc
 
 
 def attach_external_data(model: onnx.ModelProto, base: PathLike) -> None:
@@ -167,7 +167,7 @@ def attach_external_data(model: onnx.ModelProto, base: PathLike) -> None:
             length = int(info.get("length", want))
         except (KeyError, ValueError, TypeError) as exc:
             raise InputError(f"cannot read external data: tensor '{t.name}' "
-                             f"({_one_line(exc)})") from exc
+                             f"({one_line(exc, 300)})") from exc
         if offset < 0 or length != want or offset + length > sizes[key]:
             raise InputError(f"cannot read external data: tensor '{t.name}' needs bytes "
                              f"{offset}..{offset + want} of '{loc}' ({sizes[key]} bytes)")
@@ -192,7 +192,7 @@ def _load_unmapped(model: onnx.ModelProto, base: Path) -> None:
                 t.data_location = onnx.TensorProto.DEFAULT
                 del t.external_data[:]
             except Exception as exc:  # noqa: BLE001 - OSError, ValueError, ...
-                raise InputError(f"cannot read external data: {_one_line(exc)}") from exc
+                raise InputError(f"cannot read external data: {one_line(exc, 300)}") from exc
 
 
 def check_loaded(model: onnx.ModelProto) -> None:
@@ -490,7 +490,7 @@ def guard_input(fn: F) -> F:
                         None)
             if text is not None:  # protobuf decodes string fields when first read
                 raise InputError("the input model cannot be used: a name or text in it is "
-                                 f"not valid UTF-8 ({_one_line(text)})") from exc
+                                 f"not valid UTF-8 ({one_line(text, 300)})") from exc
             why = _diagnose(model_or_path, kwargs)
             if why is None:
                 raise
@@ -500,9 +500,12 @@ def guard_input(fn: F) -> F:
 
 
 def _diagnose(model_or_path, kwargs: dict) -> str | None:
-    """`input_problem` with the run's validation inputs (shapes, values, calibration)."""
-    sizes, seed = kwargs.get("input_sizes"), kwargs.get("seed", 0)
-    data = kwargs.get("inputs")
+    """`input_problem` with the run's validation inputs (shapes, given values), from the
+    keywords or, when they do not say, the Options they hold."""
+    opts = kwargs.get("options")
+    sizes = kwargs.get("input_sizes", getattr(opts, "input_sizes", None))
+    seed = kwargs.get("seed", getattr(opts, "seed", 0))
+    data = kwargs.get("inputs", getattr(opts, "inputs", None))
     try:
         if isinstance(model_or_path, onnx.ModelProto):
             return input_problem(model_or_path, sizes, seed, data)
@@ -532,11 +535,3 @@ def input_problem(model: onnx.ModelProto, sizes: dict[str, list[int]] | None = N
     from .passes import inputs
 
     return inputs.problem(model, sizes, data, seed)
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    """The exception's message on one line (onnxruntime spreads its details over several)."""
-    text = " ".join(str(exc).split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text or type(exc).__name__

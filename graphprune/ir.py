@@ -348,6 +348,17 @@ def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
     return None
 
 
+def value_dims(value: onnx.ValueInfoProto) -> list[Dim] | None:
+    """Declared dims of a graph value: an int where static, the symbol (None when unnamed)
+    where not; None when the value declares no shape. A declared size below 1 is dynamic:
+    paddle2onnx writes `dim_value: -1` for its dynamic axes."""
+    t = value.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [(d.dim_value if d.dim_value > 0 else None) if d.HasField("dim_value")
+            else (d.dim_param or None) for d in t.shape.dim]
+
+
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     """Symbolic shape inference; weights are stripped first so 2 GB+ models stay cheap."""
     try:

@@ -6,6 +6,10 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import onnx
+
+from .ir import value_dims
+
 
 @dataclass
 class GroupReport:
@@ -178,6 +182,20 @@ def _inputs_lines(inputs: dict) -> list[str]:
                                 for k, v in shapes.items()) for shapes in inputs["shapes"])
     return ([f"  inputs ({inputs['source']}): {runs}"]
             + [f"  inputs: {n}" for n in inputs.get("notes", ())])
+
+
+def io_changes(model: onnx.ModelProto, pruned: onnx.ModelProto) -> list[dict[str, Any]]:
+    """Graph inputs and outputs whose declared shapes changed, old → new (`io_changes`)."""
+    def shapes(m: onnx.ModelProto) -> dict[tuple[str, str], list]:
+        inits = {t.name for t in m.graph.initializer}
+        return {(kind, v.name): value_dims(v) or []
+                for kind, values in (("input", m.graph.input), ("output", m.graph.output))
+                for v in values if v.name not in inits}
+
+    before, after = shapes(model), shapes(pruned)
+    return [{"name": name, "kind": kind, "before": dims, "after": after[(kind, name)]}
+            for (kind, name), dims in before.items()
+            if (kind, name) in after and after[(kind, name)] != dims]
 
 
 def _noise_multiple(check: dict) -> str:

@@ -5,13 +5,18 @@ units", sorted by a key. Taking a prefix of the order gives a plan; targets are 
 bisection on the prefix length against the cost model (or measured latency), so all
 allocations share one search and land on a unit (or `round_to` chunk) of granularity.
 
-- `uniform`: key = c / n. A prefix holds every group near the same ratio; without a target
-  the plain per-group ratio of `selection.select_uniform` is used (the default behaviour).
+- `uniform`: key = the common ratio at which a group takes the step: c / n with `rounding`
+  down (a group of n holds ⌊R·n⌋ removed units at ratio R), the previous allowed count / n
+  with `rounding` up (⌈R·n⌉: every group loses a unit as soon as the ratio is above 0).
+  A prefix holds every group near the same ratio; without a target the plain per-group ratio
+  of `selection.select_uniform` is used (the default behaviour).
 - `global`: key = the (group-normalised) score of the last unit the step removes: one ranking
   across all groups (Torch-Pruning's global pruning).
 - `sensitivity`: key = slope of the lower convex hull of the group's measured error curve
   against the cost it saves (`sensitivity.py`): least output error per removed MAC/param first.
 
+Without a target, global and sensitivity take the prefix that removes `ratio` of all candidate
+units: at most ⌊R·N⌋ with `rounding` down, at least ⌈R·N⌉ with `rounding` up.
 Every group keeps at least one unit and at most `max_group_ratio` of its units are removed
 (uniform too, under a target), so no layer is wiped out; protected groups take no steps.
 """
@@ -19,37 +24,24 @@ Every group keeps at least one unit and at most `max_group_ratio` of its units a
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from graphprune.analysis import Analysis, Group
 
-from .selection import GroupChoice, keep_one_per_axis
+from .options import Options
+from .selection import protected_groups, ranked
 
-ALLOCATIONS = ("uniform", "global", "sensitivity")
 Step = tuple[int, int]
 """(group index in an.groups, number of units that group has lost after this step)."""
 
 
-@dataclass
-class Options:
-    round_to: int = 1
-    protect: str | None = None
-    max_group_ratio: float = 0.9
-
-
 def candidates(an: Analysis, protect: str | None) -> tuple[list[int], set[int]]:
     """Indices of groups that may lose units, and of protected groups."""
-    pattern = re.compile(protect) if protect else None
-    free, protected = [], set()
-    for gi, g in enumerate(an.groups):
-        if pattern and any(pattern.search(an.graph.node_name(m.node)) for m in g.members):
-            protected.add(gi)
-        elif g.prunable and len(g.units) > 1:
-            free.append(gi)
+    protected = protected_groups(an, protect)
+    free = [gi for gi, g in enumerate(an.groups)
+            if gi not in protected and g.prunable and len(g.units) > 1]
     return free, protected
 
 
@@ -64,11 +56,6 @@ def allowed_counts(g: Group, opts: Options) -> list[int]:
     return list(range(ceiling + 1))
 
 
-def ranked(g: Group, scores: np.ndarray) -> list[int]:
-    """Prunable units, lowest score first (stable: ties keep unit order)."""
-    return sorted(g.prunable, key=lambda u: scores[u])
-
-
 def make_order(keys: dict[int, list[tuple[int, float]]]) -> list[Step]:
     """Merge per-group steps [(count, key)] into one order by key (ties: graph order)."""
     steps = [(key, gi, c) for gi, ks in keys.items() for c, key in ks]
@@ -77,8 +64,13 @@ def make_order(keys: dict[int, list[tuple[int, float]]]) -> list[Step]:
 
 
 def uniform_order(an: Analysis, groups: list[int], opts: Options) -> list[Step]:
-    return make_order({gi: [(c, c / len(an.groups[gi].units))
-                            for c in allowed_counts(an.groups[gi], opts)[1:]] for gi in groups})
+    keys = {}
+    for gi in groups:
+        n = len(an.groups[gi].units)
+        counts = allowed_counts(an.groups[gi], opts)
+        due = counts[:-1] if opts.rounding == "up" else counts[1:]  # the count to pass / reach
+        keys[gi] = [(c, d / n) for c, d in zip(counts[1:], due, strict=True)]
+    return make_order(keys)
 
 
 def global_order(an: Analysis, scores: np.ndarray, groups: list[int],
@@ -98,32 +90,29 @@ def counts_at(order: list[Step], k: int) -> dict[int, int]:
     return counts
 
 
-def removal(an: Analysis, scores: np.ndarray, counts: dict[int, int],
-            protected: set[int] = frozenset()) -> tuple[np.ndarray, list[GroupChoice]]:
-    """The removed-units array for per-group counts (lowest scores go), and the choices."""
-    removed = np.zeros(len(an.roots), dtype=bool)
-    choices = []
-    for gi, g in enumerate(an.groups):
-        gone = ranked(g, scores)[:counts.get(gi, 0)]
-        removed[gone] = True
-        choices.append(GroupChoice(g, gone, protected=gi in protected))
-    keep_one_per_axis(an, scores, removed, choices)
-    return removed, choices
-
-
-def prefix_for_units(an: Analysis, order: list[Step], fraction: float,
-                     groups: list[int]) -> int:
-    """Longest prefix removing at most `fraction` of the candidate groups' units."""
-    budget = fraction * sum(len(an.groups[gi].units) for gi in groups) + 1e-9
-    best, k = 0, 0
+def prefix_for_units(an: Analysis, order: list[Step], fraction: float, groups: list[int],
+                     rounding: str = "down") -> int:
+    """The prefix removing `fraction` of the candidate groups' units: the longest removing at
+    most ⌊fraction·N⌋ (`rounding` down), the shortest removing at least ⌈fraction·N⌉ (up; the
+    whole order when it removes fewer)."""
+    n = fraction * sum(len(an.groups[gi].units) for gi in groups)
+    up = rounding == "up"
+    budget = math.ceil(n - 1e-9) if up else n + 1e-9
+    if up and budget <= 0:
+        return 0
+    best, total = 0, 0
     counts: dict[int, int] = {}
-    total = 0
     for k, (gi, c) in enumerate(order, start=1):
         total += c - counts.get(gi, 0)
         counts[gi] = c
-        if total > budget:
+        if up:
+            best = k
+            if total >= budget:
+                break
+        elif total > budget:
             break
-        best = k
+        else:
+            best = k
     return best
 
 

@@ -19,14 +19,7 @@ over batch and spatial positions):
   weights (the Gauss-Newton matrix of the layer's reconstruction error, as in OBS/OBC). OBD
   keeps its diagonal, so saliency = ½ Σ_p Σ_rows W² · E[x_p²]. Exact for linear and 1×1 conv
   sinks, the diagonal approximation for larger kernels. No labels, one pass, any model size.
-- `taylor` — first-order Taylor estimate of the change of the *model output*: the output's
-  directional derivative along the unit's own activation, ‖∂f/∂g_u‖² with g_u a gate on the
-  unit at its sinks (g = 1 is the model, g = 0 removes the unit), measured by a forward finite
-  difference (step `TAYLOR_STEP`) through onnxruntime, averaged over calibration samples.
-  Without labels a loss-based first-order term vanishes (the model is at its own optimum of
-  ‖f − f₀‖²), so we expand the output itself; onnxruntime has no backward pass, so each unit
-  costs one forward per sample. Units are batched along the batch axis (see `probe.py`); a
-  model whose units × samples × MACs exceed `TAYLOR_BUDGET` falls back to `obd` (reported).
+- `taylor` — by gate probes: see `probe.py`.
 
 Groups none of whose members can be scored from data (no sink) fall back to `l1` (reported).
 """
@@ -45,16 +38,13 @@ from graphprune.analysis import Analysis, Member
 from graphprune.errors import InputError, stage
 from graphprune.slots import Span
 
-from . import scoring, validation
+from . import validation
+from .criteria import MemberScore, ScoreContext, criterion, fallback, per_unit
 from .inputs import CheckInputs, load_arrays, resolve
-from .scoring import MemberScore, ScoreContext, criterion, per_unit
+from .weights import l1
 
 ZERO = 1e-6
 STATS_BYTES = 256 << 20
-TAYLOR_STEP = 1e-2
-TAYLOR_BUDGET = 1e11
-"""Multiply-accumulates `taylor` may spend (≈ 10 s of a 2-core CPU); beyond it, `obd`."""
-TAYLOR_SAMPLES = 8
 
 
 # -- calibration data ---------------------------------------------------------------------------
@@ -217,8 +207,8 @@ def activation_stats(ctx: ScoreContext) -> Stats:
     sess = fast_session(_with_outputs(ctx.model, list(spans)))
     chunks = _chunks(an, list(spans), calib.batch)
     for k, chunk in enumerate(chunks):
-        ctx.progress(f"calibration statistics: pass {k + 1}/{len(chunks)} over "
-                     f"{calib.samples} samples ({len(chunk)} tensors)")
+        ctx.run.say(f"calibration statistics: pass {k + 1}/{len(chunks)} over "
+                    f"{calib.samples} samples ({len(chunk)} tensors)")
         for feeds in calib.batches():
             for name, value in zip(chunk, sess.run(chunk, feeds), strict=True):
                 if value.shape[1:] and _fits(value, spans[name]):
@@ -268,20 +258,8 @@ def _per_sink(ctx: ScoreContext, fn) -> np.ndarray:
     stats = activation_stats(ctx)
     scores = [fn(u, stats.tensors[u.x]) for u in stats.uses if stats.tensors[u.x].count]
     out = ctx.combine(scores)
-    fallback(ctx, out, {int(r) for units, _ in scores for r in units}, "l1", scoring.l1)
+    fallback(ctx, out, {int(r) for units, _ in scores for r in units}, "l1", l1)
     return out
-
-
-def fallback(ctx: ScoreContext, out: np.ndarray, scored: set[int], name: str, fn) -> None:
-    groups = [g for g in ctx.an.groups if g.prunable and not any(u in scored for u in g.units)]
-    if not groups:
-        return
-    alt = fn(ctx)
-    for g in groups:
-        out[g.units] = alt[g.units]
-    prunable = sum(1 for g in ctx.an.groups if g.prunable)
-    ctx.notes.append(f"{len(groups)} of {prunable} prunable groups could not be scored from "
-                     f"calibration data; scored by {name}")
 
 
 def _rows(ctx: ScoreContext, u: SinkUse, power: int) -> np.ndarray:
@@ -315,10 +293,3 @@ def obd(ctx: ScoreContext) -> np.ndarray:
         return per_unit(ctx.an, u.span.ids, 0.5 * _rows(ctx, u, 2) * t.mean_sq())
 
     return _per_sink(ctx, score)
-
-
-@criterion("taylor", data=True)
-def taylor(ctx: ScoreContext) -> np.ndarray:
-    from .probe import taylor_scores
-
-    return taylor_scores(ctx)

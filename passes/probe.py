@@ -7,6 +7,15 @@ sinks is the masked original (sink slices zeroed) of that unit. Trials are stack
 batch axis: K trials × S samples run as one batch of K·S rows, so one session serves every
 trial and no model is copied per trial (`taylor` scoring and the sensitivity scan use this).
 A model with a fixed batch size runs one trial per call instead.
+
+- `taylor` — first-order Taylor estimate of the change of the *model output*: the output's
+  directional derivative along the unit's own activation, ‖∂f/∂g_u‖² with g_u a gate on the
+  unit at its sinks (g = 1 is the model, g = 0 removes the unit), measured by a forward finite
+  difference (step `TAYLOR_STEP`) through onnxruntime, averaged over calibration samples.
+  Without labels a loss-based first-order term vanishes (the model is at its own optimum of
+  ‖f − f₀‖²), so we expand the output itself; onnxruntime has no backward pass, so each unit
+  costs one forward per sample. Units are batched along the batch axis (above); a
+  model whose units × samples × MACs exceed `TAYLOR_BUDGET` falls back to `obd` (reported).
 """
 
 from __future__ import annotations
@@ -22,20 +31,14 @@ from graphprune.analysis import Analysis
 from graphprune.errors import stage
 from graphprune.metrics import count_macs
 
-from .calibration import (
-    TAYLOR_BUDGET,
-    TAYLOR_SAMPLES,
-    TAYLOR_STEP,
-    SinkUse,
-    calibration_of,
-    fallback,
-    fast_session,
-    obd,
-    sink_uses,
-)
-from .scoring import ScoreContext
+from .calibration import SinkUse, calibration_of, fast_session, obd, sink_uses
+from .criteria import ScoreContext, criterion, fallback
 
 ROWS_PER_RUN = 64
+TAYLOR_STEP = 1e-2
+TAYLOR_BUDGET = 1e11
+"""Multiply-accumulates `taylor` may spend (≈ 10 s of a 2-core CPU); beyond it, `obd`."""
+TAYLOR_SAMPLES = 8
 Trial = dict[int, float]
 """Unit root → gate value for one trial ({} is the unmodified model)."""
 
@@ -174,8 +177,9 @@ def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[
 
 
 # -- taylor -------------------------------------------------------------------------------------
+@criterion("taylor", data=True)
 @stage("Taylor probes")
-def taylor_scores(ctx: ScoreContext) -> np.ndarray:
+def taylor(ctx: ScoreContext) -> np.ndarray:
     an, calib = ctx.an, calibration_of(ctx)
     probe = probe_for(ctx.model, an, calib.static_batch, calib.sample_axes)
     units = [u for g in an.groups for u in g.prunable if u in probe.units]
@@ -184,7 +188,7 @@ def taylor_scores(ctx: ScoreContext) -> np.ndarray:
     if calib.static_batch:
         samples -= samples % calib.static_batch
     if samples < 1 or not units:
-        ctx.notes.append(f"taylor: {len(units)} units × {macs:.3g} MACs per sample exceed the "
+        ctx.run.note(f"taylor: {len(units)} units × {macs:.3g} MACs per sample exceed the "
                          "probe budget; scored by obd")
         return obd(ctx)
     trials = [{u: 1.0 - TAYLOR_STEP} for u in units]
@@ -201,7 +205,7 @@ def _progress(ctx: ScoreContext, what: str, total: int) -> Callable[[int], None]
 
     def report(done: int) -> None:
         if done >= state["next"] or done == total:
-            ctx.progress(f"{what}: {done}/{total} units probed")
+            ctx.run.say(f"{what}: {done}/{total} units probed")
             state["next"] = done + max(1, total // 10)
 
     return report

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from graphprune.errors import ValidationError
+from graphprune.errors import ValidationError, one_line
 from graphprune.io import copy_fields
 
 from . import noise, validation
@@ -262,7 +262,7 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
                 sess = make(sub, overrides)
             except Exception as exc:  # noqa: BLE001 - a model onnxruntime rejects fails
                 raise ValidationError(f"{what} fails in onnxruntime: "
-                                      f"{validation._first_line(exc)}") from None
+                                      f"{one_line(exc, 300)}") from None
         for n, env in enumerate(envs):
             result = {h: env[h] for h in passed}
             if sess is not None:
@@ -272,7 +272,7 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
                     values = sess.run(made, given)
                 except Exception as exc:  # noqa: BLE001
                     raise ValidationError(f"{what} fails in onnxruntime: "
-                                          f"{validation._first_line(exc)}") from None
+                                          f"{one_line(exc, 300)}") from None
                 result.update(zip(made, values, strict=True))
             envs[n] = result
         del sess
@@ -300,7 +300,7 @@ def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, see
             lambda: validation.session(reference.model, overrides=reference.overrides),
             lambda: validation.session(candidate.model), model, seed=seed, sizes=sizes, io=io,
             noise=noise.sources(lambda: (reference.model, reference.overrides)), runs=runs)
-    batches, feeds = validation._check_feeds(model, seed, sizes, runs)
+    batches, feeds = validation.check_feeds(model, seed, sizes, runs)
     what = "the masked original"
     ref_outs = _run_side(reference, ref_segments, feeds, what)
     cand_feeds = [validation.shrink_feeds(f, io) for f in feeds]
@@ -310,5 +310,5 @@ def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, see
                  reference, ref_segments, f, what, noise.optimised_session)),
              validation.NoiseSource(noise.SPLIT_SUMS, lambda f: _run_side(
                  reference, ref_segments, f, what, _split_sums))]
-    return validation._outcome(batches, names, ref_outs, cand_outs, io, feeds, floor)
+    return validation.outcome(batches, names, ref_outs, cand_outs, io, feeds, floor)
 

@@ -1,11 +1,18 @@
 """Selection: turn unit scores into the set of removed units.
 
-Uniform allocation: every prunable group loses `ratio` of its units (the lowest scores),
+Every allocation ends here: per-group removal counts become removed units by `removal` (each
+group loses its lowest-scored prunable units), and afterwards every tensor axis keeps at least
+one position (a Split piece or Concat input never becomes empty).
+
+Uniform allocation (`select_uniform`): every prunable group loses `ratio` of its units,
 keeping at least one, and optionally a multiple of `round_to`. `rounding` "down" never removes
 more than asked (⌊R·n⌋); "up" removes at least that much (⌈R·n⌉, Torch-Pruning's
-convention). Afterwards every tensor axis keeps at least one position (a Split piece or
-Concat input never becomes empty).
-Global and sensitivity allocation, and targets, are in `allocation.py`.
+convention). Global and sensitivity allocation are in `allocation.py`, targets in
+`targets.py`. `--protect` keeps every group touching a matching node (`protected_groups`).
+
+Contract (`check_selection`, checked in every run): no frozen unit is removed, every group
+keeps at least one unit, a protected group loses nothing, and the choices list exactly the
+removed units.
 """
 
 from __future__ import annotations
@@ -18,15 +25,14 @@ import numpy as np
 
 from graphprune.analysis import Analysis, Group
 
+from .options import Options
+
 
 @dataclass
 class GroupChoice:
     group: Group
     removed: list[int]
     protected: bool = False
-
-
-ROUNDINGS = ("down", "up")
 
 
 def keep_count(n: int, ratio: float, round_to: int = 1, rounding: str = "down") -> int:
@@ -39,25 +45,50 @@ def keep_count(n: int, ratio: float, round_to: int = 1, rounding: str = "down") 
     return max(1, keep)
 
 
-def select_uniform(an: Analysis, scores: np.ndarray, ratio: float, round_to: int = 1,
-                   protect: str | None = None,
-                   rounding: str = "down") -> tuple[np.ndarray, list[GroupChoice]]:
-    pattern = re.compile(protect) if protect else None
+def protected_groups(an: Analysis, protect: str | None) -> set[int]:
+    """Indices of the groups with a member on a node whose name matches `protect`."""
+    if not protect:
+        return set()
+    pattern = re.compile(protect)
+    return {gi for gi, g in enumerate(an.groups)
+            if any(pattern.search(an.graph.node_name(m.node)) for m in g.members)}
+
+
+def ranked(g: Group, scores: np.ndarray) -> list[int]:
+    """Prunable units, lowest score first (stable: ties keep unit order)."""
+    return sorted(g.prunable, key=lambda u: scores[u])
+
+
+def removal(an: Analysis, scores: np.ndarray, counts: dict[int, int],
+            protected: set[int] | frozenset[int] = frozenset(),
+            ) -> tuple[np.ndarray, list[GroupChoice]]:
+    """The removed-units array for per-group counts (lowest scores go), and the choices."""
     removed = np.zeros(len(an.roots), dtype=bool)
     choices = []
-    for group in an.groups:
-        names = {an.graph.node_name(m.node) for m in group.members}
-        if pattern and any(pattern.search(n) for n in names):
-            choices.append(GroupChoice(group, [], protected=True))
-            continue
-        n = len(group.units)
-        n_remove = min(n - keep_count(n, ratio, round_to, rounding), len(group.prunable))
-        order = sorted(group.prunable, key=lambda u: scores[u])  # stable: ties keep unit order
-        gone = order[:n_remove]
+    for gi, g in enumerate(an.groups):
+        gone = ranked(g, scores)[:counts.get(gi, 0)]
         removed[gone] = True
-        choices.append(GroupChoice(group, gone))
+        choices.append(GroupChoice(g, gone, protected=gi in protected))
     keep_one_per_axis(an, scores, removed, choices)
     return removed, choices
+
+
+def uniform_counts(an: Analysis, opts: Options,
+                   protected: set[int] | frozenset[int] = frozenset()) -> dict[int, int]:
+    """Units each unprotected group loses under uniform allocation at `opts.ratio`."""
+    counts = {}
+    for gi, g in enumerate(an.groups):
+        n = len(g.units)
+        if gi not in protected:
+            counts[gi] = min(n - keep_count(n, opts.ratio, opts.round_to, opts.rounding),
+                             len(g.prunable))
+    return counts
+
+
+def select_uniform(an: Analysis, scores: np.ndarray,
+                   opts: Options) -> tuple[np.ndarray, list[GroupChoice]]:
+    protected = protected_groups(an, opts.protect)
+    return removal(an, scores, uniform_counts(an, opts, protected), protected)
 
 
 def keep_one_per_axis(an: Analysis, scores: np.ndarray, removed: np.ndarray,
@@ -73,4 +104,27 @@ def keep_one_per_axis(an: Analysis, scores: np.ndarray, removed: np.ndarray,
                         c.removed.remove(best)
 
 
-_keep_one_per_axis = keep_one_per_axis
+def check_selection(an: Analysis, removed: np.ndarray,
+                    choices: list[GroupChoice]) -> str | None:
+    """What breaks the selection contract (None: nothing)."""
+    if removed.shape != (len(an.roots),) or removed.dtype != bool:
+        return f"removed is {removed.dtype}{list(removed.shape)}, not bool[{len(an.roots)}]"
+    if len(choices) != len(an.groups):
+        return f"{len(choices)} choices for {len(an.groups)} groups"
+    listed = 0
+    for c in choices:
+        g = c.group
+        units = np.asarray(g.units, dtype=np.int64)
+        gone = units[removed[units]].tolist()
+        if any(u in g.frozen for u in gone):
+            return f"group '{g.name}': a frozen unit was removed"
+        if gone and len(gone) == len(g.units):
+            return f"group '{g.name}': every unit was removed"
+        if gone and c.protected:
+            return f"group '{g.name}' is protected but lost {len(gone)} units"
+        if sorted(gone) != sorted(c.removed):
+            return f"group '{g.name}': choice lists {len(c.removed)} units, {len(gone)} removed"
+        listed += len(gone)
+    if listed != int(removed.sum()):
+        return f"{int(removed.sum()) - listed} removed slots belong to no group"
+    return None

@@ -16,19 +16,20 @@ greedy allocation; the target search bisects on the prefix length.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import onnx
 
 from graphprune.analysis import Analysis
+from graphprune.context import RunContext
 from graphprune.errors import stage
 from graphprune.metrics import count_macs
 
-from .allocation import Options, allowed_counts, make_order, ranked
+from .allocation import allowed_counts, make_order
 from .calibration import Calibration
 from .cost import CostModel
+from .options import Options
 from .probe import measure, probe_for
+from .selection import ranked
 
 LEVELS = 8
 SAMPLES = 16
@@ -38,13 +39,13 @@ BUDGET = 2e11
 
 @stage("sensitivity scan")
 def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[int],
-         opts: Options, calib: Calibration, progress: Callable[[str], None],
-         notes: list[str]) -> dict[int, list[tuple[int, float]]]:
+         opts: Options, calib: Calibration,
+         run: RunContext) -> dict[int, list[tuple[int, float]]]:
     """Measured (count, relative error) points per group (count 0 → error 0 included)."""
     probe = probe_for(model, an, calib.static_batch, calib.sample_axes)
     ok = [gi for gi in groups if set(an.groups[gi].prunable) <= probe.units]
     if len(ok) < len(groups):
-        notes.append(f"sensitivity: {len(groups) - len(ok)} groups have sinks that cannot be "
+        run.note(f"sensitivity: {len(groups) - len(ok)} groups have sinks that cannot be "
                      "gated; they are kept whole")
     plan = [(gi, c) for gi in ok for c in levels(allowed_counts(an.groups[gi], opts))]
     trials = [dict.fromkeys(ranked(an.groups[gi], scores)[:c], 0.0) for gi, c in plan]
@@ -53,13 +54,13 @@ def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[
     if calib.static_batch:
         samples = max(calib.static_batch, samples - samples % calib.static_batch)
     if samples < min(SAMPLES, calib.samples):
-        notes.append(f"sensitivity: {len(trials)} trials × {macs:.3g} MACs: scanned on "
+        run.note(f"sensitivity: {len(trials)} trials × {macs:.3g} MACs: scanned on "
                      f"{samples} calibration samples (of {min(SAMPLES, calib.samples)}) to "
                      "bound the time")
     total = len(trials)
 
     def report(done: int) -> None:
-        progress(f"sensitivity scan: {done}/{total} trials ({len(ok)} groups × up to "
+        run.say(f"sensitivity scan: {done}/{total} trials ({len(ok)} groups × up to "
                  f"{LEVELS} ratios, {samples} samples)")
 
     change, norm = measure(probe, calib.block(samples), trials, report)

@@ -5,49 +5,40 @@ Without a target, `ratio` decides: uniform removes that fraction of every group 
 candidate units, ordered by their removal order. With a target (a fraction of the original),
 the prefix of the removal order is found by bisection: against the cost model for MACs and
 parameters (exact for convolutional and linear layers), against onnxruntime measurements for
-latency. The result is the smallest prefix at or under the target.
+latency. The result is the smallest prefix at or under the target. Where the cost model misses
+costs (MACs of activation × activation products), `select` counts the rewritten model and
+corrects the target it aims at.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
 from graphprune.analysis import Analysis
+from graphprune.context import RunContext
+from graphprune.metrics import count_macs, count_params
 
 from . import latency, rewrite, sensitivity, validation
 from .allocation import (
-    Options,
     Step,
     bisect,
     candidates,
     counts_at,
     global_order,
     prefix_for_units,
-    removal,
     uniform_order,
 )
 from .cost import CostModel
-from .selection import GroupChoice, select_uniform
+from .options import Options
+from .selection import GroupChoice, removal, select_uniform
 
 TOLERANCE = 0.02
 FILL_STEPS = 256
-TARGETS = ("macs", "params", "latency")
-
-
-@dataclass
-class Request:
-    ratio: float = 0.4
-    allocation: str = "uniform"
-    round_to: int = 1
-    protect: str | None = None
-    max_group_ratio: float = 0.9
-    metric: str | None = None  # "macs" | "params" | "latency"
-    target: float | None = None
-    rounding: str = "down"
+CORRECTIONS = 3
+"""Rewrites `select` may count to correct a MAC target the cost model only approximates."""
 
 
 @dataclass
@@ -61,16 +52,12 @@ class Selection:
 class Selector:
     """Holds what repeated selections share: the cost model, the removal order, the scan."""
 
-    def __init__(self, model: onnx.ModelProto, an: Analysis, scores: np.ndarray, req: Request,
-                 *, calibration=None, sizes=None, feeds: dict[str, np.ndarray] | None = None,
-                 progress: Callable[[str], None] = print,
-                 notes: list[str] | None = None) -> None:
-        self.model, self.an, self.scores, self.req = model, an, scores, req
-        self.calibration, self.progress = calibration, progress
-        self.notes = notes if notes is not None else []
-        self.opts = Options(req.round_to, req.protect, req.max_group_ratio)
-        self.free, self.protected = candidates(an, req.protect)
-        self.sizes = sizes
+    def __init__(self, model: onnx.ModelProto, an: Analysis, scores: np.ndarray, opts: Options,
+                 *, calibration=None, run: RunContext | None = None,
+                 feeds: dict[str, np.ndarray] | None = None) -> None:
+        self.model, self.an, self.scores, self.opts = model, an, scores, opts
+        self.calibration, self.run = calibration, run or RunContext()
+        self.free, self.protected = candidates(an, opts.protect)
         self._feeds: dict[str, np.ndarray] | None = feeds
         """Inputs of the cost model and latency runs (the exact check's first run's)."""
         self._cost: CostModel | None = None
@@ -81,7 +68,8 @@ class Selector:
     @property
     def feeds(self) -> dict[str, np.ndarray]:
         if self._feeds is None:
-            self._feeds = validation.make_inputs(self.model, batch=1, sizes=self.sizes)
+            self._feeds = validation.make_inputs(self.model, batch=1,
+                                                 sizes=self.opts.input_sizes)
         return self._feeds
 
     @property
@@ -97,42 +85,40 @@ class Selector:
         return self._order
 
     def _make_order(self) -> list[Step]:
-        an, kind = self.an, self.req.allocation
+        an, kind = self.an, self.opts.allocation
         if kind == "uniform":
             return uniform_order(an, self.free, self.opts)
         if kind == "global":
             return global_order(an, self.scores, self.free, self.opts)
         self.curves = sensitivity.scan(self.model, an, self.scores, self.free, self.opts,
-                                       self.calibration, self.progress, self.notes)
-        metric = self.req.metric if self.req.metric in ("macs", "params") else "macs"
+                                       self.calibration, self.run)
+        metric = self.opts.metric if self.opts.metric in ("macs", "params") else "macs"
         return sensitivity.order(an, self.curves, self.opts, self.cost, metric, self.scores)
 
     def at(self, k: int) -> tuple[np.ndarray, list[GroupChoice]]:
         return removal(self.an, self.scores, counts_at(self.order, k), self.protected)
 
     def select(self, target: float | None = None) -> Selection:
-        """The selection for `target` (default: the request's), or for the ratio."""
-        req = self.req
-        target = req.target if target is None else target
-        if target is None and req.allocation == "uniform":
-            removed, choices = select_uniform(self.an, self.scores, req.ratio, req.round_to,
-                                              req.protect, req.rounding)
-            return Selection(removed, choices)
+        """The selection for `target` (default: the options'), or for the ratio."""
+        opts = self.opts
+        target = opts.target if target is None else target
+        if target is None and opts.allocation == "uniform":
+            return Selection(*select_uniform(self.an, self.scores, opts))
         if target is None:
-            k = prefix_for_units(self.an, self.order, req.ratio, self.free)
-        elif req.metric == "latency":
+            k = prefix_for_units(self.an, self.order, opts.ratio, self.free, opts.rounding)
+        elif opts.metric == "latency":
             bisect(len(self.order), self.latency_fraction, target)
             k = self.closest_measured(target)
         else:
             k = bisect(len(self.order),
-                       lambda j: self.cost.fraction(self.at(j)[0], req.metric), target)
+                       lambda j: self.cost.fraction(self.at(j)[0], opts.metric), target)
             counts = self.fill(k, target)
             if counts is not None:
                 removed, choices = removal(self.an, self.scores, counts, self.protected)
                 return Selection(removed, choices, {}, self.curves)
         removed, choices = self.at(k)
         lat = {}
-        if req.metric == "latency":
+        if opts.metric == "latency":
             lat = dict(zip(("before", "after"), self.latency_of(k), strict=True))
         return Selection(removed, choices, lat, self.curves)
 
@@ -141,7 +127,7 @@ class Selector:
         group can), start from prefix k − 1 and take the following steps in order that keep
         the cost above target × (1 − tolerance), until at or under the target. Within a group
         steps stay in order: a group whose step was skipped takes no later one."""
-        metric, low = self.req.metric, target * (1 - TOLERANCE)
+        metric, low = self.opts.metric, target * (1 - TOLERANCE)
         frac = self.cost.fraction
         if k == 0 or frac(self.at(k)[0], metric) >= low:
             return None
@@ -171,7 +157,7 @@ class Selector:
             shrunk = (validation.shrink_feeds(self.feeds, io),) if io else ()
             self._latency[k] = latency.compare(self.model, pruned, self.feeds, *shrunk)
             before, after = self._latency[k]
-            self.progress(f"latency with {int(removed.sum())} units removed: "
+            self.run.say(f"latency with {int(removed.sum())} units removed: "
                           f"{after / before:.3f} of the original")
         return self._latency[k]
 
@@ -187,3 +173,46 @@ class Selector:
         before, after = self.latency_of(k)
         return after / before
 
+
+
+# -- the selection pass ---------------------------------------------------------------------
+def select(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, opts: Options, *,
+           calibration=None, run: RunContext | None = None,
+           feeds: dict[str, np.ndarray] | None = None) -> Selection:
+    """The selection for `opts` (`feeds`: inputs of the cost model and latency runs). For
+    MAC/parameter targets where the cost model misses costs (MACs of activation × activation
+    products), count the rewritten model and aim again at the target corrected by what the
+    count strayed, up to CORRECTIONS times."""
+    selector = Selector(model, an, scores, opts, calibration=calibration, run=run, feeds=feeds)
+    picked = selector.select()
+    if opts.metric not in ("macs", "params") or not selector.cost.approximate(opts.metric):
+        return picked
+    aim = opts.target
+    for _ in range(CORRECTIONS):
+        reached = real_fraction(model, an, picked.removed, opts.metric, selector.feeds)
+        if abs(reached - opts.target) <= TOLERANCE * opts.target:
+            break
+        aim = min(1.0, max(1e-6, aim + (opts.target - reached)))
+        picked = selector.select(aim)
+    return picked
+
+
+def real_fraction(model: onnx.ModelProto, an: Analysis, removed: np.ndarray, metric: str,
+                  feeds: dict[str, np.ndarray]) -> float:
+    """The fraction of `metric` the rewritten model keeps (counted, not estimated)."""
+    if not removed.any():
+        return 1.0
+    pruned = rewrite.prune_model(model, an, removed)
+    if metric == "macs":
+        before = count_macs(model, feeds)
+        after = count_macs(pruned, validation.shrink_feeds(feeds, rewrite.removed_io(an, removed)))
+        return after / before if before else 1.0
+    before = count_params(model)
+    return count_params(pruned) / before if before else 1.0
+
+
+def outcome(metric: str, value: float, reached: float) -> dict:
+    """The report's `target`: asked, reached (4 digits), tolerance and whether it was met."""
+    reached = round(reached, 4)
+    return {"metric": metric, "value": value, "reached": reached, "tolerance": TOLERANCE,
+            "met": abs(reached - value) <= TOLERANCE * value}

@@ -34,9 +34,15 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from graphprune.errors import ValidationError
+from graphprune.errors import ValidationError, one_line
 from graphprune.io import DATA_FIELDS, TWO_GB, copy_fields, save_atomic
-from graphprune.ir import approx_bytes, external_array, external_path, external_range
+from graphprune.ir import (
+    approx_bytes,
+    external_array,
+    external_path,
+    external_range,
+    value_dims,
+)
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -391,10 +397,7 @@ def input_specs(model: onnx.ModelProto) -> list[tuple[str, int, list]]:
     for vi in model.graph.input:
         if vi.name in inits:
             continue
-        t = vi.type.tensor_type
-        dims = [(d.dim_value if d.dim_value > 0 else None) if d.HasField("dim_value")
-                else (d.dim_param or None) for d in t.shape.dim]
-        specs.append((vi.name, t.elem_type, dims))
+        specs.append((vi.name, vi.type.tensor_type.elem_type, value_dims(vi) or []))
     return specs
 
 
@@ -598,7 +601,7 @@ def shrink_feeds(feeds: dict[str, np.ndarray], io: IoChanges | None) -> dict[str
 
 
 Feeds = list[dict[str, np.ndarray]]
-"""The check's input sets, one per run (see `_check_feeds`)."""
+"""The check's input sets, one per run (see `check_feeds`)."""
 
 
 @dataclass(frozen=True)
@@ -641,7 +644,7 @@ def exact_check(reference: ort.InferenceSession | SessionMaker,
     before the candidate is made and run on the same inputs: the same runs and comparisons,
     with one model's weights in memory at a time."""
     names_of = None
-    batches, feeds = _check_feeds(model, seed, sizes, runs)
+    batches, feeds = check_feeds(model, seed, sizes, runs)
     if callable(reference) and callable(candidate):
         ref = reference()
         names_of = [o.name for o in ref.get_outputs()]
@@ -657,11 +660,11 @@ def exact_check(reference: ort.InferenceSession | SessionMaker,
             r, c = run_pair(reference, candidate, f, shrink_feeds(f, io))
             ref_outs.append(r)
             cand_outs.append(c)
-    return _outcome(batches, names_of, ref_outs, cand_outs, io, feeds, noise)
+    return outcome(batches, names_of, ref_outs, cand_outs, io, feeds, noise)
 
 
-def _check_feeds(model: onnx.ModelProto, seed: int, sizes: dict[str, list[int]] | None,
-                 runs: Runs | None = None) -> tuple[list[int], Feeds]:
+def check_feeds(model: onnx.ModelProto, seed: int, sizes: dict[str, list[int]] | None,
+                runs: Runs | None = None) -> tuple[list[int], Feeds]:
     """The exact check's batch sizes and inputs: those of `runs`, else the default ones
     (batch 1, and 2 when axes are dynamic, seeded)."""
     if runs is not None:
@@ -671,7 +674,7 @@ def _check_feeds(model: onnx.ModelProto, seed: int, sizes: dict[str, list[int]] 
                      for n, b in enumerate(batches)]
 
 
-def _outcome(batches: list[int], names_of: list[str], ref_outs: list[list[np.ndarray]],
+def outcome(batches: list[int], names_of: list[str], ref_outs: list[list[np.ndarray]],
              cand_outs: list[list[np.ndarray]], io: IoChanges | None,
              feeds: Feeds | None = None, noise: Sequence[NoiseSource] = ()) -> CheckResult:
     """Compare the reference's and the candidate's outputs of every run: against the static
@@ -692,7 +695,7 @@ def _outcome(batches: list[int], names_of: list[str], ref_outs: list[list[np.nda
         try:
             alt_outs = source.evaluate(feeds)
         except Exception as exc:  # noqa: BLE001 - an evaluation that fails measures nothing
-            errors[source.label] = _first_line(exc)
+            errors[source.label] = one_line(exc, 300)
             continue
         if floors is None:
             floors = [[0.0] * len(names_of) for _ in wants]
@@ -774,17 +777,12 @@ def run_pair(reference: ort.InferenceSession, candidate: ort.InferenceSession,
         except Exception as exc:  # noqa: BLE001 - a rewrite that cannot run fails the check
             ref.exception()
             raise ValidationError("the pruned model fails in onnxruntime: "
-                                  f"{_first_line(exc)}") from None
+                                  f"{one_line(exc, 300)}") from None
         try:
             return ref.result(), cand
         except Exception as exc:  # noqa: BLE001
             raise ValidationError("the masked original fails in onnxruntime: "
-                                  f"{_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[-1][:300] if text else type(exc).__name__
+                                  f"{one_line(exc, 300)}") from None
 
 
 def structural_check(model: onnx.ModelProto, data: Serialized | None = None, *,

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from graphprune.passes import rewrite, scoring, selection
+from graphprune.passes.options import Options
 from onnx import TensorProto, helper, numpy_helper
 
 import graphprune
@@ -256,7 +257,8 @@ def removed_units(model: onnx.ModelProto, ratio: float, criterion: str = "l1",
     """Re-derive the plan compress uses: (analysis, removed-per-slot array)."""
     an = analyze_graph(Graph(model))
     scores = scoring.score_units(an, criterion, 0)
-    removed, _ = selection.select_uniform(an, scores, ratio, round_to, protect)
+    removed, _ = selection.select_uniform(
+        an, scores, Options(ratio=ratio, round_to=round_to, protect=protect))
     return an, removed
 
 

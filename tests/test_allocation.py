@@ -13,8 +13,9 @@ import onnx
 import pytest
 import zoo
 from graphprune.passes import latency, rewrite, selection, sensitivity, validation
-from graphprune.passes.allocation import Options, allowed_counts, make_order
+from graphprune.passes.allocation import allowed_counts, make_order
 from graphprune.passes.cost import CostModel
+from graphprune.passes.options import Options
 from helpers import Builder
 
 import graphprune

@@ -12,13 +12,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from graphprune.passes import rewrite, scoring
+from graphprune.passes import criteria, rewrite, scoring, weights
 from graphprune.passes.calibration import Calibration
 from helpers import Builder
 from onnx import numpy_helper
 
 import graphprune
 from graphprune.analysis import analyze_graph
+from graphprune.context import RunContext
 from graphprune.errors import InputError
 from graphprune.ir import Graph
 
@@ -109,7 +110,7 @@ def test_zero_weight_channel_ranks_lowest(criterion):
 def test_lamp_scores_are_normalised_per_group():
     s = scores_of(two_conv(), "lamp")
     assert s.max() == pytest.approx(1.0) and (s > 0).all()
-    np.testing.assert_allclose(scoring.lamp_transform(np.array([2.0, 1.0, 3.0])),
+    np.testing.assert_allclose(weights.lamp_transform(np.array([2.0, 1.0, 3.0])),
                                [2 / 5, 1 / 6, 1.0])
 
 
@@ -141,8 +142,9 @@ def test_bn_scale_zero_gamma_ranks_lowest(tmp_path):
     assert any(n.op_type == "BatchNormalization" for n in model.graph.node)
     an = analyze_graph(Graph(model))
     (group,) = [g for g in an.groups if g.prunable]
-    notes: list[str] = []
-    s = scoring.score_units(an, "bn-scale", notes=notes)[group.units]
+    run = RunContext()
+    s = scoring.score_units(an, "bn-scale", run=run)[group.units]
+    notes = run.notes
     assert np.argmin(s) == WEAK and not notes, (s, notes)
     assert np.argmin(scoring.score_units(an, "l1")[group.units]) != WEAK
 
@@ -235,9 +237,9 @@ def test_calibration_file_and_errors(tmp_path):
 # -- aggregation, normalisation, and the pipeline ------------------------------------------------
 def test_aggregate_and_normalize():
     members = [(np.array([0, 1]), np.array([1.0, 4.0])), (np.array([1, 2]), np.array([2.0, 6.0]))]
-    np.testing.assert_array_equal(scoring.aggregate(3, members, "sum"), [1, 6, 6])
-    np.testing.assert_array_equal(scoring.aggregate(3, members, "mean"), [1, 3, 6])
-    np.testing.assert_array_equal(scoring.aggregate(3, members, "max"), [1, 4, 6])
+    np.testing.assert_array_equal(criteria.aggregate(3, members, "sum"), [1, 6, 6])
+    np.testing.assert_array_equal(criteria.aggregate(3, members, "mean"), [1, 3, 6])
+    np.testing.assert_array_equal(criteria.aggregate(3, members, "max"), [1, 4, 6])
     s = scores_of(two_conv(), "l1", normalize="mean")
     assert s.mean() == pytest.approx(1.0)
     s = scores_of(two_conv(), "l1", normalize="standard")
@@ -269,7 +271,7 @@ def test_bad_options_are_input_errors():
 def test_power_sums_chunked_equal_whole(monkeypatch, shape, keep, power):
     """Large weights are reduced a block of rows at a time: same sums as one float64 pass
     (float32 squares are rounded once before the float64 sum: rtol 1e-6; |w| is exact)."""
-    from graphprune.passes import scoring as sc
+    from graphprune.passes import weights as sc
 
     w = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     other = tuple(a for a in range(w.ndim) if a not in keep)

@@ -121,21 +121,21 @@ def test_outcome_measures_noise_only_when_needed_and_until_it_suffices():
     unused = _Source("unused", [[np.float32([0.0, 0.0])]])
     srcs = [quiet.source, broken.source, loud.source, unused.source]
 
-    ok = validation._outcome([1], ["y"], ref, ref, None, feeds, srcs)  # static passes
+    ok = validation.outcome([1], ["y"], ref, ref, None, feeds, srcs)  # static passes
     assert ok.passed and quiet.calls == 0 and ok.runs[0]["verdict"] == "static"
     assert "noise_floor" not in ok.runs[0]
 
-    res = validation._outcome([1], ["y"], ref, near, None, feeds, srcs)
+    res = validation.outcome([1], ["y"], ref, near, None, feeds, srcs)
     assert res.passed and (quiet.calls, broken.calls, loud.calls, unused.calls) == (1, 1, 1, 0)
     run = res.runs[0]
     assert run["verdict"] == "noise floor" and run["noise_by"] == "loud"
     assert run["noise_floor"] == pytest.approx(6e-8, rel=1e-2)
     assert run["allowed"] == pytest.approx(4 * 6e-8, rel=1e-2)
-    assert res.noise_errors == {"broken": "NOT_IMPLEMENTED: Conv(double)"}
+    assert res.noise_errors == {"broken": "no kernel NOT_IMPLEMENTED: Conv(double)"}  # 1 line
     assert res.to_dict()["noise_errors"] == res.noise_errors
 
     far = [[np.float32([1e-4 + 5e-6, 2e-4])]]  # 5e-6: ~80 times the floor
-    bad = validation._outcome([1], ["y"], ref, far, None, feeds, [quiet.source, loud.source])
+    bad = validation.outcome([1], ["y"], ref, far, None, feeds, [quiet.source, loud.source])
     assert not bad.passed and bad.runs[0]["verdict"] == "failed"
     text = bad.failure()
     assert "differs from the masked original by 5.000e-06" in text
@@ -143,8 +143,8 @@ def test_outcome_measures_noise_only_when_needed_and_until_it_suffices():
     assert floor == pytest.approx(6e-8, rel=1e-2)
     assert f"float noise of the masked original on the same inputs {floor:.3e} (loud)" in text
     assert f"allowing {4 * floor:.3e}" in text
-    nothing = validation._outcome([1], ["y"], ref, far, None, feeds, [broken.source])
-    assert "could not be measured: broken: NOT_IMPLEMENTED" in nothing.failure()
+    nothing = validation.outcome([1], ["y"], ref, far, None, feeds, [broken.source])
+    assert "could not be measured: broken: no kernel NOT_IMPLEMENTED" in nothing.failure()
 
 
 # -- the noise sources ----------------------------------------------------------------------

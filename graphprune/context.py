@@ -1,0 +1,43 @@
+"""What one run shares across its stages: progress lines, notes for the report, the clock.
+
+The library never prints: progress goes to the caller's callback (the CLI prints it), notes
+(fallbacks a criterion used, trials a scan skipped) are collected for the report, and every
+stage's time is taken here. Passes take the context instead of a callback and an
+out-parameter list each.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+Progress = Callable[[str], None]
+
+
+class RunContext:
+    def __init__(self, progress: Progress | None = None) -> None:
+        self.progress = progress
+        self.notes: list[str] = []
+        self.timings: dict[str, float] = {}
+        self._start = self._lap = time.perf_counter()
+
+    def say(self, message: str) -> None:
+        """A progress line (for a person watching; nothing depends on it)."""
+        if self.progress is not None:
+            self.progress(message)
+
+    def note(self, message: str) -> None:
+        """A note for the report (said once however often it is noted)."""
+        if message not in self.notes:
+            self.notes.append(message)
+
+    def lap(self, stage: str) -> None:
+        """Time since the previous lap, recorded as `stage`'s."""
+        now = time.perf_counter()
+        self.timings[stage] = round(now - self._lap, 4)
+        self._lap = now
+
+    @property
+    def seconds(self) -> float:
+        """Seconds since the run began."""
+        return round(time.perf_counter() - self._start, 3)
