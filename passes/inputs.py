@@ -668,9 +668,9 @@ def from_data(given: Given, specs: list[Spec], probe: Probe, label: str,
                    else []) for name, _, dims in specs}
     fixed = {k: v for k, v in given.arrays.items() if k in given.fixed}
     notes.insert(0, f"{label}: {', then '.join(w for _, w in runs)}")
-    return _confirmed(probe, CheckInputs(shapes, [f for f, _ in runs], axes,
-                                         len(runs) == len(data_runs(given)), fixed, label,
-                                         notes, seed))
+    varies = len(runs) == len(data_runs(given)) and not given.sized  # (a state's batch)
+    return _confirmed(probe, CheckInputs(shapes, [f for f, _ in runs], axes, varies, fixed,
+                                         label, notes, seed))
 
 
 def _samples_text(given: Given, start: int, count: int) -> str:

@@ -112,14 +112,15 @@ class _Graph:
     on the inputs' values (not on their shapes alone), which the pruned graph also has."""
 
     def __init__(self, g: onnx.GraphProto, candidate: set[str]) -> None:
-        self.producer = {o: n for n in g.node for o in n.output if o}
-        self.reads = {id(n): [*dict.fromkeys([*n.input, *sorted(subgraph_references(n))])]
-                      for n in g.node}
+        nodes = list(g.node)
+        self.producer = {o: k for k, n in enumerate(nodes) for o in n.output if o}
+        self.reads = [[*dict.fromkeys([*n.input, *sorted(subgraph_references(n))])]
+                      for n in nodes]
         self.outputs = {o.name for o in g.output}
         inits = {t.name for t in g.initializer}
         data = {i.name for i in g.input if i.name not in inits}
-        for n in g.node:  # graph order is topological
-            if n.op_type not in ("Shape", "Size") and any(x in data for x in self.reads[id(n)]):
+        for k, n in enumerate(nodes):  # graph order is topological
+            if n.op_type not in ("Shape", "Size") and any(x in data for x in self.reads[k]):
                 data.update(o for o in n.output if o)
         self.data = data
         self.candidate = candidate
@@ -128,16 +129,15 @@ class _Graph:
         """Every tensor `name` is computed from (itself included)."""
         seen, stack = {name}, [name]
         while stack:
-            node = self.producer.get(stack.pop())
-            for x in self.reads[id(node)] if node is not None else ():
-                if x and x not in seen:
+            for x in self.feeding(stack.pop()):
+                if x not in seen:
                     seen.add(x)
                     stack.append(x)
         return seen
 
     def feeding(self, name: str) -> list[str]:
-        node = self.producer.get(name)
-        return [x for x in self.reads[id(node)] if x] if node is not None else []
+        k = self.producer.get(name)
+        return [x for x in self.reads[k] if x] if k is not None else []
 
     def nearest(self, output: str, evaluate: Callable[[list[str]], Values],
                 keep: Callable[[str, list[np.ndarray]], dict | None]) -> list[str]:

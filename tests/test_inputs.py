@@ -265,10 +265,12 @@ def test_given_scalar_state_and_integers_are_fed_as_given(tmp_path):
     # the state was given for batch 1: every run takes one sample
     np.testing.assert_array_equal(chosen.values[1]["x"], x[1:2])
     np.testing.assert_array_equal(chosen.values[1]["state"], state)
+    # generated calibration keeps the state's batch (wanda, no --calib)
+    assert not chosen.batch_varies and chosen.at_batch(8)["x"] == (1, 512)
     np.savez(tmp_path / "d.npz", **data)
     code = cli.main(["compress", str(_saved(model, tmp_path)), "-o", str(tmp_path / "p.onnx"),
                      "--inputs", str(tmp_path / "d.npz"), "--report", str(tmp_path / "r.json"),
-                     "--quiet"])
+                     "--quiet", "--criterion", "wanda"])
     assert code == 0
     import json
     check = json.loads((tmp_path / "r.json").read_text())["exact_check"]
