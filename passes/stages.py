@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from graphprune import external
 from graphprune.analysis import Analysis, analyze_graph, apply_scope
 from graphprune.context import RunContext
 from graphprune.errors import stage
@@ -182,7 +183,7 @@ class Rewrite:
     of state leave them (allow_io_change)."""
 
     model: onnx.ModelProto
-    spill: rewrite.Spill | None
+    spill: external.Spill | None
     ctx: RunContext
     name = label = "rewrite"
 
@@ -232,7 +233,7 @@ class Validate:
 
     opts: Options
     model: onnx.ModelProto
-    spill: rewrite.Spill | None
+    spill: external.Spill | None
     ctx: RunContext
     name = "validation"
     label = "validation in onnxruntime"

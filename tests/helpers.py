@@ -301,7 +301,7 @@ def checker_error(model: onnx.ModelProto) -> str | None:
     weight-free graph, the weights' bytes being checked when they were mapped)."""
     from graphprune.passes import validation
 
-    from graphprune.io import mapped
+    from graphprune.external import mapped
 
     try:
         if mapped(model):
