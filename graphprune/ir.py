@@ -16,7 +16,7 @@ import onnx
 from onnx import numpy_helper
 
 from . import external, ops
-from .errors import GraphError
+from .errors import GraphError, first_line
 
 Dim = int | str | None
 """A dimension: an int when static, a symbol name when dynamic, None when unknown."""
@@ -352,7 +352,7 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - inference is best effort; rules freeze on unknowns
-        raise GraphError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
+        raise GraphError(f"ONNX shape inference failed: {first_line(exc)}") from exc
 
 
 def strip_weights(model: onnx.ModelProto, keep_elements: int = 256) -> onnx.ModelProto:

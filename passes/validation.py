@@ -34,7 +34,7 @@ import onnxruntime as ort
 
 from graphprune import external
 from graphprune.edits import IoChanges
-from graphprune.errors import GraphpruneError, ValidationError, one_line
+from graphprune.errors import GraphpruneError, ValidationError, first_line, one_line
 from graphprune.ir import value_dims
 
 RTOL = 1e-4
@@ -531,8 +531,7 @@ def structural_check(model: onnx.ModelProto, data: external.Serialized | None = 
             onnx.checker.check_model(external.write_graph(parts or external.split(model), tmp),
                                      full_check=True)
     except Exception as exc:  # noqa: BLE001 - any checker failure is a validation failure
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValidationError(f"pruned model fails onnx.checker: {first}") from exc
+        raise ValidationError(f"pruned model fails onnx.checker: {first_line(exc)}") from exc
 
 
 def fidelity(reference: ort.InferenceSession, candidate: ort.InferenceSession,
