@@ -61,11 +61,7 @@ DEFAULT_SIZES = ("tiny", "small", "medium")
 
 # == child side ===============================================================================
 def _status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+    return common.status_kib(field) or 0
 
 
 class _Phases:

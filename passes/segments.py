@@ -25,6 +25,7 @@ import onnx
 import onnxruntime as ort
 
 from graphprune import external, topology
+from graphprune.edits import IoChanges
 from graphprune.errors import ValidationError, one_line
 
 from . import noise, validation
@@ -213,7 +214,7 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
 
 def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, seed: int = 0,
                 sizes: dict[str, list[int]] | None = None,
-                io: validation.IoChanges | None = None) -> validation.CheckResult:
+                io: IoChanges | None = None) -> validation.CheckResult:
     """validation.exact_check's runs and comparisons, segment by segment (see the module);
     the whole-graph sequential check when the graphs share no cut, or a node would not run
     in any segment.
