@@ -46,10 +46,20 @@ class Side:
     overrides: dict[str, np.ndarray] | None = None
 
 
-def plan_cuts(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[frozenset[str]]:
+Orders = tuple[list[int] | None, list[int] | None]
+"""Topological orders of the reference's and the candidate's nodes (topology.order)."""
+
+
+def orders(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> Orders:
+    return topology.order(reference.graph), topology.order(candidate.graph)
+
+
+def plan_cuts(reference: onnx.ModelProto, candidate: onnx.ModelProto,
+              known: Orders | None = None) -> list[frozenset[str]]:
     """The cuts (live sets) both graphs share, in order, every ~SEGMENT_BYTES of the
-    reference's weights; [] when the graphs cannot be cut (then the check runs whole)."""
-    order_r, order_c = topology.order(reference.graph), topology.order(candidate.graph)
+    reference's weights; [] when the graphs cannot be cut (then the check runs whole).
+    `known`: the graphs' `orders`, when the caller has them."""
+    order_r, order_c = known or orders(reference, candidate)
     if order_r is None or order_c is None:
         return []
     outputs = [o.name for o in reference.graph.output]
@@ -93,14 +103,15 @@ def plan_cuts(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[fr
     return cuts
 
 
-def _segments(model: onnx.ModelProto, cuts: list[frozenset[str]],
+def _segments(model: onnx.ModelProto, cuts: list[frozenset[str]], order: list[int] | None = None,
               ) -> list[tuple[list[int], frozenset[str], list[str], frozenset[str]]]:
     """Per segment: its nodes (in the graph's order), the tensors it reads from the previous
     cut, the tensors it hands on (the next cut's, or the graph outputs), and the previous
-    cut (tensors of it that it hands on pass through)."""
+    cut (tensors of it that it hands on pass through). `order`: the graph's topological
+    order (topology.order), when the caller has it."""
     graph = model.graph
     producer = topology.producers(graph) or {}
-    position = {i: p for p, i in enumerate(topology.order(graph) or [])}
+    position = {i: p for p, i in enumerate(order or topology.order(graph) or [])}
     targets = [sorted(c) for c in cuts] + [[o.name for o in graph.output]]
     out = []
     before: frozenset[str] = frozenset()
@@ -223,9 +234,10 @@ def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, see
     the whole reference path as the check runs it: every segment of the masked original
     evaluated the noise sources' ways (optimised sessions, split sums), carrying its own
     activations from segment to segment (an optimised session fuses within a segment only)."""
-    cuts = plan_cuts(reference.model, candidate.model)
-    ref_segments = _segments(reference.model, cuts) if cuts else []
-    cand_segments = _segments(candidate.model, cuts) if cuts else []
+    order_r, order_c = known = orders(reference.model, candidate.model)
+    cuts = plan_cuts(reference.model, candidate.model, known)
+    ref_segments = _segments(reference.model, cuts, order_r) if cuts else []
+    cand_segments = _segments(candidate.model, cuts, order_c) if cuts else []
     if not cuts or not _covers(reference.model, ref_segments) or not _covers(
             candidate.model, cand_segments):
         return validation.exact_check(
