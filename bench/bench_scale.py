@@ -61,11 +61,7 @@ DEFAULT_SIZES = ("tiny", "small", "medium")
 
 # == child side ===============================================================================
 def _status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
+    return common.status_kib(field) or 0
 
 
 class _Phases:
@@ -120,13 +116,12 @@ def _instrument(phases: _Phases) -> None:
     from graphprune.passes import rewrite, scoring, stages, targets, validation
 
     import graphprune.io as gio
-    from graphprune import pipeline
+    from graphprune import external, pipeline
 
     for mod, attr, label in [
         (gio, "load_checked", "load (parse + external data)"),
         (gio, "save_atomic", "save_atomic"),
         (gio, "file_size", "file_size"),
-        (validation, "save_atomic", "save_atomic (temp file for >2GB)"),
         (pipeline, "load", "load"),
         (stages, "Graph", "Graph (index + shape inference)"),
         (stages, "analyze_graph", "analyze_graph"),
@@ -135,7 +130,7 @@ def _instrument(phases: _Phases) -> None:
         (rewrite, "prune_model", "rewrite.prune_model"),
         (rewrite, "mask_overrides", "rewrite.mask_overrides"),
         (rewrite, "masked_model", "rewrite.masked_model"),
-        (validation, "serialize", "validation.serialize"),
+        (external, "serialize", "external.serialize"),
         (validation, "structural_check", "onnx.checker (full_check)"),
         (validation, "session", "ort session"),
         (validation, "exact_check", "exact_check (2 runs x 2 sessions)"),

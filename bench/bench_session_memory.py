@@ -11,7 +11,7 @@ writes it), then, each in a fresh process, builds one kind of session on it and 
                 calibration statistics, Taylor probes, the sensitivity scan and latency use);
 - `diagnosis`:  `validation.session(model, read_files=True)` (the input diagnosis);
 - `proof`:      `validation.session(model)` (the exact check's: arrays shared, no copy);
-- `inline`:     an optimised session from the bytes of an inlined copy (`io.inline_mapped`),
+- `inline`:     an optimised session from the bytes of an inlined copy (`external.inline`),
                 the cost of serialising the weights instead;
 - `ext-init`:   every weight handed over with add_external_initializers (the alternative to
                 letting onnxruntime read the mapped tensors from their file).
@@ -84,7 +84,8 @@ def child(mode: str, path: str) -> None:
     import onnxruntime as ort
     from graphprune.passes import validation
 
-    from graphprune.io import inline_mapped, load
+    from graphprune.external import inline, split
+    from graphprune.io import load
 
     model = None if mode == "ort-file" else load(path, external_data="map")
     t = time.perf_counter()
@@ -97,9 +98,9 @@ def child(mode: str, path: str) -> None:
     elif mode == "proof":
         sess = validation.session(model)
     elif mode == "inline":
-        sess = common.ort_session(inline_mapped(model).SerializeToString(), threads=0)
+        sess = common.ort_session(inline(model).SerializeToString(), threads=0)
     else:  # ext-init
-        parts = validation.split(model)
+        parts = split(model)
         opts = ort.SessionOptions()
         opts.log_severity_level = 4
         opts.add_external_initializers(
@@ -110,8 +111,8 @@ def child(mode: str, path: str) -> None:
                                     providers=["CPUExecutionProvider"])
     built = time.perf_counter() - t
     sess.run(None, {"x": np.ones((1, 3, 8, 8), np.float32)})
-    anon = (common._status_kib("RssAnon") or 0) / 1024
-    print(f"{common.peak_rss_mib():.0f} {anon:.0f} {built:.2f}")
+    anon = (common.status_kib("RssAnon") or 0) / 1024
+    print(f"{(common.status_kib('VmHWM') or 0) / 1024:.0f} {anon:.0f} {built:.2f}")
 
 
 def main() -> None:

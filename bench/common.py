@@ -5,6 +5,7 @@ Nothing here asserts anything; the benches print numbers. Import it from a bench
     sys.path.insert(0, str(Path(__file__).resolve().parent)); import common
 
 Contents:
+- memory: `status_kib` (a field of /proc/self/status: VmHWM, VmRSS, RssAnon);
 - timing: `interleaved_medians` (several callables timed in rotation, so that a noisy
   machine's slow phases hit all of them alike);
 - models: `export_cached` (an ONNX export of a registered model, cached across runs and keyed
@@ -34,6 +35,20 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 FLOAT_ONNX_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+# -- memory -----------------------------------------------------------------------------------
+def status_kib(field: str) -> int | None:
+    """A field of this process's /proc/self/status in KiB (VmHWM: peak RSS, RssAnon: memory
+    it owns); None off Linux."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
 
 
 # -- timing -----------------------------------------------------------------------------------

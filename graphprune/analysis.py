@@ -19,6 +19,7 @@ from .ir import Graph, folds, subgraph_references, value_dims
 from .rules.common import keep_whole
 from .rules.context import Ctx, State
 from .slots import Span, UnionFind, constant_along
+from .topology import holds_subgraph
 
 
 @dataclass(eq=False)
@@ -306,8 +307,7 @@ def _final_uses(graph: Graph, name: str) -> list:
 
 def _subgraph_names(graph: Graph, i: int) -> list[str]:
     node = graph.nodes[i]
-    if not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-               for a in node.attribute):
+    if not holds_subgraph(node):
         return []
     return sorted(subgraph_references(node))
 

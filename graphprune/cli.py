@@ -229,7 +229,7 @@ def _finish(args: argparse.Namespace, report, src: Path, out: Path, external: bo
 def _spill(out: Path):
     """For an input with external data: a temporary file beside the output that takes the
     rewritten weights as they are made (removed when the run ends)."""
-    from .passes.rewrite import Spill
+    from .external import Spill
 
     try:
         return Spill(out.absolute().parent)

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from .ir import Graph
 
 
+IoChanges = dict[str, dict[int, np.ndarray]]
+"""Graph input/output name -> axis -> keep mask, for the interfaces that shrink
+(allow_io_change): what the rewrite does to them, and what the exact check feeds and
+compares on them."""
+
+
 @dataclass(frozen=True, eq=False)
 class Member:
     """Input `index` of node `node` is a constant sliced along `span` when slots go."""
@@ -91,21 +97,12 @@ class EntryCount(Edit):
 
 
 @dataclass(frozen=True, eq=False)
-class EntryScale(Edit):
+class EntryScale(EntryCount):
     """Entry `pos` of size input `index` := entry / `period` × kept positions of `span` along
-    `axis` (a batch-folded head axis: B·H becomes B·H′)."""
+    `axis` (a batch-folded head axis: B·H becomes B·H′). The same entry as EntryCount's, a
+    different change (the rewrite tells them apart by type)."""
 
-    index: int
-    pos: int
-    span: Span
-    axis: int
     period: int
-
-    def ids(self) -> list[np.ndarray]:
-        return [self.span.ids]
-
-    def what(self, graph: Graph) -> str:
-        return f"{_input_name(graph, self.node, self.index)}[{self.pos}]"
 
     def change(self, roots: np.ndarray) -> str:
         return f"scale by {_count(line(self.span, self.axis), roots)} / {self.period}"

@@ -65,6 +65,13 @@ def stage(name: str) -> Iterator[None]:
                          f"{one_line(exc, STAGE_TEXT)}") from exc
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (onnx's checker and shape inference add lines of
+    context after it), or the exception's type name when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def one_line(exc: BaseException | str, limit: int | None = None) -> str:
     """A message on one line (onnxruntime and numpy spread theirs over several), cut at
     `limit` characters when given; an empty message gives the exception's type name."""

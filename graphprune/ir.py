@@ -15,16 +15,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import ops
-from .errors import GraphError
+from . import external, ops
+from .errors import GraphError, first_line
 
 Dim = int | str | None
 """A dimension: an int when static, a symbol name when dynamic, None when unknown."""
 
-EXTERNAL_PATH = "graphprune:path"
-"""External-data key that `io.attach_external_data` adds to a tensor whose bytes were checked
-and are read on demand: the absolute path of its data file (the `location` stays as the input
-file wrote it). Never written out: graphprune's writer copies such tensors' bytes."""
 CACHE_ELEMENTS = 1 << 16
 """Constants up to this many elements are kept once computed (shape values, small tables);
 larger ones (weights) are read again, from memory-mapped external data, when asked for."""
@@ -94,7 +90,7 @@ class Graph:
         if name in self._const_cache:
             return self._const_cache[name]
         value = self._eval_const(name)
-        if value is None or value.size <= CACHE_ELEMENTS or not _mapped(value):
+        if value is None or value.size <= CACHE_ELEMENTS or not external.is_mapped(value):
             self._const_cache[name] = value
         return value
 
@@ -105,9 +101,7 @@ class Graph:
         if name in self._const_cache:
             return self._const_cache[name] is not None
         if name in self.initializers:
-            t = self.initializers[name]
-            return external_path(t) is not None or (
-                t.data_location != onnx.TensorProto.EXTERNAL and not _stripped(t))
+            return external.has_value(self.initializers[name])
         return self.const(name) is not None
 
     def loaded_initializers(self) -> dict[str, np.ndarray]:
@@ -131,12 +125,7 @@ class Graph:
 
     def _eval_const(self, name: str) -> np.ndarray | None:
         if name in self.initializers:
-            t = self.initializers[name]
-            if external_path(t) is not None:
-                return external_array(t)
-            if _stripped(t):
-                return None  # a weight-free copy (shape inference, MAC counting)
-            return numpy_helper.to_array(t)
+            return external.value(self.initializers[name])
         p = self.producer.get(name)
         if p is None:
             return None
@@ -364,7 +353,7 @@ def _infer(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     except Exception as exc:  # noqa: BLE001 - inference is best effort; rules freeze on unknowns
-        raise GraphError(f"ONNX shape inference failed: {str(exc).splitlines()[0]}") from exc
+        raise GraphError(f"ONNX shape inference failed: {first_line(exc)}") from exc
 
 
 def strip_weights(model: onnx.ModelProto, keep_elements: int = 256) -> onnx.ModelProto:
@@ -386,56 +375,6 @@ def strip_weights(model: onnx.ModelProto, keep_elements: int = 256) -> onnx.Mode
         elif t.name not in declared:
             h.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, t.dims))
     return out
-
-
-def external_path(t: onnx.TensorProto) -> str | None:
-    """The checked data file of a tensor served from external data (see EXTERNAL_PATH)."""
-    if t.data_location != onnx.TensorProto.EXTERNAL:
-        return None
-    return next((e.value for e in t.external_data if e.key == EXTERNAL_PATH), None)
-
-
-def external_range(t: onnx.TensorProto) -> tuple[str, int, int]:
-    """(data file, offset, length) of a tensor served from external data."""
-    info = {e.key: e.value for e in t.external_data}
-    return info[EXTERNAL_PATH], int(info.get("offset", 0)), int(info["length"])
-
-
-def external_array(t: onnx.TensorProto) -> np.ndarray:
-    """A read-only memory-mapped view of a checked external tensor's bytes (no copy: pages are
-    read when touched and released with the view)."""
-    path, offset, length = external_range(t)
-    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<")
-    shape = tuple(t.dims)
-    if length == 0 or math.prod(shape) == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
-
-
-def _mapped(value: np.ndarray) -> bool:
-    while value is not None:
-        if isinstance(value, np.memmap):
-            return True
-        value = value.base if isinstance(value.base, np.ndarray) else None
-    return False
-
-
-def _stripped(t: onnx.TensorProto) -> bool:
-    if t.data_location == onnx.TensorProto.EXTERNAL or math.prod(t.dims) == 0:
-        return False
-    if t.HasField("raw_data"):  # (reading t.raw_data would copy the bytes just to test them)
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-        return t.ByteSize() < math.prod(t.dims) * itemsize
-    return not (len(t.float_data) or len(t.int64_data) or len(t.int32_data)
-                or len(t.double_data) or len(t.uint64_data) or len(t.string_data))
-
-
-def approx_bytes(model: onnx.ModelProto) -> int:
-    """Serialized size estimate from weight dims: protobuf's ByteSize walks every byte."""
-    n = 0
-    for t in model.graph.initializer:
-        n += math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-    return n + 64 * len(model.graph.node)
 
 
 def subgraph_references(node: onnx.NodeProto) -> set[str]:

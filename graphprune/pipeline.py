@@ -11,18 +11,21 @@ fills the report in one place (`_report`).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import onnx
 
+from . import external
 from .analysis import Analysis, Group, analyze_graph
 from .context import Progress, RunContext
-from .errors import InputError, stage
-from .io import check_loaded, check_opset, guard_input, load, mapped
-from .ir import Graph, approx_bytes
+from .errors import GraphpruneError, InputError, one_line, stage
+from .io import check_opset, load
+from .ir import Graph
 from .metrics import count_macs, count_params
 from .passes import inputs as check_inputs
 from .passes import rewrite, segments, targets, validation
@@ -66,11 +69,62 @@ def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike, *,
               map_external: bool = False) -> onnx.ModelProto:
     if isinstance(model_or_path, onnx.ModelProto):
         check_opset(model_or_path)
-        check_loaded(model_or_path)
+        external.check_loaded(model_or_path)
         return model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         return load(model_or_path, external_data="map" if map_external else True)
     raise InputError(f"expected an onnx.ModelProto or a path, got {type(model_or_path).__name__}")
+
+
+F = TypeVar("F", bound=Callable)
+
+
+def guard_input(fn: F) -> F:
+    """For API entry points whose first argument is a model or a path.
+
+    When anything fails that is not already an InputError, ask whether the input model itself
+    is at fault (`inputs.problem`); if it is, raise a one-line InputError (exit 2)
+    from the failure instead of reporting a graphprune bug. Otherwise the failure goes on as
+    it is (a StageError names the stage that failed).
+    """
+
+    @functools.wraps(fn)
+    def guarded(model_or_path, *args, **kwargs):
+        try:
+            return fn(model_or_path, *args, **kwargs)
+        except InputError:
+            raise
+        except Exception as exc:
+            text = next((e for e in (exc, exc.__cause__) if isinstance(e, UnicodeDecodeError)),
+                        None)
+            if text is not None:  # protobuf decodes string fields when first read
+                raise InputError("the input model cannot be used: a name or text in it is "
+                                 f"not valid UTF-8 ({one_line(text, 300)})") from exc
+            opts = kwargs.get("options")  # an Options holds them when keywords do not
+            why = _diagnose(model_or_path,
+                            kwargs.get("input_sizes", getattr(opts, "input_sizes", None)),
+                            kwargs.get("seed", getattr(opts, "seed", 0)),
+                            kwargs.get("inputs", getattr(opts, "inputs", None)))
+            if why is None:
+                raise
+            raise InputError(f"the input model cannot be used: {why}") from exc
+
+    return guarded  # type: ignore[return-value]
+
+
+def _diagnose(model_or_path, sizes, seed, data) -> str | None:
+    """`inputs.problem` with the run's validation inputs (shapes, given values)."""
+    try:
+        if isinstance(model_or_path, onnx.ModelProto):
+            return check_inputs.problem(model_or_path, sizes, data, seed)
+        if isinstance(model_or_path, (str, os.PathLike, bytes)):
+            return check_inputs.problem(load(model_or_path, external_data="map"), sizes, data,
+                                        seed)
+    except GraphpruneError as exc:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a failed diagnosis must not hide the original error
+        return None
+    return None
 
 
 @guard_input
@@ -122,7 +176,7 @@ def compress(
     *,
     options: Options | None = None,
     progress: Progress | None = None,
-    spill: rewrite.Spill | None = None,
+    spill: external.Spill | None = None,
     **settings: Any,
 ) -> tuple[onnx.ModelProto, Report]:
     """Prune `ratio` (default 0.4) of every prunable group's units and prove the result exact.
@@ -156,7 +210,7 @@ def compress(
     `allow_io_change`: graph inputs and outputs that carry state (units entering through an
     input and leaving through an output: a KV cache's past and present key/values) may
     shrink along static unit axes; the report lists the changed shapes (`io_changes`).
-    `progress` receives progress lines. `spill` (a `rewrite.Spill`, for large models): the
+    `progress` receives progress lines. `spill` (a `external.Spill`, for large models): the
     rewritten weights go to its temporary file as they are made and the pruned model refers
     to them there as external data, until `graphprune.io.save_atomic` copies them out; keep
     it open until then.
@@ -192,7 +246,7 @@ def apply_plan(
     seed: int = 0,
     input_sizes: dict[str, list[int]] | None = None,
     progress: Progress | None = None,
-    spill: rewrite.Spill | None = None,
+    spill: external.Spill | None = None,
     inputs: str | os.PathLike | dict | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Apply a saved plan (graphprune.plan) to the model it was made for, with the same
@@ -216,7 +270,7 @@ def apply_plan(
 
 
 def _rewrite_and_prove(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
-                       picked: targets.Selection, spill: rewrite.Spill | None,
+                       picked: targets.Selection, spill: external.Spill | None,
                        chosen: CheckInputs) -> Proof:
     rewritten = run_stage(ctx, Rewrite(model, spill, ctx), an, picked.removed)
     return run_stage(ctx, Validate(opts, model, spill, ctx, chosen), rewritten, an)
@@ -254,7 +308,7 @@ def _check_inputs(model: onnx.ModelProto, opts: Options,
 
 def _large(model: onnx.ModelProto) -> bool:
     """Validated segment by segment (passes/prove.py): not run whole to choose inputs."""
-    return mapped(model) and segments.weight_bytes(model) >= segments.SEGMENT_MIN_BYTES
+    return external.mapped(model) and external.weight_bytes(model) >= segments.SEGMENT_MIN_BYTES
 
 
 # -- the report -----------------------------------------------------------------------------
@@ -280,7 +334,8 @@ def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
         params_before=count_params(model), params_after=count_params(pruned),
         macs_before=count_macs(model, feeds),
         macs_after=count_macs(pruned, validation.shrink_feeds(feeds, io)),
-        bytes_before=approx_bytes(model), bytes_after=approx_bytes(pruned),
+        bytes_before=external.approx_bytes(model),
+        bytes_after=external.approx_bytes(pruned),
         criterion=str(settings.get("criterion", "plan")) if plan else opts.criterion,
         ratio=float(settings.get("ratio", 0.0)) if plan else opts.ratio,
         aggregate=opts.aggregate, normalize=opts.normalization,

@@ -20,6 +20,7 @@ from graphprune.ir import Graph
 from graphprune.metrics import FLOAT_TYPES, count_params, node_macs
 
 METRICS = ("macs", "params")
+"""The metrics the cost model counts (a latency target is measured, not counted)."""
 
 
 class CostModel:

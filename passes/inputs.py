@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from graphprune import external
 from graphprune.errors import GraphpruneError, InputError
 
 from . import validation
@@ -258,7 +259,7 @@ class Probe:
     def sessions(self) -> list:
         if self._sessions is None:
             if self.mode == "diagnose":
-                data = validation.serialize(self.model)
+                data = external.serialize(self.model)
                 self._sessions = [validation.session(self.model, data, read_files=True)
                                   for _ in range(2)]
             else:

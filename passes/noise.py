@@ -31,10 +31,8 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnx import numpy_helper
 
-from graphprune.io import copy_fields
-from graphprune.ir import external_array, external_path
+from graphprune import external, topology
 
 from . import validation
 
@@ -92,9 +90,7 @@ def split_sums(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None =
     taken = ({x for n in g.node for x in (*n.input, *n.output, n.name)} | set(inits)
              | {v.name for v in (*g.input, *g.output, *g.value_info)})
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
-    out = onnx.ModelProto()
-    copy_fields(model, out, skip={"graph"})
-    copy_fields(g, out.graph, skip={"node", "initializer"})
+    out = external.shell(model, skip=("node", "initializer"))
     halves: dict[str, np.ndarray] = {}
     templates: dict[str, onnx.TensorProto] = {}
     for node in g.node:
@@ -128,7 +124,7 @@ def split_sums(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None =
         ref = out.graph.initializer.add()
         ref.name, ref.data_type = name, templates[name].data_type
         ref.dims.extend(half.shape)
-        if sys.byteorder != "little":  # validation.split serves overrides on little-endian only
+        if sys.byteorder != "little":  # external.split serves overrides on little-endian only
             ref.raw_data = half.astype(half.dtype.newbyteorder("<")).tobytes()
     kept = {t.name for t in out.graph.initializer}
     values = {k: v for k, v in given.items() if k in kept}
@@ -164,11 +160,7 @@ def _value(t: onnx.TensorProto, given: dict[str, np.ndarray]) -> np.ndarray | No
         return None
     if t.name in given:
         return np.asarray(given[t.name])
-    if external_path(t) is not None:
-        return external_array(t)
-    if t.data_location == onnx.TensorProto.EXTERNAL:
-        return None
-    return numpy_helper.to_array(t)
+    return external.value(t)
 
 
 def _half_mask(node: onnx.NodeProto, how: str | int, w: np.ndarray) -> np.ndarray | None:
@@ -207,8 +199,7 @@ def _fresh(base: str, taken: set[str]) -> str:
 def _read_names(g: onnx.GraphProto) -> set[str] | None:
     """Names the graph's nodes, inputs and outputs read; None when a node has a subgraph
     (its reads of outer names are not listed as inputs: keep every initializer then)."""
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-           for n in g.node for a in n.attribute):
+    if topology.has_subgraphs(g):
         return None
     return ({x for n in g.node for x in n.input} | {v.name for v in g.input}
             | {v.name for v in g.output})

@@ -19,9 +19,9 @@ import functools
 import numpy as np
 import onnx
 
+from graphprune import external
 from graphprune.analysis import Analysis
 from graphprune.errors import ValidationError
-from graphprune.io import mapped
 
 from . import noise, rewrite, segments, validation, witness
 from .inputs import CheckInputs
@@ -37,7 +37,7 @@ def inexact_roots(an: Analysis) -> np.ndarray:
 
 
 def rewrite_exact(model: onnx.ModelProto, an: Analysis, exact: np.ndarray,
-                  spill: rewrite.Spill | None = None) -> onnx.ModelProto:
+                  spill: external.Spill | None = None) -> onnx.ModelProto:
     """The model without the `exact` units (nothing removed: a copy of the input, as is)."""
     if exact.any():
         return rewrite.prune_model(model, an, exact, spill)
@@ -47,7 +47,7 @@ def rewrite_exact(model: onnx.ModelProto, an: Analysis, exact: np.ndarray,
 
 
 def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed: np.ndarray,
-          inputs: CheckInputs, spill: rewrite.Spill | None = None) -> validation.CheckResult:
+          inputs: CheckInputs, spill: external.Spill | None = None) -> validation.CheckResult:
     """Checker + exact check of `pruned` against the masked original on `inputs`; outputs
     that prove nothing there are backed by the tensors before them (witness)."""
     runs = inputs.runs(model)
@@ -67,9 +67,9 @@ def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed
 
 def _exact(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed: np.ndarray,
            runs: validation.Runs, masked: noise.Masked,
-           spill: rewrite.Spill | None = None) -> validation.CheckResult:
+           spill: external.Spill | None = None) -> validation.CheckResult:
     """Checker + exact check of `pruned` against the masked original (`masked` makes it)."""
-    parts = validation.split(pruned)  # shared by the checker and the session
+    parts = external.split(pruned)  # shared by the checker and the session
     try:
         validation.structural_check(pruned, parts=parts)
     except ValidationError:
@@ -87,19 +87,19 @@ def _exact(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
             return validation.session(rewrite.masked_model(model, an, removed),
                                       threads=threads)
         known = an.graph.loaded_initializers() if an.graph.model is model else None
-        return validation.session(model, overrides=overrides, parts=validation.split(
+        return validation.session(model, overrides=overrides, parts=external.split(
             model, overrides, known=known), threads=threads)
 
     floor = noise.sources(masked)  # the reference's float noise, should the static check fail
-    if (mapped(model) or mapped(pruned)) and (
-            segments.weight_bytes(model) >= segments.SEGMENT_MIN_BYTES):
+    if (external.mapped(model) or external.mapped(pruned)) and (
+            external.weight_bytes(model) >= segments.SEGMENT_MIN_BYTES):
         # a large model: the same runs, a segment of each graph at a time (see segments)
         del parts
         overrides = rewrite.mask_overrides(model, an, removed, spill)
         ref = (segments.Side(rewrite.masked_model(model, an, removed)) if overrides is None
                else segments.Side(model, overrides))
         return segments.exact_check(ref, segments.Side(pruned), model, io=io, runs=runs)
-    if mapped(model) or mapped(pruned):
+    if external.mapped(model) or external.mapped(pruned):
         # weights memory-mapped (a large model): one model's weights in memory at a time,
         # the reference's runs first, then the candidate's on the same inputs
         del parts
@@ -129,7 +129,7 @@ def fidelity(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis,
     """How close `pruned` (without every removed unit, inexact ones included) stays to the
     original, per output (checked by onnx.checker first, not proven), on the inputs of the
     exact check's last run (generated ones seeded apart)."""
-    parts = validation.split(pruned)
+    parts = external.split(pruned)
     validation.structural_check(pruned, parts=parts)
     threads = validation.pair_threads()
     return validation.fidelity(validation.session(model, threads=threads),

@@ -10,17 +10,13 @@ machinery: sink slices of removed units set to zero, nothing sliced.
 from __future__ import annotations
 
 import hashlib
-import mmap
-import os
 import sys
-import tempfile
-import weakref
 
 import numpy as np
 import onnx
-from google.protobuf import unknown_fields
 from onnx import helper, numpy_helper
 
+from graphprune import external, topology
 from graphprune.analysis import Analysis
 from graphprune.edits import (
     AttrCount,
@@ -28,13 +24,13 @@ from graphprune.edits import (
     EntryCount,
     EntryScale,
     GatherIndices,
+    IoChanges,
     Member,
     SliceBounds,
     SplitSizes,
 )
 from graphprune.errors import GraphpruneError
-from graphprune.io import ALIGN, copy_fields
-from graphprune.ir import EXTERNAL_PATH, attr, subgraph_references
+from graphprune.ir import attr
 from graphprune.shapeval import known_value, to_ints
 from graphprune.slots import Span
 
@@ -45,69 +41,16 @@ class RewriteError(GraphpruneError):
     exit_code = 3
 
 
-class Spill:
-    """A temporary file that takes large new tensors as the rewrite makes them, so they are
-    not all held in memory: each is written at a page-aligned offset and read back as a
-    memory-mapped view, which the rewritten model refers to as external data (graphprune's
-    writer copies the bytes into the output's data file; validation maps them). Removed by
-    `close` (or when the process ends)."""
-
-    MIN_BYTES = 1 << 20
-
-    def __init__(self, folder: str | os.PathLike | None = None) -> None:
-        fd, self.path = tempfile.mkstemp(prefix=".graphprune-", suffix=".tmp",
-                                         dir=None if folder is None else str(folder))
-        self.path = os.path.abspath(self.path)
-        self.file = os.fdopen(fd, "wb")
-        self.offset = 0
-        self._finalizer = weakref.finalize(self, _unlink, self.path, self.file)
-
-    def put(self, value: np.ndarray) -> np.ndarray:
-        """`value`, or, when large and plain, its bytes in the file as a read-only view."""
-        if (value.nbytes < self.MIN_BYTES or value.dtype not in _PLAIN
-                or sys.byteorder != "little" or self.file.closed):
-            return value
-        pad = -self.offset % ALIGN
-        if pad:
-            self.file.write(b"\0" * pad)
-            self.offset += pad
-        self.file.write(np.ascontiguousarray(value).data)
-        self.file.flush()
-        view = np.memmap(self.path, dtype=value.dtype, mode="r", offset=self.offset,
-                         shape=value.shape)
-        self.offset += value.nbytes
-        return view
-
-    def close(self) -> None:
-        self._finalizer()
-
-
-def _unlink(path: str, file) -> None:
-    file.close()
-    if os.path.exists(path):
-        os.unlink(path)
-
-
-def _mapped_file(value: np.ndarray) -> tuple[str, int] | None:
-    """(file, offset) when `value` is a whole memory-mapped tensor (as `Spill.put` or
-    `ir.external_array` make them), in the order its bytes lie."""
-    if (isinstance(value, np.memmap) and isinstance(value.filename, str)
-            and value.flags.c_contiguous and value.dtype.byteorder in ("=", "<", "|")
-            and isinstance(value.base, mmap.mmap)):
-        return value.filename, int(value.offset)
-    return None
-
-
 class Rewriter:
     """Applies slices and edits to a copy of the model. `removed[root]` marks removed units.
-    With a `spill`, large new tensors go to its file as they are made (see `Spill`)."""
+    With a `spill`, large new tensors go to its file as they are made (see `external.Spill`)."""
 
     def __init__(self, model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
-                 copy: bool = True, spill: Spill | None = None) -> None:
+                 copy: bool = True, spill: external.Spill | None = None) -> None:
         self.spill = spill
         self.source = model
         if copy:
-            self.model = _copy_without_initializers(model)  # they come in _materialize
+            self.model = external.shell(model)  # the initializers come in _materialize
         else:
             self.model = model  # read-only use (mask_overrides)
         self.nodes = self.model.graph.node
@@ -318,7 +261,7 @@ class Rewriter:
             n = self.nodes[node]
             old = n.input[index] if index < len(n.input) else ""
             sole = old in inits and len(graph.uses(old)) == 1 and old not in graph.outputs
-            if _mapped_file(value) is None:
+            if external.mapping(value) is None:
                 value = np.ascontiguousarray(value)
             if old and _same_value(graph.const(old), value):
                 continue  # nothing removed here: the tensor stays as it is, shared or not
@@ -483,38 +426,15 @@ def apply_edit(rw: Rewriter, edit: Edit) -> None:
     fn(rw, edit)
 
 
-def _copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of `model` whose graph has no initializers yet: copying the weights that the
-    rewrite replaces anyway costs as much as the rest of it."""
-    out = onnx.ModelProto()
-    if len(unknown_fields.UnknownFieldSet(model)) or len(
-            unknown_fields.UnknownFieldSet(model.graph)):
-        out.CopyFrom(model)  # fields this onnx does not know survive only a whole copy
-        del out.graph.initializer[:]
-        return out
-    copy_fields(model, out, skip={"graph"})
-    copy_fields(model.graph, out.graph, skip={"initializer"})
-    return out
-
-
 def _fill_tensor(dst: onnx.TensorProto, src: onnx.TensorProto | None, value: np.ndarray,
                  name: str | None = None) -> None:
     """`dst` := the tensor numpy_helper.from_array(value, name) makes (the name of `src` by
-    default), written in place: plain numeric arrays on a little-endian machine skip from_array's
-    copies."""
+    default), written in place: a whole mapped value is referred to where its bytes lie;
+    plain numeric arrays on a little-endian machine skip from_array's copies."""
     name = name if name is not None else src.name
-    dtype = _PLAIN.get(value.dtype)
-    where = _mapped_file(value)
-    if where is not None and dtype is not None:  # refer to the bytes where they lie
-        dst.Clear()
-        dst.name = name
-        dst.data_type = dtype
-        dst.dims.extend(value.shape)
-        dst.data_location = onnx.TensorProto.EXTERNAL
-        for key, v in (("location", os.path.basename(where[0])), ("offset", where[1]),
-                       ("length", value.nbytes), (EXTERNAL_PATH, where[0])):
-            dst.external_data.add(key=key, value=str(v))
+    if external.refer(dst, name, value):
         return
+    dtype = external.PLAIN.get(value.dtype)
     if dtype is None or sys.byteorder != "little":
         dst.CopyFrom(numpy_helper.from_array(value, name))
         return
@@ -523,11 +443,6 @@ def _fill_tensor(dst: onnx.TensorProto, src: onnx.TensorProto | None, value: np.
     dst.data_type = dtype
     dst.dims.extend(value.shape)
     dst.raw_data = value.tobytes()
-
-
-_PLAIN = {np.dtype(t): onnx.helper.np_dtype_to_tensor_dtype(np.dtype(t))
-          for t in (np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64,
-                    np.uint8, np.uint16, np.uint32, np.uint64, np.bool_)}
 
 
 def _same_value(old: np.ndarray | None, new: np.ndarray) -> bool:
@@ -559,22 +474,9 @@ def _unique(base: str, taken: set[str]) -> str:
     return f"{base}{k}"
 
 
-def _live(g: onnx.GraphProto, keep: set[tuple[str, ...]] | frozenset = frozenset()):
-    """Nodes that feed a graph output (or whose outputs are in `keep`), in order, and every
-    name they or the graph outputs read."""
-    needed = {o.name for o in g.output}
-    live = []
-    for node in reversed(g.node):
-        if any(o in needed for o in node.output if o) or tuple(node.output) in keep:
-            live.append(node)
-            needed.update(i for i in node.input if i)
-            needed.update(subgraph_references(node))
-    return live[::-1], needed
-
-
 def _unused(g: onnx.GraphProto) -> tuple[set[tuple[str, ...]], set[str]]:
     """What nothing read in the original: its dead nodes (by outputs) and initializers."""
-    live, needed = _live(g)
+    live, needed = topology.live(g)
     live_keys = {tuple(n.output) for n in live}
     return ({tuple(n.output) for n in g.node} - live_keys,
             {t.name for t in g.initializer} - needed)
@@ -585,7 +487,7 @@ def _remove_dead(model: onnx.ModelProto, unused_before=(frozenset(), frozenset()
     What nothing read in the original (`unused_before`) stays: not ours to clean up."""
     g = model.graph
     nodes_before, inits_before = unused_before
-    kept, needed = _live(g, nodes_before)
+    kept, needed = topology.live(g, nodes_before)
     if len(kept) != len(g.node):
         del g.node[:]
         g.node.extend(kept)
@@ -610,10 +512,6 @@ def _sync_weight_inputs(model: onnx.ModelProto, dropped: set[str]) -> None:
         listed = {i.name for i in g.input}
         g.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
                        for t in g.initializer if t.name not in listed)
-
-
-IoChanges = dict[str, dict[int, np.ndarray]]
-"""Graph input/output name -> axis -> keep mask, for the interfaces that shrink."""
 
 
 def io_changes(an: Analysis, gone: np.ndarray) -> IoChanges:
@@ -664,7 +562,7 @@ def _resize_interface(model: onnx.ModelProto, changes: IoChanges) -> None:
 
 
 def prune_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
-                spill: Spill | None = None) -> onnx.ModelProto:
+                spill: external.Spill | None = None) -> onnx.ModelProto:
     return Rewriter(model, an, removed, spill=spill).prune()
 
 
@@ -673,5 +571,5 @@ def masked_model(model: onnx.ModelProto, an: Analysis, removed: np.ndarray) -> o
 
 
 def mask_overrides(model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
-                   spill: Spill | None = None) -> dict[str, np.ndarray] | None:
+                   spill: external.Spill | None = None) -> dict[str, np.ndarray] | None:
     return Rewriter(model, an, removed, copy=False, spill=spill).mask_overrides()

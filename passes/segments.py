@@ -17,8 +17,6 @@ the outputs are those of the whole-graph runs.
 
 from __future__ import annotations
 
-import heapq
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,8 +24,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from graphprune import external, topology
+from graphprune.edits import IoChanges
 from graphprune.errors import ValidationError, one_line
-from graphprune.io import copy_fields
 
 from . import noise, validation
 
@@ -47,66 +46,20 @@ class Side:
     overrides: dict[str, np.ndarray] | None = None
 
 
-def weight_bytes(model: onnx.ModelProto) -> int:
-    return sum(math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
-               for t in model.graph.initializer)
+Orders = tuple[list[int] | None, list[int] | None]
+"""Topological orders of the reference's and the candidate's nodes (topology.order)."""
 
 
-def _order(graph: onnx.GraphProto) -> list[int] | None:
-    """A topological order of the nodes (the file's order where it is one), or None when the
-    graph has subgraphs (their outer-scope reads are not inputs), a cycle or a tensor made
-    twice: then the check runs whole."""
-    producer: dict[str, int] = {}
-    for i, node in enumerate(graph.node):
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-               for a in node.attribute):
-            return None
-        for o in node.output:
-            if o:
-                if o in producer:
-                    return None
-                producer[o] = i
-    deps = [{producer[x] for x in node.input if x in producer} for node in graph.node]
-    users: list[list[int]] = [[] for _ in graph.node]
-    for i, d in enumerate(deps):
-        for j in d:
-            users[j].append(i)
-    waiting = [len(d) for d in deps]
-    ready = [i for i, n in enumerate(waiting) if n == 0]
-    heapq.heapify(ready)
-    order = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for u in users[i]:
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                heapq.heappush(ready, u)
-    return order if len(order) == len(graph.node) else None
+def orders(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> Orders:
+    return topology.order(reference.graph), topology.order(candidate.graph)
 
 
-def _live_sets(graph: onnx.GraphProto, order: list[int]) -> list[frozenset[str]]:
-    """For each position p (0..len(order)): the tensors made by the nodes before p that a node
-    at or after p reads, or that are graph outputs."""
-    end = len(order)
-    last = {o.name: end for o in graph.output}
-    for pos, i in enumerate(order):
-        for x in graph.node[i].input:
-            if x:
-                last[x] = max(last.get(x, -1), pos)
-    live: set[str] = set()
-    out = [frozenset()]
-    for pos, i in enumerate(order):
-        live = {x for x in live if last[x] > pos}
-        live.update(o for o in graph.node[i].output if o and last.get(o, -1) > pos)
-        out.append(frozenset(live))
-    return out
-
-
-def plan_cuts(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[frozenset[str]]:
+def plan_cuts(reference: onnx.ModelProto, candidate: onnx.ModelProto,
+              known: Orders | None = None) -> list[frozenset[str]]:
     """The cuts (live sets) both graphs share, in order, every ~SEGMENT_BYTES of the
-    reference's weights; [] when the graphs cannot be cut (then the check runs whole)."""
-    order_r, order_c = _order(reference.graph), _order(candidate.graph)
+    reference's weights; [] when the graphs cannot be cut (then the check runs whole).
+    `known`: the graphs' `orders`, when the caller has them."""
+    order_r, order_c = known or orders(reference, candidate)
     if order_r is None or order_c is None:
         return []
     outputs = [o.name for o in reference.graph.output]
@@ -115,12 +68,12 @@ def plan_cuts(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[fr
     if not all(o in made for o in outputs) or not all(o.name in made_c
                                                       for o in candidate.graph.output):
         return []
-    live_r, live_c = _live_sets(reference.graph, order_r), _live_sets(candidate.graph, order_c)
+    live_r = topology.live_sets(reference.graph, order_r)
+    live_c = topology.live_sets(candidate.graph, order_c)
     at_c: dict[frozenset[str], int] = {}
     for pos in range(1, len(order_c)):
         at_c.setdefault(live_c[pos], pos)
-    size = {t.name: math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(
-        t.data_type).itemsize for t in reference.graph.initializer}
+    size = {t.name: external.nbytes(t) for t in reference.graph.initializer}
     seen: set[str] = set()
     spent = 0
     candidates = []  # (position in reference, weight bytes read before it, live set)
@@ -150,14 +103,15 @@ def plan_cuts(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[fr
     return cuts
 
 
-def _segments(model: onnx.ModelProto, cuts: list[frozenset[str]],
+def _segments(model: onnx.ModelProto, cuts: list[frozenset[str]], order: list[int] | None = None,
               ) -> list[tuple[list[int], frozenset[str], list[str], frozenset[str]]]:
     """Per segment: its nodes (in the graph's order), the tensors it reads from the previous
     cut, the tensors it hands on (the next cut's, or the graph outputs), and the previous
-    cut (tensors of it that it hands on pass through)."""
+    cut (tensors of it that it hands on pass through). `order`: the graph's topological
+    order (topology.order), when the caller has it."""
     graph = model.graph
-    producer = {o: i for i, n in enumerate(graph.node) for o in n.output if o}
-    position = {i: p for p, i in enumerate(_order(graph) or [])}
+    producer = topology.producers(graph) or {}
+    position = {i: p for p, i in enumerate(order or topology.order(graph) or [])}
     targets = [sorted(c) for c in cuts] + [[o.name for o in graph.output]]
     out = []
     before: frozenset[str] = frozenset()
@@ -192,7 +146,7 @@ def _sub_model(model: onnx.ModelProto, nodes: list[int], reads: frozenset[str],
     from their values), its nodes and initializers, the tensors it hands on as outputs."""
     graph = model.graph
     sub = onnx.ModelProto()
-    copy_fields(model, sub, skip={"graph"})
+    external.copy_fields(model, sub, skip={"graph"})
     g = sub.graph
     g.name = graph.name
     used = {x for i in nodes for x in graph.node[i].input if x}
@@ -221,17 +175,6 @@ def _sub_model(model: onnx.ModelProto, nodes: list[int], reads: frozenset[str],
     return sub
 
 
-def _fresh(value: np.ndarray) -> np.ndarray:
-    """A whole memory-mapped tensor mapped again, so the pages this segment's session
-    touches are released with it (the caller's own view stays untouched)."""
-    if (isinstance(value, np.memmap) and isinstance(value.filename, str)
-            and value.flags.c_contiguous and value.base is not None
-            and not isinstance(value.base, np.ndarray)):
-        return np.memmap(value.filename, dtype=value.dtype, mode="r", offset=int(value.offset),
-                         shape=value.shape)
-    return value
-
-
 SessionMaker = Callable[[onnx.ModelProto, dict[str, np.ndarray]], ort.InferenceSession]
 
 
@@ -257,7 +200,8 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
         if made:
             sub = _sub_model(side.model, nodes, reads, envs[0], made)
             names = {t.name for t in sub.graph.initializer}
-            overrides = {k: _fresh(v) for k, v in (side.overrides or {}).items() if k in names}
+            overrides = {k: external.remap(v) for k, v in (side.overrides or {}).items()
+                         if k in names}
             try:
                 sess = make(sub, overrides)
             except Exception as exc:  # noqa: BLE001 - a model onnxruntime rejects fails
@@ -281,7 +225,7 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
 
 def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, seed: int = 0,
                 sizes: dict[str, list[int]] | None = None,
-                io: validation.IoChanges | None = None,
+                io: IoChanges | None = None,
                 runs: validation.Runs | None = None) -> validation.CheckResult:
     """validation.exact_check's runs and comparisons, segment by segment (see the module);
     the whole-graph sequential check when the graphs share no cut, or a node would not run
@@ -291,9 +235,10 @@ def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, see
     the whole reference path as the check runs it: every segment of the masked original
     evaluated the noise sources' ways (optimised sessions, split sums), carrying its own
     activations from segment to segment (an optimised session fuses within a segment only)."""
-    cuts = plan_cuts(reference.model, candidate.model)
-    ref_segments = _segments(reference.model, cuts) if cuts else []
-    cand_segments = _segments(candidate.model, cuts) if cuts else []
+    order_r, order_c = known = orders(reference.model, candidate.model)
+    cuts = plan_cuts(reference.model, candidate.model, known)
+    ref_segments = _segments(reference.model, cuts, order_r) if cuts else []
+    cand_segments = _segments(candidate.model, cuts, order_c) if cuts else []
     if not cuts or not _covers(reference.model, ref_segments) or not _covers(
             candidate.model, cand_segments):
         return validation.exact_check(

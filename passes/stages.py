@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from graphprune import external
 from graphprune.analysis import Analysis, analyze_graph, apply_scope
 from graphprune.context import RunContext
 from graphprune.errors import stage
@@ -185,7 +186,7 @@ class Rewrite:
     of state leave them (allow_io_change)."""
 
     model: onnx.ModelProto
-    spill: rewrite.Spill | None
+    spill: external.Spill | None
     ctx: RunContext
     name = label = "rewrite"
 
@@ -235,7 +236,7 @@ class Validate:
 
     opts: Options
     model: onnx.ModelProto
-    spill: rewrite.Spill | None
+    spill: external.Spill | None
     ctx: RunContext
     inputs: CheckInputs | None = None
     """The exact check's inputs (passes/inputs.py; None: the default shapes, not run)."""

@@ -31,7 +31,7 @@ from .allocation import (
     prefix_for_units,
     uniform_order,
 )
-from .cost import CostModel
+from .cost import METRICS, CostModel
 from .options import Options
 from .selection import GroupChoice, removal, select_uniform
 
@@ -92,7 +92,7 @@ class Selector:
             return global_order(an, self.scores, self.free, self.opts)
         self.curves = sensitivity.scan(self.model, an, self.scores, self.free, self.opts,
                                        self.calibration, self.run)
-        metric = self.opts.metric if self.opts.metric in ("macs", "params") else "macs"
+        metric = self.opts.metric if self.opts.metric in METRICS else "macs"
         return sensitivity.order(an, self.curves, self.opts, self.cost, metric, self.scores)
 
     def at(self, k: int) -> tuple[np.ndarray, list[GroupChoice]]:
@@ -185,7 +185,7 @@ def select(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, opts: Optio
     count strayed, up to CORRECTIONS times."""
     selector = Selector(model, an, scores, opts, calibration=calibration, run=run, feeds=feeds)
     picked = selector.select()
-    if opts.metric not in ("macs", "params") or not selector.cost.approximate(opts.metric):
+    if opts.metric not in METRICS or not selector.cost.approximate(opts.metric):
         return picked
     aim = opts.target
     for _ in range(CORRECTIONS):

@@ -14,17 +14,15 @@ computation evaluated in other, exactly equivalent ways) and allows NOISE_MULTIP
 that noise floor, never more than NOISE_CAP of the output's scale (or NOISE_CAP_ULPS units
 in the last place of 1.0). Every run records its verdict and the figures behind it.
 
-Nothing here serialises the weights: `split` turns a model into a weight-free graph plus its
-large weights as arrays (read from the tensors' own bytes); the checker reads the graph and
-onnxruntime shares the arrays, so validation costs no longer grow with the model's size,
-and models past protobuf's 2 GB limit need no temporary copy of their weights.
+Nothing here serialises the weights: `external.split` turns a model into a weight-free graph
+plus its large weights as arrays (read from the tensors' own bytes); the checker reads the
+graph and onnxruntime shares the arrays, so validation costs no longer grow with the model's
+size, and models past protobuf's 2 GB limit need no temporary copy of their weights.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,15 +32,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from graphprune.errors import ValidationError, one_line
-from graphprune.io import DATA_FIELDS, TWO_GB, copy_fields, save_atomic
-from graphprune.ir import (
-    approx_bytes,
-    external_array,
-    external_path,
-    external_range,
-    value_dims,
-)
+from graphprune import external
+from graphprune.edits import IoChanges
+from graphprune.errors import ValidationError, first_line, one_line
+from graphprune.ir import value_dims
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -144,118 +137,14 @@ class CheckResult:
         return text + ")"
 
 
-Serialized = bytes
-"""A model as protobuf bytes (for callers that want one buffer; validation avoids it)."""
-
-
-def serialize(model: onnx.ModelProto) -> Serialized | None:
-    """Bytes for models under protobuf's 2 GB limit, None above it or when weights are served
-    from mapped external data (use `session`'s split then)."""
-    if approx_bytes(model) >= TWO_GB or any(external_path(t) is not None
-                                            for t in model.graph.initializer):
-        return None
-    return model.SerializeToString()
-
-
-SPLIT_MIN_BYTES = 1 << 16
-"""Initializers of at least this many bytes leave the weight-free copy (shape-like int tensors
-are far smaller, so the checker's shape inference sees the same constants)."""
-WEIGHTS_FILE = "graphprune-weights.bin"
-"""The external-data location the weight-free copy names (an empty file: nothing reads it)."""
-_SPLIT_TYPES = {
-    onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
-    onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT8: np.int8,
-    onnx.TensorProto.UINT8: np.uint8,
-}
-
-
-@dataclass
-class Split:
-    """A model as a weight-free graph plus its large weights as arrays.
-
-    The graph keeps every field of the model; each large initializer keeps its name, type
-    and dims but refers to external data, and its value (read from the same raw bytes the
-    file would hold) is in `weights`. Sessions take the arrays as shared initializers and
-    the checker reads the graph, so no one serialises hundreds of MB of weights: the cost
-    of validation no longer grows with the model's bytes."""
-
-    graph: onnx.ModelProto
-    weights: dict[str, np.ndarray]
-
-    @property
-    def graph_bytes(self) -> int:
-        return self.graph.ByteSize()
-
-
-def split(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None = None, *,
-          known: dict[str, np.ndarray] | None = None) -> Split:
-    """`model` as a Split; `overrides` (by initializer name) replace weights' values; `known`
-    holds values already read from these same tensors (numpy_helper.to_array's arrays: the
-    analysis's constants of an unmodified model), reused instead of read again.
-
-    A tensor leaves the graph only when its bytes are exactly what its type and dims say, in
-    raw_data alone, of a plain numeric type: anything else stays inline, so onnxruntime and
-    the checker judge it from the model's own bytes, as they would the whole file. Overridden
-    initializers always leave (their value comes from the override), unless their type is
-    not a plain numeric one (then `session` swaps them in with add_initializer). Memory-mapped
-    tensors (`io.attach_external_data`) always leave, except small ones of other types than
-    the above (shape-like integers), which are inlined: nothing in the copy refers to a data
-    file."""
-    overrides = overrides or {}
-    out = onnx.ModelProto()
-    copy_fields(model, out, skip={"graph"})
-    copy_fields(model.graph, out.graph, skip={"initializer"})
-    weights: dict[str, np.ndarray] = {}
-    little = sys.byteorder == "little"
-    for t in model.graph.initializer:
-        dtype = _SPLIT_TYPES.get(t.data_type)
-        mapped = little and external_path(t) is not None
-        value = None
-        if t.name in overrides and (dtype is not None or mapped):
-            value = np.ascontiguousarray(overrides[t.name])
-        elif mapped:
-            value = external_array(t)  # memory-mapped: onnxruntime reads the file's pages
-            if dtype is None and value.nbytes < SPLIT_MIN_BYTES:
-                # a shape-like integer constant (torch's dynamo export puts them in the data
-                # file too): inline, as in a self-contained model, so the checker sees it
-                ref = out.graph.initializer.add()
-                copy_fields(t, ref, skip=DATA_FIELDS)
-                ref.raw_data = value.tobytes()
-                continue
-        elif (dtype is not None and little and t.data_location != onnx.TensorProto.EXTERNAL
-              and math.prod(t.dims) * np.dtype(dtype).itemsize >= SPLIT_MIN_BYTES
-              and t.HasField("raw_data") and not _typed_data(t)):
-            cached = (known or {}).get(t.name)
-            if (cached is not None and cached.dtype == dtype and cached.shape == tuple(t.dims)
-                    and cached.flags.c_contiguous):
-                value = cached
-            else:
-                raw = t.raw_data
-                if len(raw) == math.prod(t.dims) * np.dtype(dtype).itemsize:
-                    value = np.frombuffer(raw, dtype=dtype).reshape(tuple(t.dims))
-        if value is None:
-            out.graph.initializer.append(t)
-            continue
-        ref = out.graph.initializer.add()
-        copy_fields(t, ref, skip=DATA_FIELDS)
-        ref.data_location = onnx.TensorProto.EXTERNAL
-        ref.external_data.add(key="location", value=WEIGHTS_FILE)
-        weights[t.name] = value
-    return Split(out, weights)
-
-
-def _typed_data(t: onnx.TensorProto) -> bool:
-    return bool(len(t.float_data) or len(t.int32_data) or len(t.int64_data)
-                or len(t.double_data) or len(t.uint64_data) or len(t.string_data))
-
-
-def session(model: onnx.ModelProto, data: Serialized | None = None,
+def session(model: onnx.ModelProto, data: external.Serialized | None = None,
             overrides: dict[str, np.ndarray] | None = None, *,
-            parts: Split | None = None, threads: int = 0,
+            parts: external.Split | None = None, threads: int = 0,
             optimize: bool = False, read_files: bool = False) -> ort.InferenceSession:
     """An onnxruntime session with graph optimisations off (we test our graph, not ORT's).
 
-    Built from `data` when given, else from the weight-free graph of `split` (or `parts`,
+    Built from `data` when given, else from the weight-free graph of `external.split` (or
+    `parts`,
     when the caller has it), whose split weights onnxruntime takes as the arrays themselves
     (add_initializer: shared, not copied). `overrides` replace initializers by name (the
     masked original swaps in only the masked weights). `threads` sets onnxruntime's
@@ -277,7 +166,7 @@ def session(model: onnx.ModelProto, data: Serialized | None = None,
     if optimize or read_files:
         return _reading_session(model, data, overrides, parts, opts)
     if data is None and parts is None:
-        parts = split(model, overrides)
+        parts = external.split(model, overrides)
     values = dict(overrides or {})
     if parts is not None:
         values.update(parts.weights)
@@ -291,7 +180,7 @@ def session(model: onnx.ModelProto, data: Serialized | None = None,
         sess = ort.InferenceSession(data, opts, providers=providers, enable_fallback=0)
     else:
         with tempfile.TemporaryDirectory() as tmp:
-            path = _write_graph(parts, tmp)
+            path = external.write_graph(parts, tmp)
             sess = ort.InferenceSession(path, opts, providers=providers, enable_fallback=0)
     sess._graphprune_keep = keep  # the arrays must outlive the session
     return sess
@@ -304,13 +193,13 @@ READS_FOLDER = tuple(int(x) for x in ort.__version__.split(".")[:2] if x.isdigit
 weight as an array (add_external_initializers: a copy, which they would make anyway)."""
 
 
-def _reading_session(model: onnx.ModelProto, data: Serialized | None,
-                     overrides: dict[str, np.ndarray] | None, parts: Split | None,
+def _reading_session(model: onnx.ModelProto, data: external.Serialized | None,
+                     overrides: dict[str, np.ndarray] | None, parts: external.Split | None,
                      opts: ort.SessionOptions) -> ort.InferenceSession:
     """A session in which onnxruntime holds every weight itself, as when it loads a file.
 
     A self-contained model under 2 GB is handed over as its bytes. Otherwise the graph is
-    `located`: memory-mapped tensors refer to the data file they lie in (their own offset
+    `external.located`: memory-mapped tensors refer to the data file they lie in (their own offset
     and length, read by onnxruntime as from the original model: no copy of ours), and the
     other split weights (overrides, weights of a model past protobuf's limit) are handed
     over with add_external_initializers, which puts them into the graph before the optimiser
@@ -318,10 +207,11 @@ def _reading_session(model: onnx.ModelProto, data: Serialized | None,
     over as bytes (its small constants stay far below protobuf's limit)."""
     providers = ["CPUExecutionProvider"]
     if data is None and parts is None and not overrides:
-        data = serialize(model)
+        data = external.serialize(model)
     if data is not None and not overrides:
         return ort.InferenceSession(data, opts, providers=providers, enable_fallback=0)
-    graph, folder, arrays = located(parts or split(model, overrides), model, overrides)
+    graph, folder, arrays = external.located(parts or external.split(model, overrides), model,
+                                             overrides, folder_option=READS_FOLDER)
     if folder is not None:
         opts.add_session_config_entry(FOLDER_KEY, folder)
     if arrays:
@@ -330,61 +220,6 @@ def _reading_session(model: onnx.ModelProto, data: Serialized | None,
         opts.add_external_initializers(list(arrays), values)
     return ort.InferenceSession(graph.SerializeToString(), opts, providers=providers,
                                 enable_fallback=0)
-
-
-def located(parts: Split, model: onnx.ModelProto,
-            overrides: dict[str, np.ndarray] | None = None,
-            ) -> tuple[onnx.ModelProto, str | None, dict[str, np.ndarray]]:
-    """`parts`' graph with the weights `model` maps from external data (not overridden)
-    referring to their data file again, by its real path, for onnxruntime to read.
-
-    Returns (graph, folder, arrays): the files named lie in `folder` (the folder holding
-    most of the mapped bytes, when the model maps from several: onnxruntime reads data files
-    from one folder), and `arrays` are the split weights that stay arrays (overrides, weights
-    from inline bytes, mapped ones whose file lies elsewhere; all of them where onnxruntime
-    cannot be told the folder, see READS_FOLDER)."""
-    overrides = overrides or {}
-    sources = {t.name: t for t in model.graph.initializer
-               if READS_FOLDER and t.name in parts.weights and t.name not in overrides
-               and external_path(t) is not None}
-    real = {name: os.path.realpath(external_path(t)) for name, t in sources.items()}
-    weight: dict[str, int] = {}
-    for name, path in real.items():
-        folder = os.path.dirname(path)
-        weight[folder] = weight.get(folder, 0) + external_range(sources[name])[2]
-    folder = max(sorted(weight), key=weight.__getitem__) if weight else None
-    graph = onnx.ModelProto()
-    graph.CopyFrom(parts.graph)  # weight-free: a cheap copy; `parts` may serve others
-    arrays: dict[str, np.ndarray] = {}
-    for ref in graph.graph.initializer:
-        if ref.name not in parts.weights:
-            continue
-        path = real.get(ref.name)
-        if path is None or os.path.dirname(path) != folder:
-            arrays[ref.name] = parts.weights[ref.name]
-            continue
-        _, offset, length = external_range(sources[ref.name])
-        del ref.external_data[:]
-        for key, value in (("location", os.path.basename(path)), ("offset", offset),
-                           ("length", length)):
-            ref.external_data.add(key=key, value=str(value))
-    return graph, folder, arrays
-
-
-def _write_graph(parts: Split, folder: str) -> str:
-    """Write the weight-free graph into `folder` (with its own data file, should its inline
-    tensors pass protobuf's 2 GB limit), beside an empty file at the location its split
-    tensors name: their values come from elsewhere, but the checker and onnxruntime want
-    the location to exist. Returns the model's path."""
-    path = os.path.join(folder, "m.onnx")
-    if parts.weights:
-        open(os.path.join(folder, WEIGHTS_FILE), "wb").close()
-    if parts.graph_bytes < TWO_GB:
-        with open(path, "wb") as f:
-            f.write(parts.graph.SerializeToString())
-    else:
-        save_atomic(parts.graph, path, external=True)  # onnx.save would modify the graph
-    return path
 
 
 def input_specs(model: onnx.ModelProto) -> list[tuple[str, int, list]]:
@@ -579,10 +414,6 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray],
         diffs.append(OutputDiff(name, float(err.max()) if err.size else 0.0, scale, ok,
                                 static, floor, allowed))
     return diffs
-
-
-IoChanges = dict[str, dict[int, np.ndarray]]
-"""Graph input/output name -> axis -> keep mask (allow_io_change; see rewrite.io_changes)."""
 
 
 def kept(value: np.ndarray, axes: dict[int, np.ndarray] | None) -> np.ndarray:
@@ -785,23 +616,23 @@ def run_pair(reference: ort.InferenceSession, candidate: ort.InferenceSession,
                                   f"{one_line(exc, 300)}") from None
 
 
-def structural_check(model: onnx.ModelProto, data: Serialized | None = None, *,
-                     parts: Split | None = None) -> None:
+def structural_check(model: onnx.ModelProto, data: external.Serialized | None = None, *,
+                     parts: external.Split | None = None) -> None:
     """onnx.checker with strict shape inference; raises ValidationError with the first line.
 
-    Checks the weight-free graph of `split` (or `parts`) unless `data` is given: the checker
-    reads the same nodes, types, dims and inline constants, and of a split tensor's data it
-    would only check what `split` already guarantees (one value field, in raw_data, of
+    Checks the weight-free graph of `external.split` (or `parts`) unless `data` is given: the
+    checker reads the same nodes, types, dims and inline constants, and of a split tensor's
+    data it would only check what `split` already guarantees (one value field, in raw_data, of
     exactly the size its type and dims need)."""
     try:
         if data is not None:
             onnx.checker.check_model(data, full_check=True)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            onnx.checker.check_model(_write_graph(parts or split(model), tmp), full_check=True)
+            onnx.checker.check_model(external.write_graph(parts or external.split(model), tmp),
+                                     full_check=True)
     except Exception as exc:  # noqa: BLE001 - any checker failure is a validation failure
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ValidationError(f"pruned model fails onnx.checker: {first}") from exc
+        raise ValidationError(f"pruned model fails onnx.checker: {first_line(exc)}") from exc
 
 
 def fidelity(reference: ort.InferenceSession, candidate: ort.InferenceSession,
@@ -830,3 +661,4 @@ def fidelity(reference: ort.InferenceSession, candidate: ort.InferenceSession,
         out[name] = {"rel_l2": float(np.linalg.norm(a64 - b64)) / norm, "cosine": cos,
                      "top1": top1}
     return out
+

@@ -31,6 +31,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 
+from graphprune import external
 from graphprune.analysis import Analysis
 from graphprune.ir import subgraph_references
 
@@ -183,7 +184,7 @@ def _evaluator(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None,
 def _session(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None,
              names: list[str], threads: int):
     """`model` (with `overrides`) in a check session whose outputs are `names`."""
-    parts = validation.split(model, overrides)
+    parts = external.split(model, overrides)
     _set_outputs(parts.graph, names)
     return validation.session(model, overrides=overrides, parts=parts, threads=threads)
 
@@ -244,7 +245,7 @@ def _compare(model: onnx.ModelProto, overrides: dict[str, np.ndarray] | None,
     floor = noise.sources(reference, threads=threads)
 
     def candidate():
-        parts = validation.split(pruned)
+        parts = external.split(pruned)
         _set_outputs(parts.graph, names)
         return validation.session(pruned, parts=parts, threads=threads)
 

@@ -19,6 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphprune
 from graphprune.analysis import analyze_graph
+from graphprune.errors import first_line
 from graphprune.ir import Graph, folds
 from graphprune.metrics import count_params
 
@@ -301,7 +302,7 @@ def checker_error(model: onnx.ModelProto) -> str | None:
     weight-free graph, the weights' bytes being checked when they were mapped)."""
     from graphprune.passes import validation
 
-    from graphprune.io import mapped
+    from graphprune.external import mapped
 
     try:
         if mapped(model):
@@ -309,7 +310,7 @@ def checker_error(model: onnx.ModelProto) -> str | None:
             return None
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # noqa: BLE001 - any checker failure is the answer
-        return str(exc).strip().splitlines()[0]
+        return first_line(exc)
     return None
 
 

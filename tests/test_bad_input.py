@@ -22,6 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import graphprune
 from graphprune import cli
+from graphprune.errors import first_line
 from graphprune.io import save_atomic
 
 
@@ -473,3 +474,12 @@ def test_external_data_input_gives_external_data_output(capsys, tmp_path, extern
     out = onnx.load(tmp_path / "o.onnx", load_external_data=False)
     assert any(t.data_location == TensorProto.EXTERNAL for t in out.graph.initializer)
     graphprune.load(tmp_path / "o.onnx")  # its data is complete
+
+
+def test_first_line_of_an_error():
+    """Checker and shape-inference failures are quoted by their first line (context lines
+    follow it); an empty message gives the error's type, never an IndexError."""
+    assert first_line(ValueError("Field 'shape' is missing.\n\n==> Context: node n")) == (
+        "Field 'shape' is missing.")
+    assert first_line(RuntimeError("")) == "RuntimeError"
+    assert first_line(RuntimeError("\n  detail on line two")) == "detail on line two"

@@ -23,12 +23,13 @@ import onnx
 import onnxruntime as ort
 import pytest
 from graphprune.passes import calibration, latency, probe, rewrite, scoring, sensitivity, validation
+from graphprune.passes.inputs import problem
 from zoo import ROOT  # noqa: F401 - puts the repository root (models/) on sys.path
 
 import graphprune
-from graphprune import cli
+from graphprune import cli, external
 from graphprune.errors import InputError
-from graphprune.io import input_problem, load, save_atomic
+from graphprune.io import load, save_atomic
 
 SAMPLES = 8
 
@@ -226,7 +227,7 @@ def test_sessions_on_mapped_data_match_onnxruntime_on_the_file(exports, name):
     for sess in (validation.session(mapped, read_files=True), validation.session(mapped)):
         got = sess.run(None, feeds)
         assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))
-    assert input_problem(mapped) is None
+    assert problem(mapped) is None
 
 
 def test_sessions_without_the_folder_option(exports, monkeypatch):
@@ -237,8 +238,9 @@ def test_sessions_without_the_folder_option(exports, monkeypatch):
     mapped = load(src, external_data="map")
     want = validation.session(mapped, optimize=True).run(None, feeds)
     monkeypatch.setattr(validation, "READS_FOLDER", False)
-    graph, folder, arrays = validation.located(validation.split(mapped), mapped)
-    assert folder is None and set(arrays) == set(validation.split(mapped).weights)
+    graph, folder, arrays = external.located(external.split(mapped), mapped,
+                                             folder_option=validation.READS_FOLDER)
+    assert folder is None and set(arrays) == set(external.split(mapped).weights)
     got = validation.session(mapped, optimize=True).run(None, feeds)
     assert all(np.array_equal(a, b) for a, b in zip(want, got, strict=True))
 
@@ -251,12 +253,12 @@ def test_split_inlines_small_mapped_integer_constants(exports):
     ints = [t.name for t in mapped.graph.initializer if t.data_type == onnx.TensorProto.INT64
             and t.data_location == onnx.TensorProto.EXTERNAL]
     assert ints, "the export has no int64 tensor in external data any more"
-    parts = validation.split(mapped)
+    parts = external.split(mapped)
     by_name = {t.name: t for t in parts.graph.graph.initializer}
     for name in ints:
         t = by_name[name]
         if name in parts.weights:
-            assert {e.value for e in t.external_data} == {validation.WEIGHTS_FILE}
+            assert {e.value for e in t.external_data} == {external.WEIGHTS_FILE}
         else:
             assert t.data_location != onnx.TensorProto.EXTERNAL
             want = onnx.numpy_helper.to_array(
@@ -270,16 +272,16 @@ def test_located_over_two_folders(exports, tmp_path, monkeypatch):
     folder's tensors are handed over as arrays; the optimised session computes what the
     unoptimised one does."""
     src, calib = exports["bert"]  # its embeddings and LayerNorms stay as they are
-    monkeypatch.setattr(rewrite.Spill, "MIN_BYTES", 0)
-    spill = rewrite.Spill(tmp_path)
+    monkeypatch.setattr(external.Spill, "MIN_BYTES", 0)
+    spill = external.Spill(tmp_path)
     try:
         mapped = load(src, external_data="map")
         pruned, _ = graphprune.compress(mapped, 0.4, spill=spill)
         files = {os.path.realpath(e.value) for t in pruned.graph.initializer
                  for e in t.external_data if e.key == "graphprune:path"}
         assert len({os.path.dirname(f) for f in files}) == 2, files
-        parts = validation.split(pruned)
-        graph, folder, arrays = validation.located(parts, pruned)
+        parts = external.split(pruned)
+        graph, folder, arrays = external.located(parts, pruned)
         assert folder in {os.path.dirname(f) for f in files}
         assert arrays and set(arrays) < set(parts.weights)
         named = [t for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
@@ -349,4 +351,4 @@ def test_input_that_really_fails_is_blamed(exports, tmp_path, capsys):
     assert cli.main(["compress", str(bad), "-o", str(tmp_path / "p.onnx"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "the input model cannot be used" in err and "NaN" in err, err
-    assert input_problem(load(bad, external_data="map")) is not None
+    assert problem(load(bad, external_data="map")) is not None

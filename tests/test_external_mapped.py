@@ -1,6 +1,6 @@
 """External data served memory-mapped (the CLI's path for large models): the weights are read
 on demand from the input's data file, the rewritten ones go to a temporary file beside the
-output (`rewrite.Spill`), and the output's data file gets every tensor's bytes, streamed.
+output (`external.Spill`), and the output's data file gets every tensor's bytes, streamed.
 The result must be the inline path's output bit for bit, the input files untouched."""
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import numpy as np
 import onnx
 import pytest
 import zoo
-from graphprune.passes import rewrite
 from onnx import numpy_helper
 
 import graphprune
 from graphprune import cli
-from graphprune.io import ALIGN, attach_external_data, load, save_atomic
-from graphprune.ir import EXTERNAL_PATH, Graph, external_path
+from graphprune import external as extdata  # (tests name their paths `external`)
+from graphprune.io import load, save_atomic
+from graphprune.ir import Graph
 
 
 def _values(model: onnx.ModelProto) -> dict[str, tuple]:
@@ -49,7 +49,7 @@ def pair(tmp_path: Path) -> tuple[Path, Path]:
 def test_mapped_output_equals_inline_output(pair, tmp_path, monkeypatch, spill_everything):
     inline, external = pair
     if spill_everything:  # every rewritten tensor goes through the spill file
-        monkeypatch.setattr(rewrite.Spill, "MIN_BYTES", 0)
+        monkeypatch.setattr(extdata.Spill, "MIN_BYTES", 0)
     digests = {p: zoo.sha256(p) for p in external.parent.iterdir()}
     out_dir = tmp_path / "out"
     out_dir.mkdir()
@@ -67,7 +67,7 @@ def test_mapped_output_equals_inline_output(pair, tmp_path, monkeypatch, spill_e
     for t in refs:  # plain references to the data beside it, page-aligned
         info = {e.key: e.value for e in t.external_data}
         assert set(info) == {"location", "offset", "length"}
-        assert info["location"] == "p.onnx.data" and int(info["offset"]) % ALIGN == 0
+        assert info["location"] == "p.onnx.data" and int(info["offset"]) % extdata.ALIGN == 0
     onnx.checker.check_model(str(out_dir / "p.onnx"), full_check=True)
     x = zoo.random_input((2, 3, 32, 32))
     a = zoo.run(tmp_path / "inline_out.onnx", x, optimize=False)
@@ -77,7 +77,7 @@ def test_mapped_output_equals_inline_output(pair, tmp_path, monkeypatch, spill_e
 
 def test_mapped_apply_plan_equals_inline(pair, tmp_path, monkeypatch):
     inline, external = pair
-    monkeypatch.setattr(rewrite.Spill, "MIN_BYTES", 0)
+    monkeypatch.setattr(extdata.Spill, "MIN_BYTES", 0)
     plan = tmp_path / "plan.json"
     _compress_cli(inline, tmp_path / "a.onnx", "--plan-out", str(plan))
     assert cli.main(["apply", str(external), str(plan), "-o", str(tmp_path / "b.onnx"),
@@ -91,7 +91,7 @@ def test_mapped_weights_are_views_not_copies(pair):
     model = load(external, external_data="map")
     full = load(external)
     graph = Graph(model)
-    mapped = [t for t in model.graph.initializer if external_path(t) is not None]
+    mapped = [t for t in model.graph.initializer if extdata.path_of(t) is not None]
     assert mapped
     for t in mapped:
         v = graph.const(t.name)
@@ -109,10 +109,9 @@ def test_mapped_api_analyze_and_inline_copy(pair):
     b = graphprune.analyze(inline).to_dict()
     assert a == b
     model = load(external, external_data="map")
-    from graphprune.io import inline_mapped
-    assert _values(inline_mapped(model)) == _values(load(inline))
-    assert all(EXTERNAL_PATH not in {e.key for e in t.external_data}
-               for t in inline_mapped(model).graph.initializer)
+    assert _values(extdata.inline(model)) == _values(load(inline))
+    assert all(extdata.PATH_KEY not in {e.key for e in t.external_data}
+               for t in extdata.inline(model).graph.initializer)
 
 
 def test_mapped_short_or_misplaced_data_is_refused(pair):
@@ -121,22 +120,22 @@ def test_mapped_short_or_misplaced_data_is_refused(pair):
     light = onnx.load(str(external), load_external_data=False)
     data.write_bytes(data.read_bytes()[:-1])
     with pytest.raises(graphprune.InputError, match="external data"):
-        attach_external_data(onnx.load(str(external), load_external_data=False),
+        extdata.attach(onnx.load(str(external), load_external_data=False),
                              external.parent)
     for t in light.graph.initializer:
         for e in t.external_data:
             if e.key == "location":
                 e.value = "../m.onnx.data"
     with pytest.raises(graphprune.InputError, match="outside the model's directory"):
-        attach_external_data(light, external.parent)
+        extdata.attach(light, external.parent)
 
 
 def test_mapped_path_catches_a_wrong_rewrite(pair, tmp_path, monkeypatch, capsys):
     """The exact check on the mapped path (reference runs, then candidate runs) still fails
     a rewrite that changed a value, and nothing is written, no temporary file left."""
     _, external = pair
-    monkeypatch.setattr(rewrite.Spill, "MIN_BYTES", 0)
-    real_put = rewrite.Spill.put
+    monkeypatch.setattr(extdata.Spill, "MIN_BYTES", 0)
+    real_put = extdata.Spill.put
     hits = []
 
     def wrong(self, value):
@@ -146,7 +145,7 @@ def test_mapped_path_catches_a_wrong_rewrite(pair, tmp_path, monkeypatch, capsys
             value.flat[0] += 1.0  # one weight off
         return real_put(self, value)
 
-    monkeypatch.setattr(rewrite.Spill, "put", wrong)
+    monkeypatch.setattr(extdata.Spill, "put", wrong)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     code = cli.main(["compress", str(external), "-o", str(out_dir / "p.onnx"), "--quiet"])

@@ -33,18 +33,16 @@ LAYERS = {
     "graphprune.ops": CORE, "graphprune.edits": CORE,
     "graphprune.rules": CORE, "graphprune.rules.*": CORE, "graphprune.analysis": CORE,
     "graphprune.metrics": CORE, "graphprune.plan": CORE, "graphprune.report": CORE,
-    "graphprune.html_report": CORE, "graphprune.io": CORE,
+    "graphprune.html_report": CORE, "graphprune.io": CORE, "graphprune.external": CORE,
+    "graphprune.topology": CORE,
     "graphprune.passes": PASSES, "graphprune.passes.*": PASSES,
     "graphprune": DRIVERS, "graphprune.pipeline": DRIVERS, "graphprune.cli": DRIVERS,
 }
 
-KNOWN_EDGES = {
-    # io's input diagnosis runs passes/inputs.py's trials in onnxruntime (a core module
-    # importing a pass, and a cycle): removed by the external-data work (issue 13, item 6).
-    # Listed edges are left out of every check below, so any other cycle or upward import
-    # still fails; one that is gone must leave this set (test_known_exceptions_still_exist).
-    ("graphprune.io", "graphprune.passes.inputs"),
-}
+KNOWN_EDGES: set[tuple[str, str]] = set()
+"""(module, module it imports) left out of every check below, so any other cycle or upward
+import still fails; one that is gone must leave this set (test_known_exceptions_still_exist).
+None left."""
 KNOWN_PRIVATE: set[tuple[str, str, str]] = set()
 """(module, module whose private name it uses, name): none left."""
 

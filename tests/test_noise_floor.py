@@ -23,9 +23,9 @@ from graphprune.passes import noise, rewrite, segments, validation
 from onnx import TensorProto, helper, numpy_helper
 
 import graphprune
-from graphprune import cli, load
+from graphprune import cli, external, load
 from graphprune.errors import ValidationError
-from graphprune.ir import external_array, external_path
+from graphprune.external import array, path_of
 from models.cnn import float_noise
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -262,7 +262,7 @@ def _compress(path: Path, how: str, ratio: float, tmp_path: Path, monkeypatch):
         monkeypatch.setattr(segments, "SEGMENT_BYTES", 1 << 14)
         real, cuts = segments.plan_cuts, []
         monkeypatch.setattr(segments, "plan_cuts", lambda *a: cuts.extend(real(*a)) or cuts)
-    spill = rewrite.Spill(tmp_path)
+    spill = external.Spill(tmp_path)
     try:
         out = graphprune.compress(load(path, external_data="map"), ratio, spill=spill)
     finally:
@@ -318,7 +318,7 @@ def test_noise_floor_is_the_same_in_every_path(exports, tmp_path, monkeypatch):
 
 # -- wrong rewrites still fail, at tiny scale and on a deep path ----------------------------
 def _value(t: onnx.TensorProto) -> np.ndarray:
-    return np.array(external_array(t) if external_path(t) else numpy_helper.to_array(t))
+    return np.array(array(t) if path_of(t) else numpy_helper.to_array(t))
 
 
 def _kept(original: np.ndarray, pruned: np.ndarray, axis: int) -> list[int]:

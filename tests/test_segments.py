@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zoo
-from graphprune.passes import rewrite, segments
+from graphprune.passes import segments
 
-from graphprune import cli, load
+from graphprune import cli, external, load
 from graphprune.io import save_atomic
 from graphprune.pipeline import compress
 
@@ -56,7 +56,7 @@ def _check(path: Path, tmp_path: Path, monkeypatch, segment_bytes: int | None):
         return cuts
 
     monkeypatch.setattr(segments, "plan_cuts", spy)
-    spill = rewrite.Spill(tmp_path)
+    spill = external.Spill(tmp_path)
     try:
         _, report = compress(load(path, external_data="map"), ratio=0.3, spill=spill)
     finally:
@@ -86,8 +86,8 @@ def test_segmented_check_catches_a_wrong_rewrite(tmp_path, monkeypatch, capsys):
     path = _llama(tmp_path)
     monkeypatch.setattr(segments, "SEGMENT_MIN_BYTES", 0)
     monkeypatch.setattr(segments, "SEGMENT_BYTES", 2 << 20)
-    monkeypatch.setattr(rewrite.Spill, "MIN_BYTES", 0)
-    real_put = rewrite.Spill.put
+    monkeypatch.setattr(external.Spill, "MIN_BYTES", 0)
+    real_put = external.Spill.put
     real_plan = segments.plan_cuts
     hits, planned = [], []
 
@@ -102,7 +102,7 @@ def test_segmented_check_catches_a_wrong_rewrite(tmp_path, monkeypatch, capsys):
         planned.extend(real_plan(*args))
         return planned
 
-    monkeypatch.setattr(rewrite.Spill, "put", wrong)
+    monkeypatch.setattr(external.Spill, "put", wrong)
     monkeypatch.setattr(segments, "plan_cuts", spy)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
