@@ -16,6 +16,7 @@ import onnx
 from . import ops
 from .edits import Edit, Member
 from .ir import Graph, folds, subgraph_references, value_dims
+from .names import dedupe, layer_name
 from .rules.common import keep_whole
 from .rules.context import Ctx, State
 from .slots import Span, UnionFind, constant_along
@@ -23,7 +24,11 @@ from .slots import Span, UnionFind, constant_along
 
 @dataclass(eq=False)
 class Group:
-    """Units (slot roots) sharing the same members: ratios apply per group."""
+    """Units (slot roots) sharing the same members: ratios apply per group.
+
+    `name` is the readable name of the layer whose weight produces the units
+    (graphprune.names: `layers.0.query`); `node` the name of that layer's node, as groups
+    were named before (plans of version 1 use it)."""
 
     name: str
     units: list[int]
@@ -33,6 +38,7 @@ class Group:
     kind: str = "channels"
     edits: list[dict[str, str]] = field(default_factory=list)
     """What the rewrite sets from these units' count besides slicing (Edit.describe)."""
+    node: str = ""
 
     @property
     def prunable(self) -> list[int]:
@@ -42,6 +48,7 @@ class Group:
         reasons = sorted({r for rs in self.frozen.values() for r in rs})
         return {
             "name": self.name,
+            "node": self.node,
             "kind": self.kind,
             "units": len(self.units),
             "prunable": len(self.prunable),
@@ -330,9 +337,12 @@ def build_groups(an: Analysis) -> list[Group]:
         units.sort(key=lambda r: order.get(r, len(order)))
         frozen = {r: sorted(an.uf.reasons[r]) for r in units if r in an.uf.reasons}
         tags = set().union(*(an.uf.tags.get(r, set()) for r in units))
-        groups.append(Group(an.graph.node_name(anchor.node), units, frozen, members,
-                            inexact="inexact" in tags, kind=_kind(an, anchor, tags)))
-    _dedupe_names(groups)
+        node = an.graph.node_name(anchor.node)
+        groups.append(Group(_layer_name(an.graph, anchor), units, frozen, members,
+                            inexact="inexact" in tags, kind=_kind(an, anchor, tags), node=node))
+    for g, name, node in zip(groups, dedupe([g.name for g in groups]),
+                             dedupe([g.node for g in groups]), strict=True):
+        g.name, g.node = name, node
     _describe_edits(an, groups)
     return groups
 
@@ -357,12 +367,12 @@ def _kind(an: Analysis, anchor: Member, tags: set[str]) -> str:
     return ops.traits(node.domain, node.op_type).kind
 
 
-def _dedupe_names(groups: list[Group]) -> None:
-    seen: Counter = Counter()
-    for gr in groups:
-        seen[gr.name] += 1
-        if seen[gr.name] > 1:
-            gr.name = f"{gr.name}#{seen[gr.name]}"
+def _layer_name(graph: Graph, anchor: Member) -> str:
+    """The readable name of the anchor's layer (graphprune.names)."""
+    node = graph.nodes[anchor.node]
+    weight = graph.const_root(node.input[anchor.index]) or node.input[anchor.index]
+    return layer_name(node, graph.node_name(anchor.node), weight,
+                            tied=len(_final_uses(graph, weight)) > 1)
 
 
 def analyze_graph(graph: Graph, *, inexact: bool = False, io: bool = False) -> Analysis:

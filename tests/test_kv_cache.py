@@ -285,7 +285,7 @@ def test_state_with_static_batch_axis() -> None:
     assert report.exact_check["passed"]
     assert [(c["name"], c["before"], c["after"]) for c in report.io_changes] == [
         ("S", [2, 8], [2, 4]), ("Z_out", [2, 8], [2, 4])]
-    gone = next(g["removed"] for g in report.plan.groups if g["name"] == "A")
+    gone = next(g["removed"] for g in report.plan.groups if g["name"] == "WA")
     keep = [c for c in range(8) if c not in gone]
     wa, wb = (onnx.numpy_helper.to_array(t) for t in model.graph.initializer)
     rng = np.random.default_rng(3)
