@@ -399,6 +399,26 @@ def analyze_graph(graph: Graph, *, inexact: bool = False, io: bool = False) -> A
     return _Analyzer(graph, inexact, chosen).run()
 
 
+def state_io(graph: Graph, *, inexact: bool = False) -> list[str]:
+    """Graph inputs and outputs whose units are state, which `allow_io_change` would let
+    shrink (a KV cache's past and present key/values), in graph order. Found by the
+    analysis with io; not run (nothing found) unless some output declares the static dims
+    of some input, as a cache fed back does."""
+    declared = {v.name: _declared_dims(v) for v in (*graph.g.input, *graph.g.output)}
+
+    def static(name: str) -> tuple | None:
+        dims = declared.get(name)
+        return None if dims is None else tuple(d if d and d > 1 else None for d in dims)
+
+    ins = {static(n) for n in graph.inputs} - {None}
+    if not any(static(n) in ins and any(static(n) or ()) for n in graph.outputs):
+        return []
+    an = analyze_graph(graph, inexact=inexact, io=True)
+    return [name for name in (*graph.inputs, *graph.outputs)
+            if any(int(r) not in an.uf.reasons for s in an.spans.get(name, [])
+                   for r in np.unique(an.roots[s.ids]))]
+
+
 SCOPES = ("channels", "heads", "ffn", "hidden")
 DEFAULT_SCOPE = ("channels", "heads", "ffn")
 

@@ -18,26 +18,35 @@ from typing import Any, Protocol
 
 import onnx
 
-from .analysis import Analysis, Group, analyze_graph
+from . import table
+from .analysis import Analysis, Group, state_io
 from .context import Progress, RunContext
 from .errors import InputError, stage
 from .io import check_loaded, check_opset, guard_input, load
-from .ir import Graph, approx_bytes
+from .ir import approx_bytes
 from .metrics import count_macs, count_params
 from .passes import rewrite, targets, validation
 from .passes.calibration import Calibration
 from .passes.options import Options
-from .passes.selection import GroupChoice
+from .passes.selection import GroupChoice, protected_groups, uniform_counts
 from .passes.stages import Analyse, FromPlan, Proof, Rewrite, Score, Select, Validate
 from .plan import Plan, check_fingerprint, make_plan
+from .reasons import plain, summary
 from .report import GroupReport, Report, io_changes
+from .table import terminal_width
 
 
 @dataclass
 class AnalysisResult:
-    """What `graphprune.analyze` returns: the groups and why units stay."""
+    """What `graphprune.analyze` returns: the groups, why units stay, and a preview of what
+    compress with the same options would remove (uniform allocation at `options.ratio`)."""
 
     analysis: Analysis
+    options: Options | None = None
+    protected: frozenset[int] = frozenset()
+    """Indices of the groups --protect keeps."""
+    removable: dict[int, int] | None = None
+    """Group index → units compress removes from it at the ratio (uniform allocation)."""
 
     @property
     def groups(self) -> list[Group]:
@@ -50,14 +59,70 @@ class AnalysisResult:
     def to_dict(self) -> dict:
         g = self.analysis.graph
         groups = [gr.to_dict(g) for gr in self.groups]
-        return {
+        removable = self.removable or {}
+        for k, d in enumerate(groups):
+            d["protected"] = k in self.protected
+            d["removed"] = removable.get(k, 0)
+        out = {
             "groups": groups,
             "summary": {"total": len(groups),
                         "prunable": sum(1 for x in groups if x["prunable"] > 0),
                         "units": sum(x["units"] for x in groups),
-                        "prunable_units": sum(x["prunable"] for x in groups)},
+                        "prunable_units": sum(x["prunable"] for x in groups),
+                        "removed_units": sum(x["removed"] for x in groups)},
             "blockers": self.blockers,
         }
+        if self.options is not None:
+            o = self.options
+            out["preview"] = {"ratio": o.ratio, "round_to": o.round_to, "rounding": o.rounding,
+                              "scope": list(o.scope), "protect": o.protect,
+                              "allow_io_change": o.allow_io_change}
+        return out
+
+    def render(self, width: int | None = 0, limit: int | None = 40) -> str:
+        """The terminal table (`width`: as Report.render; `limit`: groups shown, None: all).
+        Reasons are in plain words, one per kind of cause; with `width` None (`--wide`)
+        every reason is shown as recorded, with its node."""
+        d = self.to_dict()
+        width = terminal_width() if width == 0 else width
+        scope = self.options.scope if self.options else ()
+        state = [] if self.options and self.options.allow_io_change else _state_if_frozen(self)
+        ratio = self.options.ratio if self.options else 0.0
+        rows = []
+        for gr, info in list(zip(self.groups, d["groups"], strict=True))[:limit]:
+            why = ["protected by --protect"] if info["protected"] else []
+            if width is None:
+                why += [plain(r, scope=scope, state=state) for r in info["frozen_reasons"]]
+            else:
+                why += dict.fromkeys(plain(summary(r), scope=scope, state=state)
+                                     for rs in gr.frozen.values() for r in rs)
+            rows.append((gr.name, gr.kind, str(info["units"]), str(info["prunable"]),
+                         str(info["units"] - info["removed"]), "; ".join(why) or "-"))
+        columns = (table.Column("group", flex=True), table.Column("kind"),
+                   table.Column("units", ">"), table.Column("prunable", ">"),
+                   table.Column(f"kept@{ratio:g}", ">"),
+                   table.Column("frozen because", flex=True, words=True))
+        out = table.render(columns, rows, width)
+        if limit is not None and len(self.groups) > limit:
+            out.append(f"... {len(self.groups) - limit} more groups (--all)")
+        s = d["summary"]
+        out += table.paragraph(
+            f"{s['total']} groups, {s['prunable']} prunable; {s['prunable_units']} of "
+            f"{s['units']} units prunable, {s['removed_units']} removed at --ratio {ratio:g}",
+            width)
+        if d["blockers"]:
+            out += table.paragraph("blockers (ops without a rule): " + ", ".join(
+                f"{k} ×{v}" for k, v in sorted(d["blockers"].items())), width)
+        return "\n".join(out)
+
+
+def _state_if_frozen(result: AnalysisResult) -> list[str]:
+    """Inputs/outputs carrying state, looked for only when units stay for reaching one."""
+    if not any("graph input" in r or "graph output" in r
+               for g in result.groups for rs in g.frozen.values() for r in rs):
+        return []
+    return state_io(result.analysis.graph, inexact="hidden" in (
+        result.options.scope if result.options else ()))
 
 
 def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike, *,
@@ -73,12 +138,19 @@ def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike, *,
 
 @guard_input
 def analyze(model_or_path: onnx.ModelProto | str | os.PathLike, *,
-            allow_io_change: bool = False) -> AnalysisResult:
-    """Find the coupled groups of a model without changing it (`allow_io_change`: as
-    compress with it, graph inputs/outputs that carry state may shrink)."""
+            allow_io_change: bool = False, options: Options | None = None,
+            **settings: Any) -> AnalysisResult:
+    """Find the coupled groups of a model without changing it, as compress with the same
+    options would see them: units of kinds outside `scope` and groups `protect` matches stay,
+    and `result.removable` previews how many units each group loses at `ratio` (uniform
+    allocation, `round_to`, `rounding`). `allow_io_change`: graph inputs/outputs that carry
+    state may shrink. Options as for compress (`options`, or keywords)."""
+    opts = Options.build(options, allow_io_change=allow_io_change or None, **settings)
     model = _as_model(model_or_path, map_external=True)  # weights read on demand
     with stage("analysis"):
-        return AnalysisResult(analyze_graph(Graph(model), io=allow_io_change))
+        an = Analyse(opts).run(model)
+        protected = frozenset(protected_groups(an, opts.protect))
+        return AnalysisResult(an, opts, protected, uniform_counts(an, opts, protected))
 
 
 # -- stages ---------------------------------------------------------------------------------
@@ -249,6 +321,7 @@ def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
         plan=plan if plan is not None else make_plan(model, an, picked.removed, opts.to_dict()),
     )
     _groups(report, picked.choices)
+    report.io_state = _io_state(an, opts, report)
     if opts.metric:
         reached = {"macs": report.macs_ratio, "params": report.params_ratio}.get(
             opts.metric, _latency_ratio(picked.latency))
@@ -276,7 +349,7 @@ def _groups(report: Report, choices: list[GroupChoice]) -> None:
         report.group_details.append(GroupReport(
             g.name, len(g.units), len(g.units) - len(c.removed), len(g.frozen), why, g.kind))
         for rs in g.frozen.values():
-            for r in dict.fromkeys(_base_reason(x) for x in rs):  # not a set: JSON order
+            for r in dict.fromkeys(summary(x) for x in rs):  # not a set: JSON order
                 reasons[r] += 1
     report.groups = {
         "total": len(choices),
@@ -286,10 +359,13 @@ def _groups(report: Report, choices: list[GroupChoice]) -> None:
     report.frozen_reasons = dict(reasons)
 
 
-def _base_reason(reason: str) -> str:
-    """'no rule for op X (X node_3)' → 'no rule for op X', for the summary table."""
-    cut = reason.rfind(" (")
-    return reason[:cut] if cut > 0 else reason
+def _io_state(an: Analysis, opts: Options, report: Report) -> list[str]:
+    """Graph inputs/outputs that carry state and stayed (without allow_io_change), looked
+    for only when some units stay because they reach one."""
+    if opts.allow_io_change or not any("graph input" in r or "graph output" in r
+                                       for r in report.frozen_reasons):
+        return []
+    return state_io(an.graph, inexact="hidden" in opts.scope)
 
 
 def check_input_sizes(model: onnx.ModelProto, sizes: dict[str, list[int]] | None) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 
 from graphprune.analysis import Analysis
+from graphprune.context import RunContext
 from graphprune.errors import ValidationError
 from graphprune.io import mapped
 
@@ -46,8 +47,10 @@ def rewrite_exact(model: onnx.ModelProto, an: Analysis, exact: np.ndarray,
 
 def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed: np.ndarray,
           seed: int, sizes: dict[str, list[int]] | None,
-          spill: rewrite.Spill | None = None) -> validation.CheckResult:
-    """Checker + exact check of `pruned` against the masked original."""
+          spill: rewrite.Spill | None = None,
+          run: RunContext | None = None) -> validation.CheckResult:
+    """Checker + exact check of `pruned` against the masked original (`run`: progress of a
+    large model's check, segment by segment)."""
     parts = validation.split(pruned)  # shared by the checker and the session
     try:
         validation.structural_check(pruned, parts=parts)
@@ -84,8 +87,10 @@ def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed
         overrides = rewrite.mask_overrides(model, an, removed, spill)
         ref = (segments.Side(rewrite.masked_model(model, an, removed)) if overrides is None
                else segments.Side(model, overrides))
-        return segments.exact_check(ref, segments.Side(pruned), model, seed=seed,
-                                    sizes=sizes, io=io)
+        return segments.exact_check(
+            ref, segments.Side(pruned), model, seed=seed, sizes=sizes, io=io,
+            progress=None if run is None else lambda done, total: run.count(
+                "validation", done, total, "segments"))
     if mapped(model) or mapped(pruned):
         # weights memory-mapped (a large model): one model's weights in memory at a time,
         # the reference's runs first, then the candidate's on the same inputs

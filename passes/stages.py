@@ -245,7 +245,7 @@ class Validate:
         o = self.opts
         self.ctx.say("validating in onnxruntime")
         check = prove.prove(self.model, rw.pruned, an, rw.exact, o.seed, o.input_sizes,
-                            self.spill)
+                            self.spill, self.ctx)
         if not check.passed:
             raise prove.failure(check)
         if not (rw.removed & ~rw.exact).any():
