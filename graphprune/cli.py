@@ -83,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                         "measured on this machine (median of repeated runs)")
     c.add_argument("--calib", metavar="NPZ",
                    help="calibration inputs: one array per graph input, samples on axis 0 "
-                        "(default: generated inputs)")
+                        "(default: generated inputs); without --inputs, the last samples are "
+                        "held back from scoring for the exact check")
     c.add_argument("--calib-samples", type=int, default=32, metavar="N",
                    help="calibration samples to use (default 32)")
     c.add_argument("--plan-out", metavar="JSON", help="save the plan here (apply it with "
@@ -132,7 +133,9 @@ def _selection_flags(p: argparse.ArgumentParser) -> None:
 
 def _validation_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
-                   help="concrete shape for a dynamic input during validation (repeatable)")
+                   help="concrete shape for a dynamic input during validation (repeatable; "
+                        "default: shapes the model runs on, found by trying)")
+    _inputs_flag(p)
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the generated validation and calibration inputs and of "
                         "random scores (default 0)")
@@ -152,6 +155,13 @@ def _io_flag(p: argparse.ArgumentParser) -> None:
                    help="let graph inputs and outputs that carry state (a KV cache's past and "
                         "present key/values) shrink along static unit axes (heads); the "
                         "report lists the new shapes")
+
+
+def _inputs_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inputs", metavar="NPZ",
+                   help="real inputs for the exact check: one array per graph input, samples "
+                        "on axis 0 (a scalar or a state: its value); a single-input model "
+                        "takes a single-array .npz (arr_0)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -192,7 +202,8 @@ def _compress_options(args: argparse.Namespace):
         allocation=args.allocation, max_group_ratio=args.max_group_ratio, seed=args.seed,
         target_macs=args.target_macs, target_params=args.target_params,
         target_latency=args.target_latency, calib=args.calib,
-        calib_samples=args.calib_samples, input_sizes=_input_sizes(args.input_shape))
+        calib_samples=args.calib_samples, input_sizes=_input_sizes(args.input_shape),
+        inputs=args.inputs)
 
 
 class _Progress:
@@ -309,7 +320,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         pruned, report = apply_plan(model, plan, seed=args.seed,
                                     input_sizes=_input_sizes(args.input_shape),
-                                    progress=_progress(args), spill=spill)
+                                    progress=_progress(args), spill=spill, inputs=args.inputs)
         wrote_external = save_atomic(pruned, out, external=external or None)
     finally:
         if spill is not None:

@@ -119,8 +119,10 @@ class Report:
             say(f"target: {t['metric']} {t['value']:.3f} of the original, reached "
                 f"{t['reached']:.3f} ({verdict}, tolerance {t.get('tolerance', 0.02):.0%})")
         if self.calibration:
+            held = self.calibration.get("held_back")
             say(f"calibration: {self.calibration.get('samples')} samples "
-                f"({self.calibration.get('source')})")
+                f"({self.calibration.get('source')})" + (
+                    f"; {held} more held back for the exact check" if held else ""))
         for n in self.notes:
             say(f"note: {n}")
         g = self.groups
@@ -178,6 +180,14 @@ class Report:
         verdict = "passed" if ec.get("passed") else "FAILED"
         out = [f"exact check vs masked original: {verdict} "
                f"(max abs err {ec.get('max_abs_err', 0):.2e})"]
+        out += _inputs_lines(ec.get("inputs") or {})
+        for v in ec.get("vacuous", ()):
+            instead = ", ".join(f"'{t}'" for t in v["compared"])
+            out.append(f"  output '{v['output']}' proves nothing on these inputs "
+                       f"({v['why']}): " + (f"compared {instead} before it" if instead
+                                            else "nothing before it varies"))
+        if ec.get("unproven"):
+            out.append(f"  not proven: {ec['unproven']}")
         for run in ec.get("runs", ()):
             if run.get("verdict") == "noise floor":
                 out.append(f"  output '{run['output']}' (batch {run['batch']}): "
@@ -193,6 +203,16 @@ GROUPS = (table.Column("group", flex=True), table.Column("kind"), table.Column("
 REASONS = (table.Column("units", ">"), table.Column("reason", flex=True, words=True))
 IO = (table.Column("io"), table.Column("name", flex=True), table.Column("shape", flex=True,
                                                                         words=True))
+
+
+def _inputs_lines(inputs: dict) -> list[str]:
+    """Where the exact check's inputs came from: the source, each run's shapes, and why."""
+    if not inputs:
+        return []
+    runs = " | ".join(", ".join(f"{k} {'x'.join(map(str, v)) if v else 'scalar'}"
+                                for k, v in shapes.items()) for shapes in inputs["shapes"])
+    return ([f"  inputs ({inputs['source']}): {runs}"]
+            + [f"  inputs: {n}" for n in inputs.get("notes", ())])
 
 
 def io_changes(model: onnx.ModelProto, pruned: onnx.ModelProto) -> list[dict[str, Any]]:

@@ -286,6 +286,7 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
 def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, seed: int = 0,
                 sizes: dict[str, list[int]] | None = None,
                 io: validation.IoChanges | None = None,
+                runs: validation.Runs | None = None,
                 progress: Callable[[int, int], None] | None = None) -> validation.CheckResult:
     """validation.exact_check's runs and comparisons, segment by segment (see the module);
     the whole-graph sequential check when the graphs share no cut, or a node would not run
@@ -303,12 +304,12 @@ def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, see
         return validation.exact_check(
             lambda: validation.session(reference.model, overrides=reference.overrides),
             lambda: validation.session(candidate.model), model, seed=seed, sizes=sizes, io=io,
-            noise=noise.sources(lambda: (reference.model, reference.overrides)))
-    batches, feeds = validation.check_feeds(model, seed, sizes)
+            noise=noise.sources(lambda: (reference.model, reference.overrides)), runs=runs)
+    batches, feeds = validation.check_feeds(model, seed, sizes, runs)
     what = "the masked original"
     total, done = len(ref_segments) + len(cand_segments), [0]
 
-    def tick() -> None:
+    def tick() -> None:  # `progress` of the segments run, both sides
         done[0] += 1
         if progress is not None:
             progress(done[0], total)

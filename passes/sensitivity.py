@@ -42,7 +42,7 @@ def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[
          opts: Options, calib: Calibration,
          run: RunContext) -> dict[int, list[tuple[int, float]]]:
     """Measured (count, relative error) points per group (count 0 → error 0 included)."""
-    probe = probe_for(model, an, calib.static_batch)
+    probe = probe_for(model, an, calib.static_batch, calib.sample_axes)
     ok = [gi for gi in groups if set(an.groups[gi].prunable) <= probe.units]
     if len(ok) < len(groups):
         run.note(f"sensitivity: {len(groups) - len(ok)} groups have sinks that cannot be "
