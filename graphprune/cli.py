@@ -25,7 +25,7 @@ COMPRESS_EXAMPLES = """\
 examples:
   graphprune compress model.onnx --ratio 0.4 -o model.pruned.onnx
   graphprune compress model.onnx --criterion taylor --calib calib.npz --target-macs 0.5
-  graphprune compress bert.onnx --scope heads,ffn --protect 'layers\\.0\\.' --plan-out plan.json
+  graphprune compress model.onnx --target-latency 0.6 --latency-cmd "trtexec --onnx={model}"
 """
 APPLY_EXAMPLES = """\
 examples:
@@ -81,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--target-latency", type=float, metavar="F",
                    help="search for the plan keeping this fraction of the onnxruntime latency "
                         "measured on this machine (median of repeated runs)")
+    c.add_argument("--latency-cmd", metavar="CMD",
+                   help="measure latency with this command instead of onnxruntime here: "
+                        "{model} is replaced by a candidate's path, and the time is the last "
+                        "number it prints (e.g. \"trtexec --onnx={model}\"); only ratios count")
+    c.add_argument("--latency-regex", metavar="REGEX",
+                   help="with --latency-cmd: read the time from the last output line matching "
+                        "this (its first group, if any), e.g. 'mean = ([0-9.]+) ms'")
     c.add_argument("--calib", metavar="NPZ",
                    help="calibration inputs: one array per graph input, samples on axis 0 "
                         "(default: generated inputs); without --inputs, the last samples are "
@@ -203,7 +210,18 @@ def _compress_options(args: argparse.Namespace):
         target_macs=args.target_macs, target_params=args.target_params,
         target_latency=args.target_latency, calib=args.calib,
         calib_samples=args.calib_samples, input_sizes=_input_sizes(args.input_shape),
-        inputs=args.inputs)
+        inputs=args.inputs, latency=_latency(args))
+
+
+def _latency(args: argparse.Namespace):
+    """--latency-cmd as the latency measure (None: onnxruntime on this machine)."""
+    if args.latency_cmd is None:
+        if args.latency_regex is not None:
+            raise InputError("--latency-regex needs --latency-cmd")
+        return None
+    from .passes.latency import CommandLatency
+
+    return CommandLatency(args.latency_cmd, args.latency_regex)
 
 
 class _Progress:

@@ -371,8 +371,10 @@ def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
     if opts.metric:
         reached = {"macs": report.macs_ratio, "params": report.params_ratio}.get(
             opts.metric, _latency_ratio(picked.latency))
-        report.target = targets.outcome(opts.metric, opts.target, reached)
-        if plan is None and not report.target["met"] and reached > opts.target:
+        report.target = {**targets.outcome(opts.metric, opts.target, reached), **picked.search}
+        explained = picked.search.get("flat") or picked.search.get("reachable") is False
+        if plan is None and not report.target["met"] and reached > opts.target \
+                and not explained:
             report.notes.append(
                 f"the {opts.metric} target was not reached: removing at most "
                 f"{opts.max_group_ratio:.0%} of each group (--max-group-ratio) and keeping "

@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import subprocess
 import sys
 import time
@@ -65,7 +66,7 @@ def test_every_option_has_help_and_every_command_examples():
         assert 2 <= len(examples) <= 3 and all(
             ex.startswith(f"graphprune {name} ") for ex in examples), examples
         for ex in examples:  # the examples parse
-            args = parser.parse_args(ex.split()[1:])
+            args = parser.parse_args(shlex.split(ex)[1:])
             assert args.command == name
 
 
