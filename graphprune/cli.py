@@ -359,6 +359,8 @@ def _finish(args: argparse.Namespace, report, src: Path, out: Path, external: bo
         write_text_atomic(args.html, report.to_html(title=f"{src.name} → {out.name}"))
     if args.json:
         print(report.to_json())
+        for w in report.warnings:  # the table shows them; JSON readers may not
+            print(f"graphprune: warning: {w}", file=sys.stderr)
     elif not args.quiet:
         print(report.render(width=_width(args)))
         if explain_nothing and not report.groups.get("pruned"):

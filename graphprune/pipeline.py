@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import onnx
 
 from . import table
@@ -282,9 +283,46 @@ def apply_plan(
     ctx.say("analysing dependencies")
     an = run_stage(ctx, Analyse(opts), model)
     picked = run_stage(ctx, FromPlan(plan, model), an)
+    with stage("reading the removed units' weights"):
+        warning = unmasked(an, picked.removed)
     proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill, chosen)
     report = _report(ctx, opts, model, an, picked, proof, chosen, plan=plan)
+    if warning:
+        report.warnings.append(warning)
     return proof.pruned, report
+
+
+def unmasked(an: Analysis, removed: np.ndarray) -> str | None:
+    """Why the pruned model will not compute what this model computes, when the removed
+    units' sink weights are not zero here (a plan applied to a model not fine-tuned with its
+    masks): the exact check compares against this model with them masked, which differs."""
+    hits = []
+    for g in an.groups:
+        if not removed[g.units].any():
+            continue
+        worst, scale = 0.0, 0.0
+        for m in g.members:
+            if m.role != "sink":
+                continue
+            w = an.graph.const(an.graph.nodes[m.node].input[m.index])
+            if w is None or not np.issubdtype(w.dtype, np.floating):
+                continue
+            shape = [1] * w.ndim
+            for a, n in zip(m.span.axes, m.span.ids.shape, strict=True):
+                shape[a] = n
+            gone = removed[an.roots[m.span.ids]].reshape(shape)
+            worst = max(worst, float(np.max(np.abs(w) * gone, initial=0.0)))
+            scale = max(scale, float(np.max(np.abs(w) * ~gone, initial=0.0)))
+        if worst > 0:
+            hits.append((g.name, worst, scale))
+    if not hits:
+        return None
+    name, worst, scale = hits[0]
+    return (f"the plan's removed units are not zero in this model ({len(hits)} group"
+            f"{'s' if len(hits) > 1 else ''}, e.g. '{name}': removed weights up to "
+            f"{worst:.3g}, kept up to {scale:.3g}): the output is not equal to this model but "
+            "to it with those units masked (the exact check proves that); fine-tune with the "
+            "plan's masks to make them zero")
 
 
 def _rewrite_and_prove(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,

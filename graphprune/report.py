@@ -46,6 +46,9 @@ class Report:
     sensitivity: dict[str, list[list[float]]] = field(default_factory=dict)
     """Per group: [removed units, relative output error] points of the sensitivity scan."""
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What the user should know before using the output (apply: removed units that were not
+    zero in the model given, so the output is not equal to it)."""
     exact_check: dict[str, Any] = field(default_factory=dict)
     scope: list[str] = field(default_factory=list)
     fidelity: dict[str, Any] = field(default_factory=dict)
@@ -110,6 +113,8 @@ class Report:
         def say(text: str, indent: str = "  ") -> None:
             out.extend(paragraph(text, width, indent))
 
+        for w in self.warnings:
+            say(f"warning: {w}")
         out += table.render(SIZES, self._size_rows(), width)
         say(f"criterion: {self.criterion} (aggregate {self.aggregate}, normalise "
             f"{self.normalize}); allocation: {self.allocation}")
