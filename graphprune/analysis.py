@@ -16,6 +16,7 @@ import onnx
 from . import ops
 from .edits import Edit, Member
 from .ir import Graph, folds, subgraph_references, value_dims
+from .names import dedupe, layer_name
 from .rules.common import keep_whole
 from .rules.context import Ctx, State
 from .slots import Span, UnionFind, constant_along
@@ -24,7 +25,11 @@ from .topology import holds_subgraph
 
 @dataclass(eq=False)
 class Group:
-    """Units (slot roots) sharing the same members: ratios apply per group."""
+    """Units (slot roots) sharing the same members: ratios apply per group.
+
+    `name` is the readable name of the layer whose weight produces the units
+    (graphprune.names: `layers.0.query`); `node` the name of that layer's node, as groups
+    were named before (plans of version 1 use it)."""
 
     name: str
     units: list[int]
@@ -34,6 +39,7 @@ class Group:
     kind: str = "channels"
     edits: list[dict[str, str]] = field(default_factory=list)
     """What the rewrite sets from these units' count besides slicing (Edit.describe)."""
+    node: str = ""
 
     @property
     def prunable(self) -> list[int]:
@@ -43,6 +49,7 @@ class Group:
         reasons = sorted({r for rs in self.frozen.values() for r in rs})
         return {
             "name": self.name,
+            "node": self.node,
             "kind": self.kind,
             "units": len(self.units),
             "prunable": len(self.prunable),
@@ -330,9 +337,12 @@ def build_groups(an: Analysis) -> list[Group]:
         units.sort(key=lambda r: order.get(r, len(order)))
         frozen = {r: sorted(an.uf.reasons[r]) for r in units if r in an.uf.reasons}
         tags = set().union(*(an.uf.tags.get(r, set()) for r in units))
-        groups.append(Group(an.graph.node_name(anchor.node), units, frozen, members,
-                            inexact="inexact" in tags, kind=_kind(an, anchor, tags)))
-    _dedupe_names(groups)
+        node = an.graph.node_name(anchor.node)
+        groups.append(Group(_layer_name(an.graph, anchor), units, frozen, members,
+                            inexact="inexact" in tags, kind=_kind(an, anchor, tags), node=node))
+    for g, name, node in zip(groups, dedupe([g.name for g in groups]),
+                             dedupe([g.node for g in groups]), strict=True):
+        g.name, g.node = name, node
     _describe_edits(an, groups)
     return groups
 
@@ -357,12 +367,12 @@ def _kind(an: Analysis, anchor: Member, tags: set[str]) -> str:
     return ops.traits(node.domain, node.op_type).kind
 
 
-def _dedupe_names(groups: list[Group]) -> None:
-    seen: Counter = Counter()
-    for gr in groups:
-        seen[gr.name] += 1
-        if seen[gr.name] > 1:
-            gr.name = f"{gr.name}#{seen[gr.name]}"
+def _layer_name(graph: Graph, anchor: Member) -> str:
+    """The readable name of the anchor's layer (graphprune.names)."""
+    node = graph.nodes[anchor.node]
+    weight = graph.const_root(node.input[anchor.index]) or node.input[anchor.index]
+    return layer_name(node, graph.node_name(anchor.node), weight,
+                            tied=len(_final_uses(graph, weight)) > 1)
 
 
 def analyze_graph(graph: Graph, *, inexact: bool = False, io: bool = False) -> Analysis:
@@ -387,6 +397,26 @@ def analyze_graph(graph: Graph, *, inexact: bool = False, io: bool = False) -> A
             probe.uf.find(x) in live
             for s in probe.spans.get(name, []) for x in np.unique(s.ids).tolist())})
     return _Analyzer(graph, inexact, chosen).run()
+
+
+def state_io(graph: Graph, *, inexact: bool = False) -> list[str]:
+    """Graph inputs and outputs whose units are state, which `allow_io_change` would let
+    shrink (a KV cache's past and present key/values), in graph order. Found by the
+    analysis with io; not run (nothing found) unless some output declares the static dims
+    of some input, as a cache fed back does."""
+    declared = {v.name: _declared_dims(v) for v in (*graph.g.input, *graph.g.output)}
+
+    def static(name: str) -> tuple | None:
+        dims = declared.get(name)
+        return None if dims is None else tuple(d if d and d > 1 else None for d in dims)
+
+    ins = {static(n) for n in graph.inputs} - {None}
+    if not any(static(n) in ins and any(static(n) or ()) for n in graph.outputs):
+        return []
+    an = analyze_graph(graph, inexact=inexact, io=True)
+    return [name for name in (*graph.inputs, *graph.outputs)
+            if any(int(r) not in an.uf.reasons for s in an.spans.get(name, [])
+                   for r in np.unique(an.roots[s.ids]))]
 
 
 SCOPES = ("channels", "heads", "ffn", "hidden")

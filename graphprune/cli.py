@@ -10,26 +10,56 @@ import argparse
 import functools
 import gc
 import json
+import os
+import shutil
 import sys
+import time
 import traceback
 from pathlib import Path
 
+from .context import Step
 from .errors import GraphpruneError, InputError, one_line
 from .version import __version__
+
+COMPRESS_EXAMPLES = """\
+examples:
+  graphprune compress model.onnx --ratio 0.4 -o model.pruned.onnx
+  graphprune compress model.onnx --criterion taylor --calib calib.npz --target-macs 0.5
+  graphprune compress model.onnx --target-latency 0.6 --latency-cmd "trtexec --onnx={model}"
+"""
+APPLY_EXAMPLES = """\
+examples:
+  graphprune apply model.onnx plan.json -o model.pruned.onnx
+  graphprune apply finetuned.onnx plan.json -o finetuned.pruned.onnx --report report.json
+  graphprune apply model-dynamo.onnx plan-from-torchscript.json --html report.html
+"""
+ANALYZE_EXAMPLES = """\
+examples:
+  graphprune analyze model.onnx
+  graphprune analyze model.onnx --scope channels,heads,ffn,hidden --ratio 0.5 --round-to 8
+  graphprune analyze decoder.onnx --allow-io-change --protect 'lm_head' --all --wide
+"""
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="graphprune",
-        description="Structured pruning for ONNX graphs, proven exact with onnxruntime.")
-    p.add_argument("--version", action="version", version=f"graphprune {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+        description="Structured pruning for ONNX graphs, proven exact with onnxruntime.",
+        epilog="Run `graphprune COMMAND --help` for a command's options and examples.")
+    p.add_argument("--version", action="version", version=f"graphprune {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    c = sub.add_parser("compress", help="prune a model and write a smaller dense ONNX file")
+    def command(name: str, help: str, examples: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                              epilog=examples,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    c = command("compress", "prune a model and write a smaller dense ONNX file, proven "
+                "equal to the original with the removed units masked", COMPRESS_EXAMPLES)
     c.add_argument("model", help="input .onnx file (never modified)")
     c.add_argument("-o", "--output", help="output path (default: <model>.pruned.onnx)")
-    c.add_argument("--ratio", type=float, default=0.4,
-                   help="fraction of each prunable group's units to remove (default 0.4)")
+    _selection_flags(c)
     c.add_argument("--criterion", default="l1",
                    help="l1 | l2 | bn-scale | fpgm | lamp | random (weights), activation | apoz "
                         "| wanda | obd | taylor (calibration data) (default l1)")
@@ -51,6 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--target-latency", type=float, metavar="F",
                    help="search for the plan keeping this fraction of the onnxruntime latency "
                         "measured on this machine (median of repeated runs)")
+    c.add_argument("--latency-cmd", metavar="CMD",
+                   help="measure latency with this command instead of onnxruntime here: "
+                        "{model} is replaced by a candidate's path, and the time is the last "
+                        "number it prints (e.g. \"trtexec --onnx={model}\"); only ratios count")
+    c.add_argument("--latency-regex", metavar="REGEX",
+                   help="with --latency-cmd: read the time from the last output line matching "
+                        "this (its first group, if any), e.g. 'mean = ([0-9.]+) ms'")
     c.add_argument("--calib", metavar="NPZ",
                    help="calibration inputs: one array per graph input, samples on axis 0 "
                         "(default: generated inputs); without --inputs, the last samples are "
@@ -59,51 +96,65 @@ def _parser() -> argparse.ArgumentParser:
                    help="calibration samples to use (default 32)")
     c.add_argument("--plan-out", metavar="JSON", help="save the plan here (apply it with "
                    "`graphprune apply`)")
-    c.add_argument("--round-to", type=int, default=1, metavar="N",
-                   help="keep unit counts at multiples of N where a group is large enough")
-    c.add_argument("--rounding", choices=("down", "up"), default="down",
-                   help="ratio of n units (a group's; all candidates' under global or "
-                        "sensitivity allocation): down removes floor(ratio*n), never more than "
-                        "asked (default); up removes ceil(ratio*n), as Torch-Pruning")
-    c.add_argument("--protect", metavar="REGEX", help="keep groups touching matching node names")
-    c.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
-                   help="concrete shape for a dynamic input during validation (repeatable; "
-                        "default: shapes the model runs on, found by trying)")
-    _inputs_flag(c)
-    c.add_argument("--scope", default="channels,heads,ffn", metavar="KINDS",
-                   help="unit kinds to prune, comma-separated: channels, heads, ffn, hidden "
-                        "(hidden = residual width through LayerNorm/RMSNorm: inexact, opt-in; "
-                        "default channels,heads,ffn)")
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--report", metavar="JSON", help="write the report as JSON here")
-    _html_flag(c)
-    _io_flag(c)
+    _validation_flags(c)
+    _report_flags(c)
     _common(c)
 
-    ap = sub.add_parser("apply", help="apply a saved plan (--plan-out) to its model")
+    ap = command("apply", "apply a saved plan (compress --plan-out) to its model, a "
+                 "fine-tuned copy of it or another export of the same module", APPLY_EXAMPLES)
     ap.add_argument("model", help="input .onnx file (never modified)")
     ap.add_argument("plan", help="plan JSON written by `compress --plan-out`")
     ap.add_argument("-o", "--output", help="output path (default: <model>.pruned.onnx)")
-    ap.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
-                    help="concrete shape for a dynamic input during validation (repeatable)")
-    _inputs_flag(ap)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--report", metavar="JSON", help="write the report as JSON here")
-    _html_flag(ap)
+    _validation_flags(ap)
+    _report_flags(ap, io=False)
     _common(ap)
 
-    a = sub.add_parser("analyze", help="print the coupled groups and what blocks pruning")
-    a.add_argument("model")
+    a = command("analyze", "print the coupled groups, why units stay, and what compress "
+                "with the same options would remove", ANALYZE_EXAMPLES)
+    a.add_argument("model", help="input .onnx file (never modified)")
+    _selection_flags(a)
     a.add_argument("--all", action="store_true", help="list every group, not only the first 40")
     _io_flag(a)
     _common(a)
     return p
 
 
-def _html_flag(p: argparse.ArgumentParser) -> None:
+def _selection_flags(p: argparse.ArgumentParser) -> None:
+    """What decides how many units each group keeps: compress's, previewed by analyze."""
+    p.add_argument("--ratio", type=float, default=0.4,
+                   help="fraction of each prunable group's units to remove (default 0.4)")
+    p.add_argument("--round-to", type=int, default=1, metavar="N",
+                   help="keep unit counts at multiples of N where a group is large enough")
+    p.add_argument("--rounding", choices=("down", "up"), default="down",
+                   help="ratio of n units (a group's; all candidates' under global or "
+                        "sensitivity allocation): down removes floor(ratio*n), never more than "
+                        "asked (default); up removes ceil(ratio*n), as Torch-Pruning")
+    p.add_argument("--protect", metavar="REGEX",
+                   help="keep every group whose name (as analyze prints it) or one of whose "
+                        "nodes' names matches")
+    p.add_argument("--scope", default="channels,heads,ffn", metavar="KINDS",
+                   help="unit kinds to prune, comma-separated: channels, heads, ffn, hidden "
+                        "(hidden = residual width through LayerNorm/RMSNorm: inexact, opt-in; "
+                        "default channels,heads,ffn)")
+
+
+def _validation_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
+                   help="concrete shape for a dynamic input during validation (repeatable; "
+                        "default: shapes the model runs on, found by trying)")
+    _inputs_flag(p)
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the generated validation and calibration inputs and of "
+                        "random scores (default 0)")
+
+
+def _report_flags(p: argparse.ArgumentParser, io: bool = True) -> None:
+    p.add_argument("--report", metavar="JSON", help="write the report as JSON here")
     p.add_argument("--html", metavar="HTML",
                    help="write the report as one self-contained HTML page here (summary, "
                         "widths per group, sensitivity curves, groups and why they froze)")
+    if io:
+        _io_flag(p)
 
 
 def _io_flag(p: argparse.ArgumentParser) -> None:
@@ -123,7 +174,11 @@ def _inputs_flag(p: argparse.ArgumentParser) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON to stdout")
-    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks")
+    p.add_argument("--wide", action="store_true",
+                   help="print tables with every name and reason on one line, whatever the "
+                        "terminal's width (default: wrapped to COLUMNS or the terminal)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="show tracebacks and underlying causes of errors")
 
 
 def _input_sizes(specs: list[str]) -> dict[str, list[int]]:
@@ -139,31 +194,117 @@ def _input_sizes(specs: list[str]) -> dict[str, list[int]]:
     return sizes
 
 
-def _options(args: argparse.Namespace):
+def _options(args: argparse.Namespace, **extra):
     """The run's options, made (and validated) once from the flags."""
     from .passes.options import Options
 
     return Options(
-        ratio=args.ratio, criterion=args.criterion, aggregate=args.aggregate,
-        normalize=args.normalize, allocation=args.allocation,
-        max_group_ratio=args.max_group_ratio, round_to=args.round_to, rounding=args.rounding,
-        protect=args.protect, scope=args.scope, seed=args.seed,
-        allow_io_change=args.allow_io_change, target_macs=args.target_macs,
-        target_params=args.target_params, target_latency=args.target_latency,
-        calib=args.calib, calib_samples=args.calib_samples,
-        input_sizes=_input_sizes(args.input_shape), inputs=args.inputs)
+        ratio=args.ratio, round_to=args.round_to, rounding=args.rounding, protect=args.protect,
+        scope=args.scope, allow_io_change=args.allow_io_change, **extra)
 
 
-def _progress(args: argparse.Namespace):
-    """Progress lines on stderr, unless the output is JSON or quiet."""
-    return None if args.quiet or args.json else (lambda m: print(f"… {m}", file=sys.stderr))
+def _compress_options(args: argparse.Namespace):
+    return _options(
+        args, criterion=args.criterion, aggregate=args.aggregate, normalize=args.normalize,
+        allocation=args.allocation, max_group_ratio=args.max_group_ratio, seed=args.seed,
+        target_macs=args.target_macs, target_params=args.target_params,
+        target_latency=args.target_latency, calib=args.calib,
+        calib_samples=args.calib_samples, input_sizes=_input_sizes(args.input_shape),
+        inputs=args.inputs, latency=_latency(args))
+
+
+def _latency(args: argparse.Namespace):
+    """--latency-cmd as the latency measure (None: onnxruntime on this machine)."""
+    if args.latency_cmd is None:
+        if args.latency_regex is not None:
+            raise InputError("--latency-regex needs --latency-cmd")
+        return None
+    from .passes.latency import CommandLatency
+
+    return CommandLatency(args.latency_cmd, args.latency_regex)
+
+
+class _Progress:
+    """Progress on stderr: lines as "… line"; the counted steps of long stages as a bar with
+    the count and the time left, redrawn in place, only when stderr is a terminal."""
+
+    REDRAW_S = 0.1
+
+    def __init__(self, stream, tty: bool) -> None:
+        self.stream, self.tty = stream, tty
+        self.drawn = False
+        self.last = 0.0
+        self.started: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, message: str) -> None:
+        if isinstance(message, Step):
+            if self.tty:
+                self._bar(message)
+            return
+        self.clear()
+        print(f"… {message}", file=self.stream, flush=True)
+
+    def _bar(self, step: Step) -> None:
+        now = time.monotonic()
+        t0, d0 = self.started.setdefault(step.stage, (now, step.done))
+        if step.done >= step.total:
+            self.started.pop(step.stage, None)
+            self.clear()
+            return
+        if self.drawn and now - self.last < self.REDRAW_S:
+            return
+        left = ""
+        if step.done > d0:
+            left = f", {_clock((now - t0) / (step.done - d0) * (step.total - step.done))} left"
+        text = f"{step.stage} {step.done}/{step.total} {step.unit}".rstrip() + left
+        width = shutil.get_terminal_size((80, 24)).columns - 1
+        cells = max(10, min(30, width - len(text) - 3))
+        full = round(cells * step.done / max(1, step.total))
+        line = f"[{'#' * full}{'.' * (cells - full)}] {text}"
+        self.stream.write("\r" + line[:width] + "\033[K")
+        self.stream.flush()
+        self.drawn, self.last = True, now
+
+    def clear(self) -> None:
+        if self.drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self.drawn = False
+
+
+def _clock(seconds: float) -> str:
+    """m:ss, or h:mm:ss from an hour on."""
+    s = max(0, round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def _progress(args: argparse.Namespace) -> _Progress | None:
+    """Progress on stderr, unless the output is JSON or quiet (one per run: an error clears
+    its bar)."""
+    if args.quiet or args.json:
+        return None
+    if getattr(args, "progress", None) is None:
+        args.progress = _Progress(sys.stderr, sys.stderr.isatty())
+    return args.progress
+
+
+def _clear_progress(args: argparse.Namespace) -> None:
+    if getattr(args, "progress", None) is not None:
+        args.progress.clear()
+
+
+def _width(args: argparse.Namespace) -> int | None:
+    """Tables' width: None (every line whole) with --wide, else the terminal's."""
+    return None if args.wide else 0
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from .io import check_writable, load_checked, save_atomic, write_text_atomic
     from .pipeline import compress
 
-    options = _options(args)
+    options = _compress_options(args)
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
     model, external = load_checked(src, out, report=args.report, plan=args.plan_out,
@@ -218,8 +359,10 @@ def _finish(args: argparse.Namespace, report, src: Path, out: Path, external: bo
         write_text_atomic(args.html, report.to_html(title=f"{src.name} → {out.name}"))
     if args.json:
         print(report.to_json())
+        for w in report.warnings:  # the table shows them; JSON readers may not
+            print(f"graphprune: warning: {w}", file=sys.stderr)
     elif not args.quiet:
-        print(report.render())
+        print(report.render(width=_width(args)))
         if explain_nothing and not report.groups.get("pruned"):
             print(_nothing_pruned(report))
         print(f"wrote {out}")
@@ -250,26 +393,11 @@ def _nothing_pruned(report) -> str:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .pipeline import analyze
 
-    result = analyze(args.model, allow_io_change=args.allow_io_change).to_dict()
+    result = analyze(args.model, options=_options(args))
     if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
-    if args.quiet:
-        return 0
-    groups = result["groups"]
-    shown = groups if args.all else groups[:40]
-    print(f"{'group':<44}{'units':>6}{'prunable':>9}  frozen because")
-    for g in shown:
-        why = "; ".join(g["frozen_reasons"][:2]) or "-"
-        print(f"{g['name'][:44]:<44}{g['units']:>6}{g['prunable']:>9}  {why[:90]}")
-    if len(shown) < len(groups):
-        print(f"... {len(groups) - len(shown)} more groups (--all)")
-    s = result["summary"]
-    print(f"{s['total']} groups, {s['prunable']} prunable; "
-          f"{s['prunable_units']} of {s['units']} units prunable")
-    if result["blockers"]:
-        print("blockers (ops without a rule): "
-              + ", ".join(f"{k} ×{v}" for k, v in sorted(result["blockers"].items())))
+        print(json.dumps(result.to_dict(), indent=2))
+    elif not args.quiet:
+        print(result.render(width=_width(args), limit=None if args.all else 40))
     return 0
 
 
@@ -288,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except GraphpruneError as exc:
+        _clear_progress(args)
         if args.verbose:
             traceback.print_exc()
         if exc.exit_code == 3:  # a stage failed unexpectedly (StageError names it): a bug
@@ -297,9 +426,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"graphprune: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        _clear_progress(args)
         print("graphprune: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped reading (`| head`): nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, exit 3
+        _clear_progress(args)
         if args.verbose:
             traceback.print_exc()
         print(f"graphprune: internal error: {type(exc).__name__}: {one_line(exc)} "

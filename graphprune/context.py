@@ -4,6 +4,12 @@ The library never prints: progress goes to the caller's callback (the CLI prints
 (fallbacks a criterion used, trials a scan skipped) are collected for the report, and every
 stage's time is taken here. Passes take the context instead of a callback and an
 out-parameter list each.
+
+Progress comes in two forms, both strings: lines (`say`: "scoring 648 units (taylor)") and
+counted steps of a long stage (`count`: a `Step`, "Taylor probes: 12/96 units", which also
+carries its stage, count and total, so a terminal can draw a bar with the time left). Steps
+of one stage come at most every `STEP_INTERVAL` seconds, and always the first and the last,
+so a callback that prints every string stays readable.
 """
 
 from __future__ import annotations
@@ -12,6 +18,22 @@ import time
 from collections.abc import Callable
 
 Progress = Callable[[str], None]
+STEP_INTERVAL = 0.25
+
+
+class Step(str):
+    """A counted progress step: `stage`, `done` of `total` (`unit`s); as a string, the line
+    "stage: done/total unit"."""
+
+    stage: str
+    done: int
+    total: int
+    unit: str
+
+    def __new__(cls, stage: str, done: int, total: int, unit: str = "") -> Step:
+        step = super().__new__(cls, f"{stage}: {done}/{total}{' ' + unit if unit else ''}")
+        step.stage, step.done, step.total, step.unit = stage, done, total, unit
+        return step
 
 
 class RunContext:
@@ -19,12 +41,24 @@ class RunContext:
         self.progress = progress
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
+        self._steps: dict[str, float] = {}
         self._start = self._lap = time.perf_counter()
 
     def say(self, message: str) -> None:
         """A progress line (for a person watching; nothing depends on it)."""
         if self.progress is not None:
             self.progress(message)
+
+    def count(self, stage: str, done: int, total: int, unit: str = "") -> None:
+        """`done` of `total` steps of a long stage are done (for a progress bar)."""
+        if self.progress is None:
+            return
+        now = time.perf_counter()
+        last = self._steps.get(stage)
+        if last is not None and done < total and now - last < STEP_INTERVAL:
+            return
+        self._steps[stage] = now
+        self.progress(Step(stage, done, total, unit))
 
     def note(self, message: str) -> None:
         """A note for the report (said once however often it is noted)."""

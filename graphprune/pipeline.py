@@ -18,31 +18,39 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+import numpy as np
 import onnx
 
-from . import external
-from .analysis import Analysis, Group, analyze_graph
+from . import external, table
+from .analysis import Analysis, Group, state_io
 from .context import Progress, RunContext
 from .errors import GraphpruneError, InputError, one_line, stage
 from .io import check_opset, load
-from .ir import Graph
 from .metrics import count_macs, count_params
 from .passes import inputs as check_inputs
 from .passes import rewrite, segments, targets, validation
 from .passes.calibration import Calibration
 from .passes.inputs import CheckInputs
 from .passes.options import Options
-from .passes.selection import GroupChoice
+from .passes.selection import GroupChoice, protected_groups, uniform_counts
 from .passes.stages import Analyse, FromPlan, Proof, Rewrite, Score, Select, Validate
 from .plan import Plan, check_fingerprint, make_plan
+from .reasons import plain, summary
 from .report import GroupReport, Report, io_changes
+from .table import terminal_width
 
 
 @dataclass
 class AnalysisResult:
-    """What `graphprune.analyze` returns: the groups and why units stay."""
+    """What `graphprune.analyze` returns: the groups, why units stay, and a preview of what
+    compress with the same options would remove (uniform allocation at `options.ratio`)."""
 
     analysis: Analysis
+    options: Options | None = None
+    protected: frozenset[int] = frozenset()
+    """Indices of the groups --protect keeps."""
+    removable: dict[int, int] | None = None
+    """Group index → units compress removes from it at the ratio (uniform allocation)."""
 
     @property
     def groups(self) -> list[Group]:
@@ -55,14 +63,70 @@ class AnalysisResult:
     def to_dict(self) -> dict:
         g = self.analysis.graph
         groups = [gr.to_dict(g) for gr in self.groups]
-        return {
+        removable = self.removable or {}
+        for k, d in enumerate(groups):
+            d["protected"] = k in self.protected
+            d["removed"] = removable.get(k, 0)
+        out = {
             "groups": groups,
             "summary": {"total": len(groups),
                         "prunable": sum(1 for x in groups if x["prunable"] > 0),
                         "units": sum(x["units"] for x in groups),
-                        "prunable_units": sum(x["prunable"] for x in groups)},
+                        "prunable_units": sum(x["prunable"] for x in groups),
+                        "removed_units": sum(x["removed"] for x in groups)},
             "blockers": self.blockers,
         }
+        if self.options is not None:
+            o = self.options
+            out["preview"] = {"ratio": o.ratio, "round_to": o.round_to, "rounding": o.rounding,
+                              "scope": list(o.scope), "protect": o.protect,
+                              "allow_io_change": o.allow_io_change}
+        return out
+
+    def render(self, width: int | None = 0, limit: int | None = 40) -> str:
+        """The terminal table (`width`: as Report.render; `limit`: groups shown, None: all).
+        Reasons are in plain words, one per kind of cause; with `width` None (`--wide`)
+        every reason is shown as recorded, with its node."""
+        d = self.to_dict()
+        width = terminal_width() if width == 0 else width
+        scope = self.options.scope if self.options else ()
+        state = [] if self.options and self.options.allow_io_change else _state_if_frozen(self)
+        ratio = self.options.ratio if self.options else 0.0
+        rows = []
+        for gr, info in list(zip(self.groups, d["groups"], strict=True))[:limit]:
+            why = ["protected by --protect"] if info["protected"] else []
+            if width is None:
+                why += [plain(r, scope=scope, state=state) for r in info["frozen_reasons"]]
+            else:
+                why += dict.fromkeys(plain(summary(r), scope=scope, state=state)
+                                     for rs in gr.frozen.values() for r in rs)
+            rows.append((gr.name, gr.kind, str(info["units"]), str(info["prunable"]),
+                         str(info["units"] - info["removed"]), "; ".join(why) or "-"))
+        columns = (table.Column("group", flex=True), table.Column("kind"),
+                   table.Column("units", ">"), table.Column("prunable", ">"),
+                   table.Column(f"kept@{ratio:g}", ">"),
+                   table.Column("frozen because", flex=True, words=True))
+        out = table.render(columns, rows, width)
+        if limit is not None and len(self.groups) > limit:
+            out.append(f"... {len(self.groups) - limit} more groups (--all)")
+        s = d["summary"]
+        out += table.paragraph(
+            f"{s['total']} groups, {s['prunable']} prunable; {s['prunable_units']} of "
+            f"{s['units']} units prunable, {s['removed_units']} removed at --ratio {ratio:g}",
+            width)
+        if d["blockers"]:
+            out += table.paragraph("blockers (ops without a rule): " + ", ".join(
+                f"{k} ×{v}" for k, v in sorted(d["blockers"].items())), width)
+        return "\n".join(out)
+
+
+def _state_if_frozen(result: AnalysisResult) -> list[str]:
+    """Inputs/outputs carrying state, looked for only when units stay for reaching one."""
+    if not any("graph input" in r or "graph output" in r
+               for g in result.groups for rs in g.frozen.values() for r in rs):
+        return []
+    return state_io(result.analysis.graph, inexact="hidden" in (
+        result.options.scope if result.options else ()))
 
 
 def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike, *,
@@ -129,12 +193,19 @@ def _diagnose(model_or_path, sizes, seed, data) -> str | None:
 
 @guard_input
 def analyze(model_or_path: onnx.ModelProto | str | os.PathLike, *,
-            allow_io_change: bool = False) -> AnalysisResult:
-    """Find the coupled groups of a model without changing it (`allow_io_change`: as
-    compress with it, graph inputs/outputs that carry state may shrink)."""
+            allow_io_change: bool = False, options: Options | None = None,
+            **settings: Any) -> AnalysisResult:
+    """Find the coupled groups of a model without changing it, as compress with the same
+    options would see them: units of kinds outside `scope` and groups `protect` matches stay,
+    and `result.removable` previews how many units each group loses at `ratio` (uniform
+    allocation, `round_to`, `rounding`). `allow_io_change`: graph inputs/outputs that carry
+    state may shrink. Options as for compress (`options`, or keywords)."""
+    opts = Options.build(options, allow_io_change=allow_io_change or None, **settings)
     model = _as_model(model_or_path, map_external=True)  # weights read on demand
     with stage("analysis"):
-        return AnalysisResult(analyze_graph(Graph(model), io=allow_io_change))
+        an = Analyse(opts).run(model)
+        protected = frozenset(protected_groups(an, opts.protect))
+        return AnalysisResult(an, opts, protected, uniform_counts(an, opts, protected))
 
 
 # -- stages ---------------------------------------------------------------------------------
@@ -264,9 +335,46 @@ def apply_plan(
     ctx.say("analysing dependencies")
     an = run_stage(ctx, Analyse(opts), model)
     picked = run_stage(ctx, FromPlan(plan, model), an)
+    with stage("reading the removed units' weights"):
+        warning = unmasked(an, picked.removed)
     proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill, chosen)
     report = _report(ctx, opts, model, an, picked, proof, chosen, plan=plan)
+    if warning:
+        report.warnings.append(warning)
     return proof.pruned, report
+
+
+def unmasked(an: Analysis, removed: np.ndarray) -> str | None:
+    """Why the pruned model will not compute what this model computes, when the removed
+    units' sink weights are not zero here (a plan applied to a model not fine-tuned with its
+    masks): the exact check compares against this model with them masked, which differs."""
+    hits = []
+    for g in an.groups:
+        if not removed[g.units].any():
+            continue
+        worst, scale = 0.0, 0.0
+        for m in g.members:
+            if m.role != "sink":
+                continue
+            w = an.graph.const(an.graph.nodes[m.node].input[m.index])
+            if w is None or not np.issubdtype(w.dtype, np.floating):
+                continue
+            shape = [1] * w.ndim
+            for a, n in zip(m.span.axes, m.span.ids.shape, strict=True):
+                shape[a] = n
+            gone = removed[an.roots[m.span.ids]].reshape(shape)
+            worst = max(worst, float(np.max(np.abs(w) * gone, initial=0.0)))
+            scale = max(scale, float(np.max(np.abs(w) * ~gone, initial=0.0)))
+        if worst > 0:
+            hits.append((g.name, worst, scale))
+    if not hits:
+        return None
+    name, worst, scale = hits[0]
+    return (f"the plan's removed units are not zero in this model ({len(hits)} group"
+            f"{'s' if len(hits) > 1 else ''}, e.g. '{name}': removed weights up to "
+            f"{worst:.3g}, kept up to {scale:.3g}): the output is not equal to this model but "
+            "to it with those units masked (the exact check proves that); fine-tune with the "
+            "plan's masks to make them zero")
 
 
 def _rewrite_and_prove(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
@@ -350,11 +458,14 @@ def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
         plan=plan if plan is not None else make_plan(model, an, picked.removed, opts.to_dict()),
     )
     _groups(report, picked.choices)
+    report.io_state = _io_state(an, opts, report)
     if opts.metric:
         reached = {"macs": report.macs_ratio, "params": report.params_ratio}.get(
             opts.metric, _latency_ratio(picked.latency))
-        report.target = targets.outcome(opts.metric, opts.target, reached)
-        if plan is None and not report.target["met"] and reached > opts.target:
+        report.target = {**targets.outcome(opts.metric, opts.target, reached), **picked.search}
+        explained = picked.search.get("flat") or picked.search.get("reachable") is False
+        if plan is None and not report.target["met"] and reached > opts.target \
+                and not explained:
             report.notes.append(
                 f"the {opts.metric} target was not reached: removing at most "
                 f"{opts.max_group_ratio:.0%} of each group (--max-group-ratio) and keeping "
@@ -377,7 +488,7 @@ def _groups(report: Report, choices: list[GroupChoice]) -> None:
         report.group_details.append(GroupReport(
             g.name, len(g.units), len(g.units) - len(c.removed), len(g.frozen), why, g.kind))
         for rs in g.frozen.values():
-            for r in dict.fromkeys(_base_reason(x) for x in rs):  # not a set: JSON order
+            for r in dict.fromkeys(summary(x) for x in rs):  # not a set: JSON order
                 reasons[r] += 1
     report.groups = {
         "total": len(choices),
@@ -387,10 +498,13 @@ def _groups(report: Report, choices: list[GroupChoice]) -> None:
     report.frozen_reasons = dict(reasons)
 
 
-def _base_reason(reason: str) -> str:
-    """'no rule for op X (X node_3)' → 'no rule for op X', for the summary table."""
-    cut = reason.rfind(" (")
-    return reason[:cut] if cut > 0 else reason
+def _io_state(an: Analysis, opts: Options, report: Report) -> list[str]:
+    """Graph inputs/outputs that carry state and stayed (without allow_io_change), looked
+    for only when some units stay because they reach one."""
+    if opts.allow_io_change or not any("graph input" in r or "graph output" in r
+                                       for r in report.frozen_reasons):
+        return []
+    return state_io(an.graph, inexact="hidden" in opts.scope)
 
 
 def check_input_sizes(model: onnx.ModelProto, sizes: dict[str, list[int]] | None) -> None:

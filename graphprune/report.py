@@ -8,7 +8,10 @@ from typing import Any
 
 import onnx
 
+from . import table
 from .ir import value_dims
+from .reasons import plain
+from .table import paragraph, terminal_width
 
 
 @dataclass
@@ -43,6 +46,9 @@ class Report:
     sensitivity: dict[str, list[list[float]]] = field(default_factory=dict)
     """Per group: [removed units, relative output error] points of the sensitivity scan."""
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What the user should know before using the output (apply: removed units that were not
+    zero in the model given, so the output is not equal to it)."""
     exact_check: dict[str, Any] = field(default_factory=dict)
     scope: list[str] = field(default_factory=list)
     fidelity: dict[str, Any] = field(default_factory=dict)
@@ -53,6 +59,10 @@ class Report:
     """Graph inputs/outputs whose declared shapes changed (allow_io_change): {name, kind
     ("input"/"output"), before, after}, dims as ints or symbol names."""
     frozen_reasons: dict[str, int] = field(default_factory=dict)
+    """Frozen units counted by reason (graphprune.reasons.summary: no node names)."""
+    io_state: list[str] = field(default_factory=list)
+    """Graph inputs and outputs that carry state (a KV cache) and kept their shape because
+    the run did not allow io changes (`--allow-io-change` would let them shrink)."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     plan: Any = field(default=None, repr=False, compare=False)
@@ -94,8 +104,68 @@ class Report:
 
         return render(self.to_dict(), title=title)
 
-    def render(self, max_groups: int = 12) -> str:
-        """A compact terminal table."""
+    def render(self, max_groups: int = 12, width: int | None = 0) -> str:
+        """The terminal table, fitted to `width` columns (0: the terminal's, or COLUMNS;
+        None: every line whole, as `--wide`). Long names and reasons wrap, never cut."""
+        width = terminal_width() if width == 0 else width
+        out: list[str] = []
+
+        def say(text: str, indent: str = "  ") -> None:
+            out.extend(paragraph(text, width, indent))
+
+        for w in self.warnings:
+            say(f"warning: {w}")
+        out += table.render(SIZES, self._size_rows(), width)
+        say(f"criterion: {self.criterion} (aggregate {self.aggregate}, normalise "
+            f"{self.normalize}); allocation: {self.allocation}")
+        t = self.target
+        if t:
+            verdict = "met" if t.get("met") else "not met"
+            say(f"target: {t['metric']} {t['value']:.3f} of the original, reached "
+                f"{t['reached']:.3f} ({verdict}, tolerance {t.get('tolerance', 0.02):.0%})")
+        if self.calibration:
+            held = self.calibration.get("held_back")
+            say(f"calibration: {self.calibration.get('samples')} samples "
+                f"({self.calibration.get('source')})" + (
+                    f"; {held} more held back for the exact check" if held else ""))
+        for n in self.notes:
+            say(f"note: {n}")
+        g = self.groups
+        say(f"groups: {g.get('total', 0)} total, {g.get('pruned', 0)} pruned, "
+            f"{g.get('frozen', 0)} frozen")
+        pruned = [d for d in self.group_details if d.units_after < d.units_before]
+        if pruned:
+            rows = [(d.name, d.kind, f"{d.units_before} -> {d.units_after}")
+                    for d in pruned[:max_groups]]
+            out += table.render(GROUPS, rows, width, indent=2)
+            if len(pruned) > max_groups:
+                say(f"  ... {len(pruned) - max_groups} more (see --report)")
+        kinds = self.units_by_kind()
+        if len(kinds) > 1 or "channels" not in kinds:
+            say("units by kind: " + ", ".join(
+                f"{k} {a} -> {b}" for k, (a, b) in sorted(kinds.items())))
+        if self.frozen_reasons:
+            say("kept (frozen) units, by reason:")
+            top = sorted(self.frozen_reasons.items(), key=lambda kv: -kv[1])[:8]
+            rows = [(str(n), plain(r, scope=self.scope, state=self.io_state)) for r, n in top]
+            out += table.render(REASONS, rows, width, indent=2)[1:]
+        if self.blockers:
+            say("blockers (ops without a rule): "
+                + ", ".join(f"{k} ×{v}" for k, v in sorted(self.blockers.items())))
+        if self.io_changes:
+            say("interface changed (--allow-io-change):")
+            rows = [(c["kind"], c["name"], f"{_shape(c['before'])} -> {_shape(c['after'])}")
+                    for c in self.io_changes]
+            out += table.render(IO, rows, width, indent=2)[1:]
+        for line in self._check_lines():
+            say(line, "    " if line.startswith("  ") else "  ")
+        for name, f in self.fidelity.items():
+            say(f"fidelity of the full (inexact) plan, output '{name}': cosine "
+                f"{f['cosine']:.4f}, relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
+        say(f"time: {self.seconds:.2f} s")
+        return "\n".join(out)
+
+    def _size_rows(self) -> list[tuple[str, str, str, str]]:
         rows = [
             ("parameters", _num(self.params_before), _num(self.params_after), self.params_ratio),
             ("MACs", _num(self.macs_before), _num(self.macs_after), self.macs_ratio),
@@ -106,72 +176,38 @@ class Report:
         if lat.get("before"):
             rows.append(("latency", f"{lat['before']:.3f} ms", f"{lat['after']:.3f} ms",
                          lat["after"] / lat["before"]))
-        out = [f"{'':<12}{'before':>12}{'after':>12}{'ratio':>8}"]
-        out += [f"{a:<12}{b:>12}{c:>12}{r:>8.3f}" for a, b, c, r in rows]
-        out.append(f"criterion: {self.criterion} (aggregate {self.aggregate}, normalise "
-                   f"{self.normalize}); allocation: {self.allocation}")
-        t = self.target
-        if t:
-            verdict = "met" if t.get("met") else "not met"
-            out.append(f"target: {t['metric']} {t['value']:.3f} of the original, reached "
-                       f"{t['reached']:.3f} ({verdict}, tolerance {t.get('tolerance', 0.02):.0%})")
-        if self.calibration:
-            held = self.calibration.get("held_back")
-            out.append(f"calibration: {self.calibration.get('samples')} samples "
-                       f"({self.calibration.get('source')})" + (
-                           f"; {held} more held back for the exact check" if held else ""))
-        out += [f"note: {n}" for n in self.notes]
-        g = self.groups
-        out.append(f"groups: {g.get('total', 0)} total, {g.get('pruned', 0)} pruned, "
-                   f"{g.get('frozen', 0)} frozen")
-        pruned = [d for d in self.group_details if d.units_after < d.units_before]
-        if pruned:
-            out.append(f"  {'group':<40}{'kind':<10}{'units':>14}")
-            for d in pruned[:max_groups]:
-                out.append(f"  {_fit(d.name, 39):<40}{d.kind:<10}{d.units_before:>6} -> "
-                           f"{d.units_after:<6}")
-            if len(pruned) > max_groups:
-                out.append(f"  ... {len(pruned) - max_groups} more (see --report)")
-        kinds = self.units_by_kind()
-        if len(kinds) > 1 or "channels" not in kinds:
-            out.append("units by kind: " + ", ".join(
-                f"{k} {a} -> {b}" for k, (a, b) in sorted(kinds.items())))
-        if self.frozen_reasons:
-            out.append("kept (frozen) units, by reason:")
-            for reason, n in sorted(self.frozen_reasons.items(), key=lambda kv: -kv[1])[:8]:
-                out.append(f"  {n:>6}  {reason}")
-        if self.blockers:
-            out.append("blockers (ops without a rule): "
-                       + ", ".join(f"{k} ×{v}" for k, v in sorted(self.blockers.items())))
-        if self.io_changes:
-            out.append("interface changed (--allow-io-change):")
-            for c in self.io_changes:
-                out.append(f"  {c['kind']:<7}{c['name'][:36]:<37}{_shape(c['before'])} -> "
-                           f"{_shape(c['after'])}")
+        return [(a, b, c, f"{r:.3f}") for a, b, c, r in rows]
+
+    def _check_lines(self) -> list[str]:
         ec = self.exact_check
-        if ec:
-            verdict = "passed" if ec.get("passed") else "FAILED"
-            out.append(f"exact check vs masked original: {verdict} "
-                       f"(max abs err {ec.get('max_abs_err', 0):.2e})")
-            out += _inputs_lines(ec.get("inputs") or {})
-            for v in ec.get("vacuous", ()):
-                instead = ", ".join(f"'{t}'" for t in v["compared"])
-                out.append(f"  output '{v['output']}' proves nothing on these inputs "
-                           f"({v['why']}): " + (f"compared {instead} before it" if instead
-                                                else "nothing before it varies"))
-            if ec.get("unproven"):
-                out.append(f"  not proven: {ec['unproven']}")
-            for run in ec.get("runs", ()):
-                if run.get("verdict") == "noise floor":
-                    out.append(f"  output '{run['output']}' (batch {run['batch']}): "
-                               f"{run['max_abs_err']:.2e} on a scale of {run['scale']:.2e}, "
-                               f"within {_noise_multiple(ec)}× the masked original's own "
-                               f"float noise ({run['noise_floor']:.2e}, {run['noise_by']})")
-        for name, f in self.fidelity.items():
-            out.append(f"fidelity of the full (inexact) plan, output '{name}': cosine "
-                       f"{f['cosine']:.4f}, relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
-        out.append(f"time: {self.seconds:.2f} s")
-        return "\n".join(out)
+        if not ec:
+            return []
+        verdict = "passed" if ec.get("passed") else "FAILED"
+        out = [f"exact check vs masked original: {verdict} "
+               f"(max abs err {ec.get('max_abs_err', 0):.2e})"]
+        out += _inputs_lines(ec.get("inputs") or {})
+        for v in ec.get("vacuous", ()):
+            instead = ", ".join(f"'{t}'" for t in v["compared"])
+            out.append(f"  output '{v['output']}' proves nothing on these inputs "
+                       f"({v['why']}): " + (f"compared {instead} before it" if instead
+                                            else "nothing before it varies"))
+        if ec.get("unproven"):
+            out.append(f"  not proven: {ec['unproven']}")
+        for run in ec.get("runs", ()):
+            if run.get("verdict") == "noise floor":
+                out.append(f"  output '{run['output']}' (batch {run['batch']}): "
+                           f"{run['max_abs_err']:.2e} on a scale of {run['scale']:.2e}, "
+                           f"within {_noise_multiple(ec)}× the masked original's own "
+                           f"float noise ({run['noise_floor']:.2e}, {run['noise_by']})")
+        return out
+
+
+SIZES = (table.Column(""), table.Column("before", ">"), table.Column("after", ">"),
+         table.Column("ratio", ">"))
+GROUPS = (table.Column("group", flex=True), table.Column("kind"), table.Column("units", ">"))
+REASONS = (table.Column("units", ">"), table.Column("reason", flex=True, words=True))
+IO = (table.Column("io"), table.Column("name", flex=True), table.Column("shape", flex=True,
+                                                                        words=True))
 
 
 def _inputs_lines(inputs: dict) -> list[str]:
@@ -219,8 +255,3 @@ def _bytes(n: int) -> str:
         if n >= div:
             return f"{n / div:.1f} {unit}"
     return f"{n} B"
-
-
-def _fit(name: str, width: int) -> str:
-    """Long node names keep their end (the layer and op), which tells groups apart."""
-    return name if len(name) <= width else "…" + name[-(width - 1):]

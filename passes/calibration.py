@@ -83,14 +83,22 @@ class Calibration:
                              f"(the model's fixed batch size), got {self.samples}")
 
     def batches(self, samples: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-        total = min(samples or self.samples, self.samples)
-        if self.static_batch:
-            total = max(self.static_batch, total - total % self.static_batch)
+        total = self._rows(samples)
         start = 0
         while start < total:
             b = min(self.batch, total - start)
             yield self._batch(start, b)
             start += b
+
+    def count(self, samples: int | None = None) -> int:
+        """How many batches `batches(samples)` yields."""
+        return -(-self._rows(samples) // self.batch)
+
+    def _rows(self, samples: int | None) -> int:
+        total = min(samples or self.samples, self.samples)
+        if self.static_batch:
+            total = max(self.static_batch, total - total % self.static_batch)
+        return total
 
     def block(self, samples: int) -> list[dict[str, np.ndarray]]:
         """`samples` rows as one feed (dynamic batch) or as fixed-size batches (static)."""
@@ -206,13 +214,17 @@ def activation_stats(ctx: ScoreContext) -> Stats:
                    for x, s in spans.items()}, uses)
     sess = fast_session(_with_outputs(ctx.model, list(spans)))
     chunks = _chunks(an, list(spans), calib.batch)
-    for k, chunk in enumerate(chunks):
-        ctx.run.say(f"calibration statistics: pass {k + 1}/{len(chunks)} over "
-                    f"{calib.samples} samples ({len(chunk)} tensors)")
+    ctx.run.say(f"calibration statistics: {calib.samples} samples, {len(spans)} tensors in "
+                f"{len(chunks)} pass{'es' if len(chunks) > 1 else ''}")
+    total = len(chunks) * calib.count()
+    done = 0
+    for chunk in chunks:
         for feeds in calib.batches():
             for name, value in zip(chunk, sess.run(chunk, feeds), strict=True):
                 if value.shape[1:] and _fits(value, spans[name]):
                     stats.tensors[name].add(value, spans[name].axes)
+            done += 1
+            ctx.run.count("calibration statistics", done, total, "batches")
     ctx.cache["stats"] = stats
     return stats
 

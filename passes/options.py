@@ -5,7 +5,7 @@ plan records as its `settings`.
 order below). Every driver builds it once (`graphprune.compress`, `apply_plan`, the CLI) and
 the passes read the fields they need. `to_dict()` is the plan's `settings` (the decisions a
 plan replays; data that only serves to make or prove them, `calib`, `calib_samples`,
-`input_sizes` and `inputs`, stays out) and `from_dict()` reads it back.
+`input_sizes`, `inputs` and the `latency` measure, stays out) and `from_dict()` reads it back.
 
 It sits in the passes layer, above the scoring pass, because a valid criterion is one the
 scoring registry holds.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -53,6 +54,9 @@ class Options:
     target_latency: float | None = None
     calib: str | os.PathLike | dict[str, np.ndarray] | None = field(default=None, compare=False)
     calib_samples: int = 32
+    latency: Callable[[str], float] | None = field(default=None, compare=False)
+    """The latency measure of a latency target: seconds of the model at a path (the CLI's
+    --latency-cmd is one); None: onnxruntime on this machine."""
     input_sizes: dict[str, list[int]] | None = None
     inputs: str | os.PathLike | dict[str, np.ndarray] | None = field(default=None,
                                                                        compare=False)
@@ -100,6 +104,11 @@ class Options:
         bad = sorted(set(self.scope) - set(SCOPES))
         if bad:
             raise InputError(f"unknown scope {', '.join(bad)} (choose from {', '.join(SCOPES)})")
+        if self.latency is not None and not callable(self.latency):
+            raise InputError("latency must be a function of a model path returning seconds")
+        if self.latency is not None and self.metric != "latency":
+            raise InputError("a latency measure (--latency-cmd, latency=) needs a latency "
+                             "target (--target-latency)")
         if self.calib_samples < 1:
             raise InputError(f"calib-samples must be a positive integer, got "
                              f"{self.calib_samples}")
@@ -149,7 +158,7 @@ class Options:
         if not isinstance(settings, dict):
             raise InputError("plan settings must be a JSON object")
         names = {f.name for f in fields(cls)} - {"calib", "calib_samples", "input_sizes",
-                                                  "inputs"}
+                                                  "inputs", "latency"}
         kw = {k: v for k, v in settings.items() if k in names}
         target = settings.get("target")
         if target:

@@ -159,12 +159,13 @@ def squared_change(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
 
 
 def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[Trial],
-            progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, float]:
-    """Σ over samples of ‖f_trial − f‖² per trial, and Σ‖f‖² (for relative errors)."""
+            progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
+    """Σ over samples of ‖f_trial − f‖² per trial, and Σ‖f‖² (for relative errors).
+    `progress(done, total)`: trial runs done (every trial once per block)."""
     change = np.zeros(len(trials))
     norm = 0.0
     step = max(1, ROWS_PER_RUN // max(1, probe.samples(blocks[0])))
-    for feeds in blocks:
+    for n, feeds in enumerate(blocks):
         (ref,) = probe.run(feeds, [{}])
         norm += squared_change([np.zeros_like(r) for r in ref], ref)
         for start in range(0, len(trials), step * 8):
@@ -172,7 +173,7 @@ def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[
             for k, out in enumerate(probe.run(feeds, chunk)):
                 change[start + k] += squared_change(ref, out)
             if progress:
-                progress(start + len(chunk))
+                progress(n * len(trials) + start + len(chunk), len(blocks) * len(trials))
     return change, norm
 
 
@@ -192,7 +193,8 @@ def taylor(ctx: ScoreContext) -> np.ndarray:
                          "probe budget; scored by obd")
         return obd(ctx)
     trials = [{u: 1.0 - TAYLOR_STEP} for u in units]
-    report = _progress(ctx, "taylor", len(trials))
+    ctx.run.say(f"Taylor probes: {len(units)} units on {samples} samples")
+    report = _progress(ctx, "Taylor probes")
     change, _ = measure(probe, calib.block(samples), trials, report)
     scores = np.zeros(len(an.roots))
     scores[units] = change / (samples * TAYLOR_STEP ** 2)
@@ -200,12 +202,8 @@ def taylor(ctx: ScoreContext) -> np.ndarray:
     return scores
 
 
-def _progress(ctx: ScoreContext, what: str, total: int) -> Callable[[int], None]:
-    state = {"next": 0}
-
-    def report(done: int) -> None:
-        if done >= state["next"] or done == total:
-            ctx.run.say(f"{what}: {done}/{total} units probed")
-            state["next"] = done + max(1, total // 10)
+def _progress(ctx: ScoreContext, what: str) -> Callable[[int, int], None]:
+    def report(done: int, total: int) -> None:
+        ctx.run.count(what, done, total, "unit probes")
 
     return report

@@ -21,6 +21,7 @@ import onnx
 
 from graphprune import external
 from graphprune.analysis import Analysis
+from graphprune.context import RunContext
 from graphprune.errors import ValidationError
 
 from . import noise, rewrite, segments, validation, witness
@@ -47,9 +48,11 @@ def rewrite_exact(model: onnx.ModelProto, an: Analysis, exact: np.ndarray,
 
 
 def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed: np.ndarray,
-          inputs: CheckInputs, spill: external.Spill | None = None) -> validation.CheckResult:
+          inputs: CheckInputs, spill: external.Spill | None = None,
+          run: RunContext | None = None) -> validation.CheckResult:
     """Checker + exact check of `pruned` against the masked original on `inputs`; outputs
-    that prove nothing there are backed by the tensors before them (witness)."""
+    that prove nothing there are backed by the tensors before them (witness). `run`: the
+    progress of a large model's check, segment by segment."""
     runs = inputs.runs(model)
 
     @functools.cache
@@ -59,7 +62,7 @@ def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed
             return rewrite.masked_model(model, an, removed), None
         return model, overrides
 
-    check = _exact(model, pruned, an, removed, runs, masked, spill)
+    check = _exact(model, pruned, an, removed, runs, masked, spill, run)
     check.inputs = inputs.describe()
     return witness.prove(check, model, pruned, masked, an, removed, runs,
                          rewrite.removed_io(an, removed))
@@ -67,7 +70,8 @@ def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed
 
 def _exact(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed: np.ndarray,
            runs: validation.Runs, masked: noise.Masked,
-           spill: external.Spill | None = None) -> validation.CheckResult:
+           spill: external.Spill | None = None,
+           run: RunContext | None = None) -> validation.CheckResult:
     """Checker + exact check of `pruned` against the masked original (`masked` makes it)."""
     parts = external.split(pruned)  # shared by the checker and the session
     try:
@@ -98,7 +102,10 @@ def _exact(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, remove
         overrides = rewrite.mask_overrides(model, an, removed, spill)
         ref = (segments.Side(rewrite.masked_model(model, an, removed)) if overrides is None
                else segments.Side(model, overrides))
-        return segments.exact_check(ref, segments.Side(pruned), model, io=io, runs=runs)
+        return segments.exact_check(
+            ref, segments.Side(pruned), model, io=io, runs=runs,
+            progress=None if run is None else lambda done, total: run.count(
+                "validation", done, total, "segments"))
     if external.mapped(model) or external.mapped(pruned):
         # weights memory-mapped (a large model): one model's weights in memory at a time,
         # the reference's runs first, then the candidate's on the same inputs

@@ -188,9 +188,11 @@ def _split_sums(sub: onnx.ModelProto, overrides: dict[str, np.ndarray]) -> ort.I
 
 
 def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: str,
-              make: SessionMaker = _plain) -> list[list[np.ndarray]]:
+              make: SessionMaker = _plain,
+              tick: Callable[[], None] | None = None) -> list[list[np.ndarray]]:
     """Every segment of `side` on every input set; the graph outputs of each run. `make`
-    builds each segment's session (the noise sources evaluate the segments other ways)."""
+    builds each segment's session (the noise sources evaluate the segments other ways);
+    `tick` is called after each segment (progress)."""
     envs = [dict() for _ in feeds]
     outputs = [o.name for o in side.model.graph.output]
     for nodes, reads, hands, before in segments:
@@ -220,13 +222,16 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
                 result.update(zip(made, values, strict=True))
             envs[n] = result
         del sess
+        if tick is not None:
+            tick()
     return [[env[o] for o in outputs] for env in envs]
 
 
 def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, seed: int = 0,
                 sizes: dict[str, list[int]] | None = None,
                 io: IoChanges | None = None,
-                runs: validation.Runs | None = None) -> validation.CheckResult:
+                runs: validation.Runs | None = None,
+                progress: Callable[[int, int], None] | None = None) -> validation.CheckResult:
     """validation.exact_check's runs and comparisons, segment by segment (see the module);
     the whole-graph sequential check when the graphs share no cut, or a node would not run
     in any segment.
@@ -247,9 +252,16 @@ def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, see
             noise=noise.sources(lambda: (reference.model, reference.overrides)), runs=runs)
     batches, feeds = validation.check_feeds(model, seed, sizes, runs)
     what = "the masked original"
-    ref_outs = _run_side(reference, ref_segments, feeds, what)
+    total, done = len(ref_segments) + len(cand_segments), [0]
+
+    def tick() -> None:  # `progress` of the segments run, both sides
+        done[0] += 1
+        if progress is not None:
+            progress(done[0], total)
+
+    ref_outs = _run_side(reference, ref_segments, feeds, what, tick=tick)
     cand_feeds = [validation.shrink_feeds(f, io) for f in feeds]
-    cand_outs = _run_side(candidate, cand_segments, cand_feeds, "the pruned model")
+    cand_outs = _run_side(candidate, cand_segments, cand_feeds, "the pruned model", tick=tick)
     names = [o.name for o in reference.model.graph.output]
     floor = [validation.NoiseSource(noise.OPTIMISED, lambda f: _run_side(
                  reference, ref_segments, f, what, noise.optimised_session)),

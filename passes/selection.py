@@ -8,7 +8,8 @@ Uniform allocation (`select_uniform`): every prunable group loses `ratio` of its
 keeping at least one, and optionally a multiple of `round_to`. `rounding` "down" never removes
 more than asked (⌊R·n⌋); "up" removes at least that much (⌈R·n⌉, Torch-Pruning's
 convention). Global and sensitivity allocation are in `allocation.py`, targets in
-`targets.py`. `--protect` keeps every group touching a matching node (`protected_groups`).
+`targets.py`. `--protect` keeps every group whose name matches, or touching a matching node
+(`protected_groups`).
 
 Contract (`check_selection`, checked in every run): no frozen unit is removed, every group
 keeps at least one unit, a protected group loses nothing, and the choices list exactly the
@@ -46,12 +47,13 @@ def keep_count(n: int, ratio: float, round_to: int = 1, rounding: str = "down") 
 
 
 def protected_groups(an: Analysis, protect: str | None) -> set[int]:
-    """Indices of the groups with a member on a node whose name matches `protect`."""
+    """Indices of the groups whose name (`layers.0.conv1`) matches `protect`, or with a
+    member on a node whose name matches it."""
     if not protect:
         return set()
     pattern = re.compile(protect)
-    return {gi for gi, g in enumerate(an.groups)
-            if any(pattern.search(an.graph.node_name(m.node)) for m in g.members)}
+    return {gi for gi, g in enumerate(an.groups) if pattern.search(g.name)
+            or any(pattern.search(an.graph.node_name(m.node)) for m in g.members)}
 
 
 def ranked(g: Group, scores: np.ndarray) -> list[int]:

@@ -59,9 +59,11 @@ def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[
                      "bound the time")
     total = len(trials)
 
-    def report(done: int) -> None:
-        run.say(f"sensitivity scan: {done}/{total} trials ({len(ok)} groups × up to "
-                 f"{LEVELS} ratios, {samples} samples)")
+    run.say(f"sensitivity scan: {total} trials ({len(ok)} groups × up to {LEVELS} ratios, "
+            f"{samples} samples)")
+
+    def report(done: int, runs: int) -> None:
+        run.count("sensitivity scan", done, runs, "trials")
 
     change, norm = measure(probe, calib.block(samples), trials, report)
     errors = np.sqrt(change / max(norm, 1e-30))

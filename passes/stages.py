@@ -251,7 +251,7 @@ class Validate:
         o = self.opts
         self.ctx.say("validating in onnxruntime")
         chosen = self.inputs or resolve(self.model, o.input_sizes, seed=o.seed, run="never")
-        check = prove.prove(self.model, rw.pruned, an, rw.exact, chosen, self.spill)
+        check = prove.prove(self.model, rw.pruned, an, rw.exact, chosen, self.spill, self.ctx)
         if not check.passed:
             raise prove.failure(check)
         if not (rw.removed & ~rw.exact).any():

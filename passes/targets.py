@@ -47,6 +47,9 @@ class Selection:
     choices: list[GroupChoice]
     latency: dict[str, float] = field(default_factory=dict)
     curves: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
+    """A latency target's search: noise, floor, flat, reachable, measured_by (the report's
+    `target` takes them)."""
 
 
 class Selector:
@@ -63,7 +66,8 @@ class Selector:
         self._cost: CostModel | None = None
         self._order: list[Step] | None = None
         self.curves: dict[int, list[tuple[int, float]]] = {}
-        self._latency: dict[int, tuple[float, float]] = {}
+        self.meter = (latency.OrtMeter() if opts.latency is None else latency.CallableMeter(
+            opts.latency, getattr(opts.latency, "name", "the given latency function")))
 
     @property
     def feeds(self) -> dict[str, np.ndarray]:
@@ -107,8 +111,7 @@ class Selector:
         if target is None:
             k = prefix_for_units(self.an, self.order, opts.ratio, self.free, opts.rounding)
         elif opts.metric == "latency":
-            bisect(len(self.order), self.latency_fraction, target)
-            k = self.closest_measured(target)
+            return self.latency_target(target)
         else:
             k = bisect(len(self.order),
                        lambda j: self.cost.fraction(self.at(j)[0], opts.metric), target)
@@ -117,10 +120,7 @@ class Selector:
                 removed, choices = removal(self.an, self.scores, counts, self.protected)
                 return Selection(removed, choices, {}, self.curves)
         removed, choices = self.at(k)
-        lat = {}
-        if opts.metric == "latency":
-            lat = dict(zip(("before", "after"), self.latency_of(k), strict=True))
-        return Selection(removed, choices, lat, self.curves)
+        return Selection(removed, choices, {}, self.curves)
 
     def fill(self, k: int, target: float) -> dict[int, int] | None:
         """When step k overshoots the target by more than the tolerance (one step of a large
@@ -147,32 +147,58 @@ class Selector:
         return None
 
     # -- latency --------------------------------------------------------------------------------
-    def latency_of(self, k: int) -> tuple[float, float]:
-        """(original, pruned at prefix k) median latencies, measured interleaved."""
-        if k not in self._latency:
-            removed, _ = self.at(k)
-            pruned = rewrite.prune_model(self.model, self.an, removed) if removed.any() \
-                else self.model
-            io = rewrite.removed_io(self.an, removed)  # allow_io_change: shrunk inputs
-            shrunk = (validation.shrink_feeds(self.feeds, io),) if io else ()
-            self._latency[k] = latency.compare(self.model, pruned, self.feeds, *shrunk)
-            before, after = self._latency[k]
-            self.run.say(f"latency with {int(removed.sum())} units removed: "
-                          f"{after / before:.3f} of the original")
-        return self._latency[k]
+    def latency_target(self, target: float) -> Selection:
+        """The prefix latency.search finds, with what it measured (notes say when the curve
+        is flat, the target below the floor, or the latency mostly fixed overhead)."""
+        found = latency.search(self.measure, len(self.order), target, TOLERANCE,
+                               lambda done, total: self.run.count(
+                                   "latency search", done, total, "measurements"))
+        removed, choices = self.at(found.k)
+        m = found.measured[found.k] if found.k else next(
+            (v for k, v in found.measured.items() if k), found.measured[0])
+        after = m.after if found.k else m.before
+        info = {"measured_by": self.meter.name, "noise": round(found.noise, 4),
+                "floor": round(found.floor, 4), "flat": found.flat,
+                "reachable": found.reachable}
+        self._latency_notes(found, target)
+        return Selection(removed, choices, {"before": m.before, "after": after}, self.curves,
+                         info)
 
-    def closest_measured(self, target: float) -> int:
-        """Measurements are noisy, so bisection's last step need not be its best: of the
-        prefixes measured, the one closest to the target (not above it by more than the
-        tolerance, when one is not)."""
-        ok = [k for k in self._latency if self.latency_fraction(k) <= target * (1 + TOLERANCE)]
-        pool = ok or list(self._latency)
-        return min(pool, key=lambda k: (abs(self.latency_fraction(k) - target), k))
+    def measure(self, k: int) -> latency.Measured:
+        """Latency of prefix k against the original (interleaved, by the meter)."""
+        removed, _ = self.at(k)
+        pruned = rewrite.prune_model(self.model, self.an, removed) if removed.any() \
+            else self.model
+        io = rewrite.removed_io(self.an, removed)  # allow_io_change: shrunk inputs
+        shrunk = (validation.shrink_feeds(self.feeds, io),) if io else ()
+        m = self.meter.compare(self.model, pruned, self.feeds, *shrunk)
+        self.run.say(f"latency with {int(removed.sum())} units removed: {m.ratio:.3f} of "
+                     f"the original (noise {m.noise:.3f})")
+        return m
 
-    def latency_fraction(self, k: int) -> float:
-        before, after = self.latency_of(k)
-        return after / before
-
+    def _latency_notes(self, found: latency.Search, target: float) -> None:
+        run = self.run
+        if found.flat:
+            run.note(f"latency target: the latency does not follow pruning here: removing "
+                     f"every unit the allocation may remove measures {found.floor:.3f} of "
+                     f"the original (noise {found.noise:.3f}), so nothing was removed; "
+                     "the time is fixed overhead at this batch size on this machine (try "
+                     "--target-macs, --input-shape with the deployment's shapes, or "
+                     "--latency-cmd to measure where the model runs)")
+            return
+        if not found.reachable:
+            run.note(f"latency target: {target:.3f} is below the floor of "
+                     f"{found.floor:.3f} (every unit the allocation may remove, noise "
+                     f"{found.noise:.3f}); stopped at the smallest plan within twice the "
+                     "noise of it, since removing more buys no measurable speed")
+        points = [(self.cost.fraction(self.at(k)[0], "macs"), m.ratio)
+                  for k, m in sorted(found.measured.items())]
+        fixed = latency.overhead(points)
+        if fixed is not None and fixed >= latency.OVERHEAD_NOTE:
+            run.note(f"latency target: about {fixed:.0%} of the latency does not shrink "
+                     "with MACs (a least-squares line through the measurements); pruning "
+                     "cannot remove it (measure at the deployment's shapes, or with "
+                     "--latency-cmd)")
 
 
 # -- the selection pass ---------------------------------------------------------------------

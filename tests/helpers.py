@@ -183,7 +183,7 @@ def group_sizes(result) -> list[tuple[int, int]]:
 
 def group_named(result, name: str):
     """The group anchored at node `name` (the node whose weight produces its units)."""
-    found = [g for g in result.groups if g.name == name]
+    found = [g for g in result.groups if g.node == name]
     assert len(found) == 1, f"no single group named {name}: {[g.name for g in result.groups]}"
     return found[0]
 

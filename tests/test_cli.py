@@ -21,7 +21,8 @@ import zoo
 
 EXE = Path(sys.executable).parent / "graphprune"
 GRAPHPRUNE = str(EXE) if EXE.exists() else shutil.which("graphprune")
-SUMMARY = re.compile(r"^(\d+) groups, (\d+) prunable; (\d+) of (\d+) units prunable$", re.M)
+SUMMARY = re.compile(r"^(\d+) groups, (\d+) prunable; (\d+) of (\d+) units prunable, "
+                     r"(\d+) removed at --ratio ([\d.]+)$", re.M)
 
 
 def cli(*args: str | Path, cwd: Path, module: bool = False) -> subprocess.CompletedProcess:
@@ -132,14 +133,14 @@ def test_compress_input_shape_option(model: Path, tmp_path: Path) -> None:
 # -- analyze ----------------------------------------------------------------------------------
 def test_analyze_table(model: Path, tmp_path: Path) -> None:
     digest = zoo.sha256(model)
-    r = cli("analyze", model, cwd=tmp_path)
+    r = cli("analyze", model, "--wide", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert lines[0].split()[:3] == ["group", "units", "prunable"]
+    assert lines[0].split()[:5] == ["group", "kind", "units", "prunable", "kept@0.4"]
     m = SUMMARY.search(r.stdout)
     assert m, r.stdout
-    total, prunable, units_prunable, units = map(int, m.groups())
-    assert total > 0 and 0 < prunable <= total and 0 < units_prunable <= units
+    total, prunable, units_prunable, units, removed = map(int, m.groups()[:5])
+    assert total > 0 and 0 < prunable <= total and 0 < removed < units_prunable <= units
     # one row per group (fewer than 40 here) between the header and the summary line
     assert len([ln for ln in lines[1:] if not SUMMARY.match(ln)
                 and not ln.startswith("blockers")]) == total

@@ -59,7 +59,7 @@ def scores_of(model: onnx.ModelProto, criterion: str, **kw) -> np.ndarray:
     calib = Calibration(model, samples=16, seed=0) if criterion in scoring.NEEDS_DATA else None
     s = scoring.score_units(an, criterion, 0, calibration=calib, **kw)
     (group,) = [g for g in an.groups if g.prunable]
-    assert group.name == "A" and len(group.units) == 8
+    assert group.node == "A" and len(group.units) == 8
     return s[group.units]
 
 
@@ -256,7 +256,7 @@ def test_every_criterion_compresses_exactly(criterion):
     model = two_conv(dead_channel)
     _, report = graphprune.compress(model, 0.25, criterion=criterion)
     assert report.exact_check["passed"] and report.criterion == criterion
-    assert [d.units_after for d in report.group_details if d.name == "A"] == [6]
+    assert [d.units_after for d in report.group_details if d.name == "A_W"] == [6]
 
 
 def test_bad_options_are_input_errors():

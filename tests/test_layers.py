@@ -32,6 +32,7 @@ LAYERS = {
     "graphprune.ir": CORE, "graphprune.shapeval": CORE, "graphprune.slots": CORE,
     "graphprune.ops": CORE, "graphprune.edits": CORE,
     "graphprune.rules": CORE, "graphprune.rules.*": CORE, "graphprune.analysis": CORE,
+    "graphprune.names": CORE, "graphprune.reasons": CORE, "graphprune.table": CORE,
     "graphprune.metrics": CORE, "graphprune.plan": CORE, "graphprune.report": CORE,
     "graphprune.html_report": CORE, "graphprune.io": CORE, "graphprune.external": CORE,
     "graphprune.topology": CORE,

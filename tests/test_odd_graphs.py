@@ -427,7 +427,8 @@ def test_unnamed_nodes():
     for n in model.graph.node:
         n.name = ""
     res = analyze(model)
-    assert sorted(g.name for g in res.groups) == ["Conv_0", "Conv_2", "Conv_4"]
+    assert sorted(g.node for g in res.groups) == ["Conv_0", "Conv_2", "Conv_4"]
+    assert sorted(g.name for g in res.groups) == ["A_W", "B_W", "C_W"]  # their weights
     pruned, _ = assert_exact(model)
     assert all(not n.name for n in pruned.graph.node), "the rewrite invented node names"
 

@@ -66,7 +66,7 @@ def test_fingerprint_ignores_weight_values_not_dims(model):
 
 @pytest.mark.parametrize("edit, match", [
     (lambda d: d.update(format="other"), "not a graphprune plan"),
-    (lambda d: d.update(version=2), "version 2"),
+    (lambda d: d.update(version=3), "version 3"),
     (lambda d: d.pop("groups"), "malformed"),
     (lambda d: d["groups"][0].update(name="nope"), "lacks"),
     (lambda d: d["groups"][0].update(removed=[10_000]), "out of range"),
@@ -103,8 +103,10 @@ def test_cli_plan_out_then_apply(model, tmp_path):
     other.write_bytes(Path(zoo.exported("mobilenet_v2", "torchscript")).read_bytes())
     r = cli("apply", other, "plan.json", "-o", "c.onnx", cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.startswith("graphprune: error: the plan was made for a different model")
-    assert r.stderr.count("\n") == 1 and not (tmp_path / "c.onnx").exists()
+    last = r.stderr.splitlines()[-1]
+    assert last.startswith("graphprune: error: the plan was made for a different model")
+    assert "no group 'stem.0'" in last and not (tmp_path / "c.onnx").exists()
+    assert not any(line.startswith("graphprune") for line in r.stderr.splitlines()[:-1])
     (tmp_path / "bad.json").write_text("{")
     r = cli("apply", model, "bad.json", "-o", "c.onnx", cwd=tmp_path)
     assert r.returncode == 2 and "not valid JSON" in r.stderr
@@ -130,3 +132,39 @@ def test_cli_new_flags(model, tmp_path):
                 ["--calib", "missing.npz", "--criterion", "wanda"]):
         r = cli("compress", model, "-o", "c.onnx", *bad, cwd=tmp_path)
         assert r.returncode == 2 and r.stderr.startswith("graphprune: error"), (bad, r.stderr)
+
+
+def test_apply_warns_when_removed_units_are_not_zero(model, tmp_path):
+    """A plan applied to a model whose removed units still carry weight (not fine-tuned with
+    the plan's masks): the output equals the masked model, not the model given; say so. On
+    the masked model (what fine-tuning with the masks gives) nothing is said, and the output
+    computes what it computes."""
+    from graphprune.passes import rewrite
+
+    from graphprune.analysis import analyze_graph
+    from graphprune.ir import Graph
+    from graphprune.plan import removed_from_plan
+
+    _, report = graphprune.compress(str(model), 0.4)
+    plan = report.plan
+    _, applied = graphprune.apply_plan(str(model), plan)
+    (warning,) = applied.warnings
+    assert "removed units are not zero" in warning and "not equal to this model" in warning
+    assert "warning: the plan's removed units" in applied.render()
+
+    original = onnx.load(model)
+    an = analyze_graph(Graph(original))
+    masked = rewrite.masked_model(original, an, removed_from_plan(original, an, plan))
+    onnx.save(masked, tmp_path / "masked.onnx")
+    pruned, clean = graphprune.apply_plan(tmp_path / "masked.onnx", plan)
+    assert clean.warnings == [] and "warning" not in clean.render()
+    x = zoo.random_input(zoo.input_shape("resnet_basic", 2))
+    (want,), (got,) = zoo.run(masked, x), zoo.run(pruned, x)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
+
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    r = cli("apply", model, "plan.json", "-o", "b.onnx", "--json", cwd=tmp_path)
+    assert r.returncode == 0 and json.loads(r.stdout)["warnings"] == [warning]
+    assert r.stderr.strip().splitlines()[-1] == f"graphprune: warning: {warning}"
+    r = cli("apply", "masked.onnx", "plan.json", "-o", "c.onnx", "--json", cwd=tmp_path)
+    assert r.returncode == 0 and "warning" not in r.stderr

@@ -97,7 +97,7 @@ def test_contraction_between_activations_without_heads_freezes():
     h = _proj(b, x, 16, "proj")
     gram = b.op("MatMul", [h, b.op("Transpose", [h], perm=[0, 2, 1])])
     model = b.build(b.op("MatMul", [gram, b.weight([SEQ, 3])]))
-    group = next(g for g in analyze(model).groups if g.name == "proj")
+    group = next(g for g in analyze(model).groups if g.node == "proj")
     assert not group.prunable
     assert "contraction" in " ".join(r for rs in group.frozen.values() for r in rs)
 
