@@ -68,9 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
                    help="concrete shape for a dynamic input during validation (repeatable)")
     c.add_argument("--scope", default="channels,heads,ffn", metavar="KINDS",
-                   help="unit kinds to prune, comma-separated: channels, heads, ffn, hidden "
-                        "(hidden = residual width through LayerNorm/RMSNorm: inexact, opt-in; "
-                        "default channels,heads,ffn)")
+                   help="unit kinds to prune, comma-separated: channels, heads, ffn, hidden, "
+                        "blocks (hidden = residual width through LayerNorm/RMSNorm: inexact, "
+                        "opt-in; blocks = whole residual branches: opt-in; default "
+                        "channels,heads,ffn)")
+    c.add_argument("--block-criterion", default="influence", metavar="HOW",
+                   help="scores residual blocks (scope blocks): influence (1 - cosine of a "
+                        "block's input and output, ShortGPT) | sensitivity (output error with "
+                        "the block alone removed) (default influence)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--report", metavar="JSON", help="write the report as JSON here")
     _html_flag(c)
@@ -91,6 +96,9 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="print the coupled groups and what blocks pruning")
     a.add_argument("model")
     a.add_argument("--all", action="store_true", help="list every group, not only the first 40")
+    a.add_argument("--scope", metavar="KINDS",
+                   help="as for compress: kinds outside it are shown frozen; with blocks, "
+                        "the residual blocks are listed (removable or why not)")
     _io_flag(a)
     _common(a)
     return p
@@ -140,7 +148,7 @@ def _options(args: argparse.Namespace):
         allow_io_change=args.allow_io_change, target_macs=args.target_macs,
         target_params=args.target_params, target_latency=args.target_latency,
         calib=args.calib, calib_samples=args.calib_samples,
-        input_sizes=_input_sizes(args.input_shape))
+        input_sizes=_input_sizes(args.input_shape), block_criterion=args.block_criterion)
 
 
 def _progress(args: argparse.Namespace):
@@ -239,7 +247,8 @@ def _nothing_pruned(report) -> str:
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .pipeline import analyze
 
-    result = analyze(args.model, allow_io_change=args.allow_io_change).to_dict()
+    result = analyze(args.model, allow_io_change=args.allow_io_change,
+                     scope=args.scope).to_dict()
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -259,7 +268,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if result["blockers"]:
         print("blockers (ops without a rule): "
               + ", ".join(f"{k} ×{v}" for k, v in sorted(result["blockers"].items())))
+    if "blocks" in result:
+        _print_blocks(result["blocks"], result["joins"], args.all)
     return 0
+
+
+def _print_blocks(blocks: list[dict], joins: list[dict], everything: bool) -> None:
+    """analyze --scope blocks: every residual block, removable or why not; the joins."""
+    ok = sum(1 for b in blocks if b["removable"])
+    print(f"\nresidual blocks: {len(blocks)} found, {ok} removable")
+    for b in blocks if everything else blocks[:40]:
+        why = "; ".join(b["reasons"]) or "removable"
+        print(f"  #{b['index']:<3} {b['label'][:48]:<49}{b['params']:>10} params  {why[:90]}")
+    if not everything and len(blocks) > 40:
+        print(f"  ... {len(blocks) - 40} more (--all)")
+    for j in joins:
+        print(f"  not a block: Add '{j['add']}': {j['reason']}")
 
 
 @functools.cache

@@ -18,12 +18,13 @@ from typing import Any, Protocol
 
 import onnx
 
-from .analysis import Analysis, Group, analyze_graph
+from . import blocks
+from .analysis import Analysis, Group, analyze_graph, apply_scope, blocks_group
 from .context import Progress, RunContext
 from .errors import InputError, stage
 from .io import check_loaded, check_opset, guard_input, load
 from .ir import Graph, approx_bytes
-from .metrics import count_macs, count_params
+from .metrics import count_macs, count_params, node_macs
 from .passes import rewrite, targets, validation
 from .passes.calibration import Calibration
 from .passes.options import Options
@@ -50,7 +51,7 @@ class AnalysisResult:
     def to_dict(self) -> dict:
         g = self.analysis.graph
         groups = [gr.to_dict(g) for gr in self.groups]
-        return {
+        out = {
             "groups": groups,
             "summary": {"total": len(groups),
                         "prunable": sum(1 for x in groups if x["prunable"] > 0),
@@ -58,6 +59,12 @@ class AnalysisResult:
                         "prunable_units": sum(x["prunable"] for x in groups)},
             "blockers": self.blockers,
         }
+        group = blocks_group(self.analysis)
+        if group is not None:  # scope blocks: the residual blocks and the joins that are none
+            out["blocks"] = blocks.report(self.analysis.blocks, g,
+                                          frozen=group.frozen)["list"]
+            out["joins"] = [j.to_dict(g) for j in self.analysis.joins]
+        return out
 
 
 def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike, *,
@@ -73,12 +80,20 @@ def _as_model(model_or_path: onnx.ModelProto | str | os.PathLike, *,
 
 @guard_input
 def analyze(model_or_path: onnx.ModelProto | str | os.PathLike, *,
-            allow_io_change: bool = False) -> AnalysisResult:
+            allow_io_change: bool = False, scope: str | list[str] | None = None,
+            ) -> AnalysisResult:
     """Find the coupled groups of a model without changing it (`allow_io_change`: as
-    compress with it, graph inputs/outputs that carry state may shrink)."""
+    compress with it, graph inputs/outputs that carry state may shrink). With `scope`
+    (as compress's), kinds outside it are frozen, and `blocks` in it lists the residual
+    blocks (`result.analysis.blocks`, `to_dict()["blocks"]`)."""
+    kinds = Options(scope=scope).scope if scope is not None else None
     model = _as_model(model_or_path, map_external=True)  # weights read on demand
     with stage("analysis"):
-        return AnalysisResult(analyze_graph(Graph(model), io=allow_io_change))
+        an = analyze_graph(Graph(model), io=allow_io_change, inexact="hidden" in (kinds or ()),
+                           blocks="blocks" in (kinds or ()))
+        if kinds is not None:
+            apply_scope(an, kinds)
+        return AnalysisResult(an)
 
 
 # -- stages ---------------------------------------------------------------------------------
@@ -193,6 +208,9 @@ def apply_plan(
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
     opts = Options.from_dict(plan.settings, seed=seed, input_sizes=input_sizes)
+    if (plan.blocks or any(g["name"] == "blocks" for g in plan.groups)) and (
+            "blocks" not in opts.scope):  # a hand-written plan that names blocks
+        opts = Options.build(opts, scope=(*opts.scope, "blocks"))
     ctx = RunContext(progress)
     model = _as_model(model_or_path)
     check_input_sizes(model, opts.input_sizes)
@@ -248,7 +266,13 @@ def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
         io_changes=io_changes(model, pruned),
         plan=plan if plan is not None else make_plan(model, an, picked.removed, opts.to_dict()),
     )
-    _groups(report, picked.choices)
+    _groups(report, picked.choices, an, picked.removed)
+    if an.blocks:
+        group = blocks_group(an)
+        report.blocks = blocks.report(
+            an.blocks, an.graph, picked.removed, frozen=group.frozen if group else {},
+            scores=ctx.figures.get("block_scores"), criterion=ctx.figures.get(
+                "block_criterion"), macs=node_macs(model, feeds))
     if opts.metric:
         reached = {"macs": report.macs_ratio, "params": report.params_ratio}.get(
             opts.metric, _latency_ratio(picked.latency))
@@ -265,16 +289,19 @@ def _latency_ratio(latency: dict[str, float]) -> float:
     return latency["after"] / latency["before"] if latency.get("before") else 1.0
 
 
-def _groups(report: Report, choices: list[GroupChoice]) -> None:
-    """Per group: units before and after, frozen and why; the summary counts."""
+def _groups(report: Report, choices: list[GroupChoice], an: Analysis, removed) -> None:
+    """Per group: units before and after (none after when its block was removed), frozen
+    and why; the summary counts."""
     reasons: Counter = Counter()
+    gone = {u for b in an.blocks if removed[b.unit] for u in b.inner}
     for c in choices:
         g = c.group
         why = sorted({r for rs in g.frozen.values() for r in rs})
         if c.protected:
             why = ["protected by --protect", *why]
+        after = 0 if g.units[0] in gone else len(g.units) - len(c.removed)
         report.group_details.append(GroupReport(
-            g.name, len(g.units), len(g.units) - len(c.removed), len(g.frozen), why, g.kind))
+            g.name, len(g.units), after, len(g.frozen), why, g.kind))
         for rs in g.frozen.values():
             for r in dict.fromkeys(_base_reason(x) for x in rs):  # not a set: JSON order
                 reasons[r] += 1

@@ -10,6 +10,10 @@ Format (version 1)::
       "groups": [
         {"name": "/layer1/conv1/Conv", "units": 16, "removed": [0, 5, 9]},
         …
+      ],
+      "blocks": [                          # removed residual blocks (scope blocks)
+        {"index": 3, "label": "layers.1: post_attention_layernorm, mlp",
+         "entry": "/layers.1/Add_output_0", "exit": "/layers.1/Add_1"}
       ]
     }
 
@@ -18,6 +22,13 @@ and units by their index in the group's unit order (the order of the producing w
 channels). Only groups that lose units are listed. The fingerprint hashes every node's op type
 and the dims of its constant inputs, in graph order; weight values do not enter it, so a plan
 applies to a fine-tuned copy of the model but not to another architecture or width.
+
+Removed residual blocks (graphprune.blocks) are listed by position (`index`: the block's
+place among the model's blocks in graph order, as `analyze --scope blocks` numbers them)
+with the names a person recognises; `apply` checks a given `exit` (the Add's node name)
+against the block at that position. A hand-written plan may name blocks by index alone
+(ShortFormer-style alternating removal: `[{"index": 1}, {"index": 3}]`), or remove them
+as the units of a group named `blocks`.
 """
 
 from __future__ import annotations
@@ -59,10 +70,15 @@ class Plan:
     fingerprint: str
     groups: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    """Removed residual blocks: {index, label, entry, exit} (index alone suffices)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
-                "settings": self.settings, "groups": self.groups}
+        out = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
+               "settings": self.settings, "groups": self.groups}
+        if self.blocks:
+            out["blocks"] = self.blocks
+        return out
 
     def to_json(self) -> str:
         """Indented JSON with each unit list on one line."""
@@ -83,7 +99,12 @@ class Plan:
                 isinstance(g, dict) and isinstance(g.get("name"), str)
                 and isinstance(g.get("removed"), list) for g in groups):
             raise InputError(f"{where} is malformed (fingerprint, groups[name, removed])")
-        return cls(d["fingerprint"], groups, d.get("settings") or {})
+        blocks = d.get("blocks") or []
+        if not isinstance(blocks, list) or not all(
+                isinstance(b, dict) and isinstance(b.get("index"), int)
+                and not isinstance(b.get("index"), bool) for b in blocks):
+            raise InputError(f"{where} is malformed (blocks[index])")
+        return cls(d["fingerprint"], groups, d.get("settings") or {}, blocks)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:
@@ -102,9 +123,12 @@ def make_plan(model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
     groups = []
     for g in an.groups:
         gone = [k for k, u in enumerate(g.units) if removed[u]]
-        if gone:
+        if gone and g.kind != "blocks":
             groups.append({"name": g.name, "units": len(g.units), "removed": gone})
-    return Plan(fingerprint(model), groups, settings)
+    blocks = [{"index": k, "label": b.label, "entry": b.entry,
+               "exit": an.graph.node_name(b.add)}
+              for k, b in enumerate(an.blocks) if removed[b.unit]]
+    return Plan(fingerprint(model), groups, settings, blocks)
 
 
 def check_fingerprint(model: onnx.ModelProto, plan: Plan) -> None:
@@ -136,4 +160,30 @@ def removed_from_plan(model: onnx.ModelProto, an: Analysis, plan: Plan) -> np.nd
             removed[g.units[k]] = True
         if all(removed[u] for u in g.units):
             raise InputError(f"plan group '{g.name}' removes every unit")
+    _blocks_from_plan(an, plan, removed)
     return removed
+
+
+def _blocks_from_plan(an: Analysis, plan: Plan, removed: np.ndarray) -> None:
+    """Mark the blocks the plan names (by index, its exit checked when given)."""
+    if not plan.blocks:
+        return
+    if not an.blocks:
+        raise InputError("the plan removes residual blocks; this model has none")
+    group = next(g for g in an.groups if g.kind == "blocks")
+    for entry in plan.blocks:
+        k = entry["index"]
+        if not 0 <= k < len(an.blocks):
+            raise InputError(f"plan block index {k} out of range (the model has "
+                             f"{len(an.blocks)} blocks)")
+        b = an.blocks[k]
+        exit_name = an.graph.node_name(b.add)
+        if "exit" in entry and entry["exit"] != exit_name:
+            raise InputError(f"plan block {k} ends at '{entry['exit']}'; the model's block "
+                             f"{k} ends at '{exit_name}'")
+        if b.unit in group.frozen:
+            raise InputError(f"plan block {k} ({b.label}) cannot be removed: "
+                             f"{'; '.join(group.frozen[b.unit])}")
+        removed[b.unit] = True
+    if all(removed[u] for u in group.units):
+        raise InputError("the plan removes every residual block")

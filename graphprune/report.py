@@ -53,6 +53,10 @@ class Report:
     """Graph inputs/outputs whose declared shapes changed (allow_io_change): {name, kind
     ("input"/"output"), before, after}, dims as ints or symbol names."""
     frozen_reasons: dict[str, int] = field(default_factory=dict)
+    blocks: dict[str, Any] = field(default_factory=dict)
+    """Residual blocks (scope blocks): {criterion, total, removable, removed, list}, each
+    block with index, label, entry, exit, nodes, params, macs, weights, score, removed,
+    removable and the reasons it stays (graphprune.blocks.report)."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     plan: Any = field(default=None, repr=False, compare=False)
@@ -138,6 +142,7 @@ class Report:
             out.append("kept (frozen) units, by reason:")
             for reason, n in sorted(self.frozen_reasons.items(), key=lambda kv: -kv[1])[:8]:
                 out.append(f"  {n:>6}  {reason}")
+        out += _block_lines(self.blocks, max_groups)
         if self.blockers:
             out.append("blockers (ops without a rule): "
                        + ", ".join(f"{k} ×{v}" for k, v in sorted(self.blockers.items())))
@@ -162,6 +167,22 @@ class Report:
                        f"{f['cosine']:.4f}, relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
         out.append(f"time: {self.seconds:.2f} s")
         return "\n".join(out)
+
+
+def _block_lines(blocks: dict[str, Any], most: int) -> list[str]:
+    """The removed residual blocks, by name, and how many could go."""
+    if not blocks:
+        return []
+    gone = [b for b in blocks.get("list", []) if b.get("removed")]
+    out = [f"blocks: {blocks['removed']} of {blocks['total']} removed ({blocks['removable']} "
+           f"removable; scored by {blocks.get('criterion') or 'plan'})"]
+    for b in gone[:most]:
+        score = f"  score {b['score']:.4g}" if b.get("score") is not None else ""
+        label = b["label"] if len(b["label"]) <= 52 else b["label"][:51] + "…"
+        out.append(f"  #{b['index']:<3} {label:<53}{_num(b['params']):>8} params{score}")
+    if len(gone) > most:
+        out.append(f"  ... {len(gone) - most} more (see --report)")
+    return out
 
 
 def io_changes(model: onnx.ModelProto, pruned: onnx.ModelProto) -> list[dict[str, Any]]:

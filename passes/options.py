@@ -25,7 +25,7 @@ from graphprune.analysis import DEFAULT_SCOPE, SCOPES
 from graphprune.errors import InputError
 from graphprune.version import __version__
 
-from . import scoring
+from . import depth, scoring
 
 ALLOCATIONS = ("uniform", "global", "sensitivity")
 ROUNDINGS = ("down", "up")
@@ -54,6 +54,7 @@ class Options:
     calib: str | os.PathLike | dict[str, np.ndarray] | None = field(default=None, compare=False)
     calib_samples: int = 32
     input_sizes: dict[str, list[int]] | None = None
+    block_criterion: str = depth.DEFAULT_BLOCK_CRITERION
 
     def __post_init__(self) -> None:
         scope = self.scope
@@ -97,6 +98,9 @@ class Options:
         bad = sorted(set(self.scope) - set(SCOPES))
         if bad:
             raise InputError(f"unknown scope {', '.join(bad)} (choose from {', '.join(SCOPES)})")
+        if self.block_criterion not in depth.BLOCK_CRITERIA:
+            raise InputError(f"unknown block criterion '{self.block_criterion}' (choose from "
+                             f"{', '.join(depth.BLOCK_CRITERIA)})")
         if self.calib_samples < 1:
             raise InputError(f"calib-samples must be a positive integer, got "
                              f"{self.calib_samples}")
@@ -124,7 +128,8 @@ class Options:
     @property
     def needs_calibration(self) -> bool:
         """Whether the run feeds calibration data through the model (criterion or scan)."""
-        return self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
+        return (self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
+                or "blocks" in self.scope)  # blocks are scored by running the model
 
     # -- plans ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -135,6 +140,7 @@ class Options:
                 "protect": self.protect, "max_group_ratio": self.max_group_ratio,
                 "scope": list(self.scope), "seed": self.seed,
                 "allow_io_change": self.allow_io_change,
+                **({"block_criterion": self.block_criterion} if "blocks" in self.scope else {}),
                 "target": ({"metric": self.metric, "value": self.target} if self.metric
                            else None),
                 "graphprune": __version__}

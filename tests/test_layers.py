@@ -33,7 +33,7 @@ LAYERS = {
     "graphprune.ops": CORE, "graphprune.edits": CORE,
     "graphprune.rules": CORE, "graphprune.rules.*": CORE, "graphprune.analysis": CORE,
     "graphprune.metrics": CORE, "graphprune.plan": CORE, "graphprune.report": CORE,
-    "graphprune.html_report": CORE, "graphprune.io": CORE,
+    "graphprune.html_report": CORE, "graphprune.io": CORE, "graphprune.blocks": CORE,
     "graphprune.passes": PASSES, "graphprune.passes.*": PASSES,
     "graphprune": DRIVERS, "graphprune.pipeline": DRIVERS, "graphprune.cli": DRIVERS,
 }
