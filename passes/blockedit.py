@@ -3,7 +3,8 @@
 `drop` removes blocks: readers of the Add's output read the block's input t instead, and
 dead-code removal (the rewrite's) takes the branch's nodes and weights. Where the Add's
 output is a graph output, or read inside a subgraph by its outer name, the Add becomes
-`Identity(t)` in place, so the name survives. `gate` multiplies each block's branch output
+`Identity(t)` in place (named `<Add's name>_gp_identity`: another op, so another name), so
+the tensor's name survives. `gate` multiplies each block's branch output
 y by a gate before its Add: a constant zero gives the masked original of the exact check
 (`t + 0·y`), a scalar graph input gives the probe of `passes/depth.py` (1 is the model, 0
 the block removed). Both keep node indices where they can: `drop` adds no node, `gate` adds
@@ -41,6 +42,8 @@ def drop(graph: onnx.GraphProto, blocks: list[Block]) -> None:
             del add.attribute[:]
             add.input.append(t)
             add.op_type, add.domain = "Identity", ""
+            if add.name:
+                add.name = f"{add.name}_gp_identity"
         else:
             alias[b.exit] = t
     for n in nodes:
