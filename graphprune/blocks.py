@@ -135,7 +135,7 @@ def _branch(graph: Graph, add: int, t: str, y: str) -> Block | None:
     shape = _shape_problem(graph, t, y, graph.node_name(add))
     if shape == BROADCAST:
         return None  # t broadcast up to y (a mask added to attention scores): no residual
-    dead = _dying(graph, add, y)
+    dead = dying(graph, [(add, y)])
     reasons = _unsafe(graph, core | dead)
     escaped = sorted(core - dead)
     if escaped:
@@ -143,7 +143,7 @@ def _branch(graph: Graph, add: int, t: str, y: str) -> Block | None:
     if shape:
         reasons.append(shape)
     nodes = sorted(dead if not escaped else core | dead)
-    weights = _weights(graph, set(nodes))
+    weights = weights_of(graph, set(nodes))
     return Block(add, t, graph.nodes[add].output[0], y, nodes, weights,
                  _params(graph, weights), label(graph, sorted(core), add), reasons)
 
@@ -205,16 +205,19 @@ def _reads_weight(graph: Graph, n: int) -> bool:
     return False
 
 
-def _dying(graph: Graph, add: int, y: str) -> set[int]:
-    """Nodes that die when the Add no longer reads y: a sweep from y's producer in reverse
-    graph order (a node's readers come after it, so they are settled first)."""
+def dying(graph: Graph, exits: list[tuple[int, str]]) -> set[int]:
+    """Nodes that die when each Add of `exits` (Add node, branch output y) no longer reads
+    its y: a sweep from the y's producers in reverse graph order (a node's readers come
+    after it, so they are settled first). For several blocks at once, what only they
+    together read dies too (a mask or a table their branches share)."""
     outputs = set(graph.outputs)
+    cut = set(exits)
     dead: set[int] = set()
-    p = graph.producer[y]
-    heap, seen = [-p], {p}
+    heap = sorted({-graph.producer[y] for _, y in exits})
+    seen = {-n for n in heap}
     while heap:
         n = -heapq.heappop(heap)
-        if not _dies(graph, n, add, y, dead, outputs):
+        if not _dies(graph, n, cut, dead, outputs):
             continue
         dead.add(n)
         for name in _inputs(graph, n):
@@ -225,14 +228,15 @@ def _dying(graph: Graph, add: int, y: str) -> set[int]:
     return dead
 
 
-def _dies(graph: Graph, n: int, add: int, y: str, dead: set[int], outputs: set[str]) -> bool:
+def _dies(graph: Graph, n: int, cut: set[tuple[int, str]], dead: set[int],
+          outputs: set[str]) -> bool:
     for o in graph.nodes[n].output:
         if not o:
             continue
         if o in outputs:
             return False
         for u in graph.uses(o):
-            if u.node in dead or (u.node == add and o == y and u.index >= 0):
+            if u.node in dead or (u.index >= 0 and (u.node, o) in cut):
                 continue
             return False
     return True
@@ -305,7 +309,7 @@ def _dims(dims: list[Dim]) -> str:
     return "[" + ", ".join("?" if d is None else str(d) for d in dims) + "]"
 
 
-def _weights(graph: Graph, nodes: set[int]) -> list[str]:
+def weights_of(graph: Graph, nodes: set[int]) -> list[str]:
     """Weights only `nodes` read: float initializers and outputs of Constant nodes among
     them, of more than one element (scalars are formula constants, not parameters)."""
     out = []
@@ -328,6 +332,14 @@ def elements(graph: Graph, name: str) -> int:
         return math.prod(shape)
     value = graph.const(name)
     return value.size if value is not None and np.issubdtype(value.dtype, np.floating) else 0
+
+
+def together(graph: Graph, blocks: list[Block]) -> tuple[set[int], list[str]]:
+    """What goes when `blocks` are removed at once: the nodes (their Adds included, whose
+    readers read t instead) and the weights only those nodes read."""
+    nodes = dying(graph, [(b.add, b.output) for b in blocks]) if blocks else set()
+    nodes |= {b.add for b in blocks}
+    return nodes, weights_of(graph, nodes)
 
 
 def _params(graph: Graph, weights: list[str]) -> int:
@@ -422,7 +434,9 @@ def _module(node: onnx.NodeProto) -> str | None:
 def report(blocks: list[Block], graph: Graph, removed=None, *, frozen: dict[int, list[str]],
            scores: list[float] | None = None, criterion: str | None = None,
            macs: list[int] | None = None) -> dict:
-    """The report's `blocks`: counts, and per block its names, size, score and fate
+    """The report's `blocks`: counts, what the removed blocks took together (nodes,
+    parameters, MACs: what only they read goes too), and per block (alone) its names,
+    size, score and fate
     (`removed`: per root, None for none; `frozen`: reasons by unit, the scope's and
     --protect's included; `macs`: MACs per node at the report's input sizes)."""
     rows = []
@@ -436,6 +450,16 @@ def report(blocks: list[Block], graph: Graph, removed=None, *, frozen: dict[int,
         if scores is not None:
             row["score"] = scores[k]
         rows.append(row)
-    return {"criterion": criterion, "total": len(rows),
-            "removable": sum(1 for r in rows if r["removable"]),
-            "removed": sum(1 for r in rows if r["removed"]), "list": rows}
+    out = {"criterion": criterion, "total": len(rows),
+           "removable": sum(1 for r in rows if r["removable"]),
+           "removed": sum(1 for r in rows if r["removed"])}
+    gone = [b for b in blocks if removed is not None and removed[b.unit]]
+    if gone:  # together: what only the removed blocks read goes too
+        nodes, weights = together(graph, gone)
+        kept = sum(1 for b in gone if b.exit in graph.outputs
+                   or any(u.index < 0 for u in graph.uses(b.exit)))  # Adds become Identity
+        out.update(nodes_removed=len(nodes) - kept, params_removed=_params(graph, weights))
+        if macs is not None:
+            out["macs_removed"] = int(sum(macs[n] for n in nodes))
+    out["list"] = rows
+    return out

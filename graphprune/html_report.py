@@ -161,7 +161,7 @@ def blocks(r: dict[str, Any]) -> str | None:
             "branch multiplied by zero.</p>")
     table = _table([("#", "num"), ("block", "name"), ("input → output", "name"),
                     ("nodes", "num"), ("params", "num"), ("MACs", "num"), ("score", "num"),
-                    ("", ""), ("removed / kept because", "why")], rows, "groups")
+                    ("", "bar"), ("removed / kept because", "why")], rows, "groups")
     return _section("blocks", "Residual blocks", lead + _scroll(table, len(rows) > 25,
                                                                 tall=False))
 
@@ -602,7 +602,7 @@ th.num,td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
 td.name{font-family:ui-monospace,"SFMono-Regular",Menlo,Consolas,"DejaVu Sans Mono",
 monospace;font-size:12px;word-break:break-all}
 table.groups td.name{min-width:300px;word-break:normal;overflow-wrap:anywhere}
-table.compact{width:auto;min-width:50%}
+table.compact{width:auto;min-width:50%}td.bar{min-width:90px}
 td.why{font-size:12px;min-width:220px}th.why{min-width:220px}td.why div+div{margin-top:3px}
 .tag{display:inline-block;padding:0 7px;border-radius:9px;font-size:11px;color:var(--c);
 border:1px solid var(--c);background:color-mix(in srgb,var(--c) 10%,transparent)}

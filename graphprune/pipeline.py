@@ -39,6 +39,8 @@ class AnalysisResult:
     """What `graphprune.analyze` returns: the groups and why units stay."""
 
     analysis: Analysis
+    scope: tuple[str, ...] | None = None
+    """The scope asked for (None: all kinds, no blocks)."""
 
     @property
     def groups(self) -> list[Group]:
@@ -59,10 +61,10 @@ class AnalysisResult:
                         "prunable_units": sum(x["prunable"] for x in groups)},
             "blockers": self.blockers,
         }
-        group = blocks_group(self.analysis)
-        if group is not None:  # scope blocks: the residual blocks and the joins that are none
-            out["blocks"] = blocks.report(self.analysis.blocks, g,
-                                          frozen=group.frozen)["list"]
+        if "blocks" in (self.scope or ()):  # the residual blocks, and the joins that are none
+            group = blocks_group(self.analysis)
+            out["blocks"] = blocks.report(self.analysis.blocks, g, frozen=group.frozen
+                                          if group else {})["list"]
             out["joins"] = [j.to_dict(g) for j in self.analysis.joins]
         return out
 
@@ -93,7 +95,7 @@ def analyze(model_or_path: onnx.ModelProto | str | os.PathLike, *,
                            blocks="blocks" in (kinds or ()))
         if kinds is not None:
             apply_scope(an, kinds)
-        return AnalysisResult(an)
+        return AnalysisResult(an, kinds)
 
 
 # -- stages ---------------------------------------------------------------------------------

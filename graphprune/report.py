@@ -54,9 +54,10 @@ class Report:
     ("input"/"output"), before, after}, dims as ints or symbol names."""
     frozen_reasons: dict[str, int] = field(default_factory=dict)
     blocks: dict[str, Any] = field(default_factory=dict)
-    """Residual blocks (scope blocks): {criterion, total, removable, removed, list}, each
-    block with index, label, entry, exit, nodes, params, macs, weights, score, removed,
-    removable and the reasons it stays (graphprune.blocks.report)."""
+    """Residual blocks (scope blocks): {criterion, total, removable, removed, and for the
+    removed blocks together nodes_removed, params_removed, macs_removed, list}; each block
+    with index, label, entry, exit, nodes, params, macs (the block alone), weights, score,
+    removed, removable and the reasons it stays (graphprune.blocks.report)."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     plan: Any = field(default=None, repr=False, compare=False)

@@ -9,9 +9,10 @@ shrink by the weight's kept fraction too. MACs of other nodes (activation × act
 products) are taken as unchanged; the pipeline counts the real model afterwards and corrects
 the target when they moved.
 
-A removed residual block (graphprune.blocks) takes every node and weight that goes with it:
-its MACs (attention products included) and parameters leave whole, and the width terms of
-its nodes and weights stop counting, so units inside it are never counted twice.
+Removed residual blocks (graphprune.blocks) take every node and weight that goes with them
+(together: what only they read, a mask or table their branches share, goes too): their MACs
+(attention products included) and parameters leave whole, and the width terms of those
+nodes and weights stop counting, so units inside a block are never counted twice.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import onnx
 
 from graphprune.analysis import Analysis
-from graphprune.blocks import elements
+from graphprune.blocks import elements, together
 from graphprune.ir import Graph
 from graphprune.metrics import FLOAT_TYPES, count_params, node_macs
 
@@ -51,8 +52,7 @@ class CostModel:
                       "params": self._param_terms(by_use)}
         self.untracked = self.before["macs"] - float(self.terms["macs"][0].sum())
         self.node_macs = np.array(per_node, dtype=np.float64)
-        self.blocks = [(b.unit, np.array([*b.nodes, b.add], dtype=np.int64), set(b.weights))
-                       for b in an.blocks]
+        self._gone: dict[frozenset[int], tuple[np.ndarray, set[str]]] = {}
 
     def approximate(self, metric: str) -> bool:
         """Whether some cost of `metric` escapes the model (MACs of weight-free products)."""
@@ -110,14 +110,16 @@ class CostModel:
         """Per metric: which width terms still count (their node or weight is not in a
         removed block), and what the removed blocks take whole."""
         n_macs, n_params = len(self.terms["macs"][0]), len(self.terms["params"][0])
-        gone = [(nodes, weights) for unit, nodes, weights in self.blocks if removed[unit]]
+        gone = frozenset(b.unit for b in self.an.blocks if removed[b.unit])
         if not gone:
             return ({"macs": np.ones(n_macs, bool), "params": np.ones(n_params, bool)},
                     {"macs": 0.0, "params": 0.0})
-        dead = np.zeros(len(self.node_macs), dtype=bool)
-        for nodes, _ in gone:
-            dead[nodes] = True
-        weights = set().union(*(w for _, w in gone))
+        if gone not in self._gone:
+            nodes, names = together(self.an.graph, [b for b in self.an.blocks if b.unit in gone])
+            dead = np.zeros(len(self.node_macs), dtype=bool)
+            dead[sorted(nodes)] = True
+            self._gone[gone] = (dead, set(names))
+        dead, weights = self._gone[gone]
         g = self.an.graph
         live = {"macs": ~dead[np.array(self.term_nodes, dtype=np.int64)],
                 "params": np.array([r not in weights for r in self.term_roots], dtype=bool)}
