@@ -3,7 +3,7 @@ sensitivity, or by position; quality, size and onnxruntime latency after 1, 2, �
 
     python bench/bench_depth.py decoder [--exporter default] [--max-blocks 6] [--json out.json]
     python bench/bench_depth.py minilm  [--exporter torchscript] [--max-blocks 8]
-    python bench/bench_depth.py resnet  [--max-blocks 10]
+    python bench/bench_depth.py resnet  [--max-blocks 10]    (each: [--runs N] [--method M])
 
 - `decoder`: the trained byte-level LLaMA (models/decoder.py, 4 layers = 8 blocks: each
   layer's attention and FFN branch), per-byte perplexity on the held-out windows; block
@@ -20,8 +20,12 @@ influence, 1 − cos of a block's input and output) or by sensitivity (output er
 the block alone removed); `position` removes the last k removable blocks through a plan
 (`{"blocks": [{"index": i}, …]}`, ShortGPT's and ShortFormer's baseline). Every row passes the
 exact check (the pruned model equals the original with the removed branches multiplied by
-zero). Latency: onnxruntime with its default optimisations, batch 1, the original and the
-pruned model timed interleaved (medians; `passes/latency.py`). Prints numbers; asserts nothing.
+zero). Latency: onnxruntime with all graph optimisations, one intra-op thread (it computes
+on the calling thread), batch 1, the original and the pruned model run interleaved
+(`--runs` rounds each, default 100); the ratio of their median CPU time per run
+(`time.thread_time`: what the run itself costs, which other work on a shared machine does
+not inflate, unlike wall-clock time; the JSON keeps the wall-clock medians too). Prints
+numbers; asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -42,15 +47,33 @@ for _p in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(_p))
 
 import common  # noqa: E402
-from graphprune.passes import latency  # noqa: E402
 
 import graphprune  # noqa: E402
 from graphprune.plan import fingerprint  # noqa: E402
 
 METHODS = ("influence", "sensitivity", "position")
+RUNS = 100
 
 
-# -- one removal ------------------------------------------------------------------------------
+def latency(original, pruned, feeds: dict, runs: int = RUNS) -> dict[str, float]:
+    """Pruned / original: ratio of median thread CPU time per run (and of wall time)."""
+    sessions = [common.ort_session(original), common.ort_session(pruned)]
+    cpu: list[list[float]] = [[], []]
+    wall: list[list[float]] = [[], []]
+    for s in sessions:
+        s.run(None, feeds)  # warm-up
+    for k in range(runs):
+        for i in (0, 1) if k % 2 else (1, 0):
+            c, w = time.thread_time(), time.perf_counter()
+            sessions[i].run(None, feeds)
+            cpu[i].append(time.thread_time() - c)
+            wall[i].append(time.perf_counter() - w)
+    med = [statistics.median(x) for x in cpu]
+    return {"latency_cpu": med[1] / med[0],
+            "latency_wall": statistics.median(wall[1]) / statistics.median(wall[0]),
+            "ms_original": 1e3 * med[0]}
+
+
 def remove(path: str, method: str, k: int, n: int, calib, samples: int, last: list[int]):
     """(pruned model, report) with k blocks removed by `method` (`last`: the removable
     blocks' indices in graph order, for `position`)."""
@@ -71,10 +94,9 @@ def describe(report) -> tuple[str, list[dict]]:
     return " ".join(f"#{b['index']}" for b in gone), gone
 
 
-def sweep(path: str, kmax: int, calib, samples: int, quality, feeds, methods) -> list[dict]:
+def sweep(path: str, kmax: int, calib, samples: int, quality, feeds, methods,
+          runs: int = RUNS) -> list[dict]:
     """Rows for k = 1..kmax under each method: blocks, sizes, latency, quality."""
-    import onnx
-
     an = graphprune.analyze(path, scope="blocks").analysis
     n = len(an.blocks)
     removable = [k for k, b in enumerate(an.blocks) if not b.reasons]
@@ -82,20 +104,21 @@ def sweep(path: str, kmax: int, calib, samples: int, quality, feeds, methods) ->
     for k, b in enumerate(an.blocks):
         print(f"  #{k:<2} {b.label:<60} {b.params:>10,} params"
               + ("" if not b.reasons else f"  kept: {b.reasons[0]}"))
-    original = onnx.load(path)
     rows = []
     for method in methods:
         for k in range(1, min(kmax, len(removable) - 1) + 1):
             t = time.perf_counter()
             pruned, report = remove(path, method, k, n, calib, samples, removable)
             seconds = time.perf_counter() - t
-            before, after = latency.compare(original, pruned, feeds)
+            lat = latency(path, pruned, feeds, runs)
             names, gone = describe(report)
             row = {"method": method, "k": k, "blocks": names,
                    "scores": [b.get("score") for b in gone],
                    "params_ratio": round(report.params_ratio, 4),
                    "macs_ratio": round(report.macs_ratio, 4),
-                   "latency_ratio": round(after / before, 3),
+                   "latency_cpu": round(lat["latency_cpu"], 3),
+                   "latency_wall": round(lat["latency_wall"], 3),
+                   "ms_original": round(lat["ms_original"], 3),
                    "exact": bool(report.exact_check["passed"]),
                    "max_abs_err": report.exact_check["max_abs_err"],
                    "seconds": round(seconds, 1), **quality(pruned)}
@@ -105,10 +128,10 @@ def sweep(path: str, kmax: int, calib, samples: int, quality, feeds, methods) ->
 
 
 def print_rows(rows: list[dict], quality_cols: list[tuple[str, str]]) -> None:
-    heads = ["method", "k", "blocks removed", "params", "MACs", "latency",
+    heads = ["method", "k", "blocks removed", "params", "MACs", "CPU time",
              *[h for h, _ in quality_cols], "exact check"]
     body = [[r["method"], r["k"], r["blocks"], f"{r['params_ratio']:.3f}",
-             f"{r['macs_ratio']:.3f}", f"{r['latency_ratio']:.3f}",
+             f"{r['macs_ratio']:.3f}", f"{r['latency_cpu']:.3f}",
              *[fmt.format(r[key]) for key, fmt in quality_cols],
              f"{'pass' if r['exact'] else 'FAIL'} {r['max_abs_err']:.0e}"] for r in rows]
     print(common.table(heads, body))
@@ -131,7 +154,7 @@ def cmd_decoder(args: argparse.Namespace) -> dict:
         calib = calibration_npz(Path(tmp) / "calib.npz", args.calib_samples, corpus)
         rows = sweep(str(src), args.max_blocks, str(calib), args.calib_samples,
                      lambda m: {"ppl": dec.perplexity_onnx(m, windows).ppl}, feeds,
-                     args.method or METHODS)
+                     args.method or METHODS, args.runs)
     print(f"\nperplexity per byte before: {base:.4f}")
     print_rows(rows, [("ppl", "{:.4f}")])
     return {"ppl_before": base, "rows": rows}
@@ -162,7 +185,7 @@ def cmd_minilm(args: argparse.Namespace) -> dict:
                     "pair_top1": mini.pair_top1(emb)}
 
         rows = sweep(str(path), args.max_blocks, calib, len(calib_sentences), quality,
-                     batches[0] | {}, args.method or METHODS)
+                     batches[0], args.method or METHODS, args.runs)
     print_rows(rows, [("cos_mean", "{:.4f}"), ("cos_min", "{:.4f}"), ("pair_top1", "{:.3f}")])
     return {"pair_top1_before": mini.pair_top1(ref), "rows": rows}
 
@@ -177,7 +200,7 @@ def cmd_resnet(args: argparse.Namespace) -> dict:
     name = onnx.load(str(path)).graph.input[0].name
     feeds = {name: feeds["input"]}
     rows = sweep(str(path), args.max_blocks, None, 8, lambda m: {}, feeds,
-                 args.method or ("influence",))
+                 args.method or ("influence",), args.runs)
     print_rows(rows, [])
     return {"rows": rows}
 
@@ -199,6 +222,8 @@ def main() -> None:
         s.add_argument("--method", action="append", choices=METHODS,
                        help="repeatable (default: all three; resnet: influence)")
         s.add_argument("--json", type=Path, help="write the rows here")
+        s.add_argument("--runs", type=int, default=30 if s is r else RUNS,
+                       help="interleaved timing rounds per row (default 100; resnet 30)")
     args = ap.parse_args()
     print(common.machine())
     t0 = time.perf_counter()

@@ -45,7 +45,7 @@ import networkx as nx
 import numpy as np
 import onnx
 
-from .ir import Dim, Graph
+from .ir import Dim, Graph, subgraph_references
 
 FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
           onnx.TensorProto.BFLOAT16}
@@ -185,8 +185,6 @@ def _ancestors(graph: Graph, p: int, after: int) -> set[int]:
 
 def _inputs(graph: Graph, n: int) -> list[str]:
     """Names node n reads, its subgraphs' outer references included."""
-    from .ir import subgraph_references
-
     node = graph.nodes[n]
     names = [x for x in node.input if x]
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
