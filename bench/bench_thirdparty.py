@@ -331,18 +331,17 @@ def inputs_text(info: dict) -> str:
 
 def noise_floor(path: Path) -> float | None:
     """Max abs difference of the original between onnxruntime's optimisation levels on the
-    exact check's default inputs (batch 1, and 2 when axes are dynamic): the float32 rounding
-    the model shows without any rewrite. None when it does not run on those inputs."""
-    import onnx
+    exact check's inputs (the shapes graphprune chooses, passes/inputs.py): the float32
+    rounding the model shows without any rewrite. None when it runs on no inputs tried."""
     import onnxruntime as ort
-    from graphprune.passes import validation
+    from graphprune.passes import inputs
 
-    ort.set_default_logger_severity(3)
+    from graphprune.io import load
+
+    ort.set_default_logger_severity(4)
     try:
-        model = onnx.load(str(path), load_external_data=False)
-        batches = [1, 2] if validation.has_dynamic_axes(model) else [1]
-        feeds = [validation.make_inputs(model, batch=b, seed=0, variant=n)
-                 for n, b in enumerate(batches)]
+        model = load(str(path), external_data="map")
+        feeds = inputs.resolve(model).runs(model).feeds
         sessions = []
         for level in (ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
                       ort.GraphOptimizationLevel.ORT_ENABLE_ALL):
@@ -395,6 +394,7 @@ def compress(path: Path, out_dir: Path, extra: list[str], timeout: float) -> dic
         res.update(params_ratio=r.get("params_ratio"), macs_ratio=r.get("macs_ratio"),
                    exact_passed=check.get("passed"), max_abs_err=check.get("max_abs_err"),
                    runs=check.get("runs"), notes=r.get("notes"),
+                   check_inputs=check.get("inputs"), vacuous=check.get("vacuous"),
                    frozen_reasons=r.get("frozen_reasons"),
                    groups=len(r.get("groups") or []))
         res["check_extra"] = {k: v for k, v in check.items()
@@ -430,6 +430,8 @@ def status(res: dict) -> str:
             return "BROKEN OUTPUT"
         if res.get("params_ratio") == 1 and res.get("macs_ratio") == 1:
             return "unchanged"
+        if res.get("vacuous"):
+            return "pass (witness)"  # an output proved nothing: tensors before it compared
         if any(r.get("scale") == 0 for r in res.get("runs") or []):
             return "pass (vacuous)"  # the masked original's output is all zeros
         return "pass"
@@ -443,8 +445,28 @@ def _f(v: Any, fmt: str) -> str:
 def row(entry: Wheel | Export | _Key, info: dict, res: dict, noise: float | None) -> list:
     return [entry.key, info.get("opset", "-"), inputs_text(info) if info else "-", status(res),
             _f(res.get("params_ratio"), ".3f"), _f(res.get("macs_ratio"), ".3f"),
-            _f(res.get("max_abs_err"), ".1e"), _f(noise, ".1e"), _f(res.get("seconds"), ".1f"),
-            _clip(_terse(res.get("error", "")), ERROR_WIDTH)]
+            _f(res.get("max_abs_err"), ".1e"), _f(noise, ".1e"),
+            _clip(checked_on(res.get("check_inputs")), CHECKED_WIDTH),
+            _f(res.get("seconds"), ".1f"), _clip(_terse(res.get("error", "")), ERROR_WIDTH)]
+
+
+def checked_on(inputs: dict | None) -> str:
+    """The exact check's first run's shapes (the first input's, '+N' for the others) and
+    where they came from: default, searched (the ladder, or dims tied), given."""
+    if not inputs:
+        return "-"
+    first = inputs["shapes"][0]
+    name, shape = next(iter(first.items()))
+    more = f" +{len(first) - 1}" if len(first) > 1 else ""
+    src = inputs["source"].split(" ")[0]
+    tied = ", tied" if any("tied by position" in n for n in inputs.get("notes", ())) else ""
+    batch1 = ", batch 1" if any("dynamic in name only" in n
+                                for n in inputs.get("notes", ())) else ""
+    return f"{'x'.join(map(str, shape)) or 'scalar'}{more} ({src}{tied}{batch1})"
+
+
+CHECKED_WIDTH = 36
+"""The 'checked on' column is cut to this width."""
 
 
 def _terse(error: str) -> str:
@@ -465,8 +487,8 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-HEADERS = ["model", "opset", "inputs", "result", "params", "MACs", "max err", "noise", "s",
-           "error"]
+HEADERS = ["model", "opset", "inputs", "result", "params", "MACs", "max err", "noise",
+           "checked on", "s", "error"]
 
 
 def main() -> None:
@@ -542,8 +564,10 @@ def _summary(results: list[dict], rows: list[list]) -> None:
     for r in results:
         counts[status(r)] = counts.get(status(r), 0) + 1
     print(f"{len(results)} models: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
-    print("pass (vacuous): the exact check compared all-zero outputs (the masked original's "
-          "output is 0 on the check's inputs), so it proves nothing; unchanged: nothing pruned")
+    print("pass (witness): an output proved nothing on the check's inputs (the masked "
+          "original's output is constant there), the tensors before it were compared instead; "
+          "pass (vacuous): the exact check compared all-zero outputs and nothing else; "
+          "unchanged: nothing pruned; checked on: the exact check's first input shape")
 
 
 def _versions() -> dict:

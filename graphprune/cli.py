@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                         "measured on this machine (median of repeated runs)")
     c.add_argument("--calib", metavar="NPZ",
                    help="calibration inputs: one array per graph input, samples on axis 0 "
-                        "(default: generated inputs)")
+                        "(default: generated inputs); without --inputs, the last samples are "
+                        "held back from scoring for the exact check")
     c.add_argument("--calib-samples", type=int, default=32, metavar="N",
                    help="calibration samples to use (default 32)")
     c.add_argument("--plan-out", metavar="JSON", help="save the plan here (apply it with "
@@ -66,7 +67,9 @@ def _parser() -> argparse.ArgumentParser:
                         "asked (default); up removes ceil(ratio*n), as Torch-Pruning")
     c.add_argument("--protect", metavar="REGEX", help="keep groups touching matching node names")
     c.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
-                   help="concrete shape for a dynamic input during validation (repeatable)")
+                   help="concrete shape for a dynamic input during validation (repeatable; "
+                        "default: shapes the model runs on, found by trying)")
+    _inputs_flag(c)
     c.add_argument("--scope", default="channels,heads,ffn", metavar="KINDS",
                    help="unit kinds to prune, comma-separated: channels, heads, ffn, hidden, "
                         "blocks (hidden = residual width through LayerNorm/RMSNorm: inexact, "
@@ -88,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("-o", "--output", help="output path (default: <model>.pruned.onnx)")
     ap.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
                     help="concrete shape for a dynamic input during validation (repeatable)")
+    _inputs_flag(ap)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", metavar="JSON", help="write the report as JSON here")
     _html_flag(ap)
@@ -115,6 +119,13 @@ def _io_flag(p: argparse.ArgumentParser) -> None:
                    help="let graph inputs and outputs that carry state (a KV cache's past and "
                         "present key/values) shrink along static unit axes (heads); the "
                         "report lists the new shapes")
+
+
+def _inputs_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--inputs", metavar="NPZ",
+                   help="real inputs for the exact check: one array per graph input, samples "
+                        "on axis 0 (a scalar or a state: its value); a single-input model "
+                        "takes a single-array .npz (arr_0)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -148,7 +159,8 @@ def _options(args: argparse.Namespace):
         allow_io_change=args.allow_io_change, target_macs=args.target_macs,
         target_params=args.target_params, target_latency=args.target_latency,
         calib=args.calib, calib_samples=args.calib_samples,
-        input_sizes=_input_sizes(args.input_shape), block_criterion=args.block_criterion)
+        input_sizes=_input_sizes(args.input_shape), inputs=args.inputs,
+        block_criterion=args.block_criterion)
 
 
 def _progress(args: argparse.Namespace):
@@ -194,7 +206,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         pruned, report = apply_plan(model, plan, seed=args.seed,
                                     input_sizes=_input_sizes(args.input_shape),
-                                    progress=_progress(args), spill=spill)
+                                    progress=_progress(args), spill=spill, inputs=args.inputs)
         wrote_external = save_atomic(pruned, out, external=external or None)
     finally:
         if spill is not None:

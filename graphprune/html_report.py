@@ -206,7 +206,30 @@ def exact_check_runs(r: dict[str, Any]) -> str | None:
                                                                tall=False))
 
 
-RUN_LABELS = {"max_abs_err": "max abs error", "scale": "output scale"}
+RUN_LABELS = {"max_abs_err": "max abs error", "scale": "output scale",
+              "for": "compared for output"}
+
+
+def check_inputs(r: dict[str, Any]) -> str | None:
+    """What the exact check ran on (each run's shapes, where they came from and why), and
+    what it compared for outputs that proved nothing there."""
+    ec = r.get("exact_check") or {}
+    given = ec.get("inputs") or {}
+    if not given:
+        return None
+    runs = "".join(
+        "<li>" + _e(", ".join(f"{k} {'x'.join(map(str, v)) if v else 'scalar'}"
+                              for k, v in shapes.items())) + "</li>"
+        for shapes in given.get("shapes") or [])
+    why = [*(given.get("notes") or []),
+           *(f"output '{v['output']}' proves nothing on these inputs ({v['why']}): "
+             + (f"compared {', '.join(repr(t) for t in v['compared'])} before it"
+                if v.get("compared") else "nothing before it varies")
+             for v in ec.get("vacuous") or []),
+           *([f"not proven: {ec['unproven']}"] if ec.get("unproven") else [])]
+    notes_html = "".join(f"<li>{_e(n)}</li>" for n in why)
+    return _section("check-inputs", f"Exact check inputs: {given.get('source', '')}",
+                    f"<ol>{runs}</ol>" + (f"<ul>{notes_html}</ul>" if notes_html else ""))
 
 
 def notes(r: dict[str, Any]) -> str | None:
@@ -227,8 +250,8 @@ def timings(r: dict[str, Any]) -> str | None:
 
 
 SECTIONS: list[Section] = [summary, widths, sensitivity, fidelity, blocks, group_table,
-                           frozen_reasons, blockers, io_changes, notes, exact_check_runs,
-                           timings]
+                           frozen_reasons, blockers, io_changes, notes, check_inputs,
+                           exact_check_runs, timings]
 
 
 # -- summary parts ----------------------------------------------------------------------------

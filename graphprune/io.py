@@ -491,10 +491,7 @@ def guard_input(fn: F) -> F:
             if text is not None:  # protobuf decodes string fields when first read
                 raise InputError("the input model cannot be used: a name or text in it is "
                                  f"not valid UTF-8 ({one_line(text, 300)})") from exc
-            opts = kwargs.get("options")  # an Options holds them when keywords do not
-            why = _diagnose(model_or_path,
-                            kwargs.get("input_sizes", getattr(opts, "input_sizes", None)),
-                            kwargs.get("seed", getattr(opts, "seed", 0)))
+            why = _diagnose(model_or_path, kwargs)
             if why is None:
                 raise
             raise InputError(f"the input model cannot be used: {why}") from exc
@@ -502,12 +499,18 @@ def guard_input(fn: F) -> F:
     return guarded  # type: ignore[return-value]
 
 
-def _diagnose(model_or_path, sizes, seed) -> str | None:
+def _diagnose(model_or_path, kwargs: dict) -> str | None:
+    """`input_problem` with the run's validation inputs (shapes, given values), from the
+    keywords or, when they do not say, the Options they hold."""
+    opts = kwargs.get("options")
+    sizes = kwargs.get("input_sizes", getattr(opts, "input_sizes", None))
+    seed = kwargs.get("seed", getattr(opts, "seed", 0))
+    data = kwargs.get("inputs", getattr(opts, "inputs", None))
     try:
         if isinstance(model_or_path, onnx.ModelProto):
-            return input_problem(model_or_path, sizes, seed)
+            return input_problem(model_or_path, sizes, seed, data)
         if isinstance(model_or_path, (str, os.PathLike, bytes)):
-            return input_problem(load(model_or_path, external_data="map"), sizes, seed)
+            return input_problem(load(model_or_path, external_data="map"), sizes, seed, data)
     except GraphpruneError as exc:
         return str(exc)
     except Exception:  # noqa: BLE001 - a failed diagnosis must not hide the original error
@@ -516,45 +519,19 @@ def _diagnose(model_or_path, sizes, seed) -> str | None:
 
 
 def input_problem(model: onnx.ModelProto, sizes: dict[str, list[int]] | None = None,
-                  seed: int = 0) -> str | None:
+                  seed: int = 0, data=None) -> str | None:
     """Why `model` cannot be pruned and proven as given, or None when it can.
 
-    onnxruntime must load it and run it on the validation's seeded inputs, in two sessions
-    to the same finite outputs: the exact check compares two sessions, so it needs a model
-    that is valid, deterministic across sessions and finite. The sessions hold the weights as
-    onnxruntime holds them when it loads the file itself (`read_files`: memory-mapped external
-    data read from its own files), so the verdict is onnxruntime's on the model as given, not
-    on graphprune's way of handing it the weights.
+    onnxruntime must load it and run it, in two sessions to the same finite outputs, on
+    inputs the validation would use: `data` (given values) or, with `sizes` (shapes as
+    given) for the dims they fix, any of the shapes passes/inputs.py tries. The exact check
+    compares two sessions, so it needs a model that is valid, deterministic across sessions
+    and finite. The sessions hold the weights as onnxruntime holds them when it loads the
+    file itself (memory-mapped external data read from its own files), so the verdict is
+    onnxruntime's on the model as given, not on graphprune's way of handing it the weights:
+    a model that passes here and fails later failed in graphprune (or in the pruned model),
+    never because of the input.
     """
-    from .passes import validation
+    from .passes import inputs
 
-    batches = [1, 2] if validation.has_dynamic_axes(model) else [1]
-    try:
-        data = validation.serialize(model)
-        runs = []
-        for n, batch in enumerate(batches):  # as the exact check does
-            feeds = validation.make_inputs(model, batch=batch, seed=seed, sizes=sizes, variant=n)
-            runs += [validation.session(model, data, read_files=True).run(None, feeds)
-                     for _ in range(2)]
-    except GraphpruneError as exc:
-        return str(exc)
-    except Exception as exc:  # noqa: BLE001 - whatever onnxruntime raises
-        text = one_line(exc, 300)
-        hint = ("; give the inputs' sizes with --input-shape"
-                if "dimension" in text.lower() and not sizes else "")
-        return f"onnxruntime cannot run it ({text}){hint}"
-    pairs = [p for first, second in zip(runs[::2], runs[1::2], strict=True)
-             for p in zip(first, second, strict=True)]
-    for a, b in pairs:
-        a, b = np.asarray(a), np.asarray(b)
-        if a.shape != b.shape or not np.array_equal(a, b, equal_nan=_is_float(a)):
-            return ("its outputs differ between two runs on the same inputs (a random op?), "
-                    "so no rewrite can be proven")
-        if _is_float(a) and not np.isfinite(a).all():
-            return ("it produces NaN or infinite outputs on random inputs, so no rewrite can "
-                    "be proven")
-    return None
-
-
-def _is_float(a: np.ndarray) -> bool:
-    return np.issubdtype(a.dtype, np.floating)
+    return inputs.problem(model, sizes, data, seed)

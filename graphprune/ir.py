@@ -350,12 +350,13 @@ def _dim(d: onnx.TensorShapeProto.Dimension) -> Dim:
 
 def value_dims(value: onnx.ValueInfoProto) -> list[Dim] | None:
     """Declared dims of a graph value: an int where static, the symbol (None when unnamed)
-    where not; None when the value declares no shape."""
+    where not; None when the value declares no shape. A declared size below 1 is dynamic:
+    paddle2onnx writes `dim_value: -1` for its dynamic axes."""
     t = value.type.tensor_type
     if not t.HasField("shape"):
         return None
-    return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-            for d in t.shape.dim]
+    return [(d.dim_value if d.dim_value > 0 else None) if d.HasField("dim_value")
+            else (d.dim_param or None) for d in t.shape.dim]
 
 
 def _infer(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -22,11 +22,13 @@ from . import blocks
 from .analysis import Analysis, Group, analyze_graph, apply_scope, blocks_group
 from .context import Progress, RunContext
 from .errors import InputError, stage
-from .io import check_loaded, check_opset, guard_input, load
+from .io import check_loaded, check_opset, guard_input, load, mapped
 from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params, node_macs
-from .passes import rewrite, targets, validation
+from .passes import inputs as check_inputs
+from .passes import rewrite, segments, targets, validation
 from .passes.calibration import Calibration
+from .passes.inputs import CheckInputs
 from .passes.options import Options
 from .passes.selection import GroupChoice
 from .passes.stages import Analyse, FromPlan, Proof, Rewrite, Score, Select, Validate
@@ -159,7 +161,11 @@ def compress(
     (Torch-Pruning's convention); under global and sensitivity allocation of all candidate
     units, under a target it sets when uniform allocation's groups take their next unit.
     `report.plan` holds the plan (graphprune.plan) of the run; `seed` seeds random scores
-    and generated inputs; `input_sizes` fixes dynamic input dims for validation.
+    and generated inputs. The exact check runs `inputs` (real inputs: arrays by input name or
+    an .npz path, samples on axis 0), else calibration samples held back from scoring (with
+    `calib`), else seeded inputs of `input_sizes` (shapes by input name, as given) and, for
+    dims left open, of the default shapes or others the original runs on
+    (graphprune/passes/inputs.py).
 
     `scope` picks unit kinds: channels, heads, ffn (default) and hidden (opt-in: the residual
     stream, through LayerNorm/RMSNorm, inexact). With hidden units removed, the exact check
@@ -178,18 +184,20 @@ def compress(
     opts = Options.build(options, ratio=ratio, criterion=criterion, **settings)
     ctx = RunContext(progress)
     model = _as_model(model_or_path)
-    check_input_sizes(model, opts.input_sizes)
+    chosen, held = _check_inputs(model, opts, opts.calib)
+    ctx.lap("inputs")
     calibration = None
     if opts.needs_calibration:
         with stage("reading calibration data"):
             calibration = Calibration(model, opts.calib, samples=opts.calib_samples,
-                                      seed=opts.seed, sizes=opts.input_sizes)
+                                      seed=opts.seed, inputs=chosen, hold_back=held)
     ctx.say("analysing dependencies")
     an = run_stage(ctx, Analyse(opts), model)
     scores = run_stage(ctx, Score(opts, calibration, ctx), an)
-    picked = run_stage(ctx, Select(opts, model, calibration, ctx), an, scores)
-    proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill)
-    report = _report(ctx, opts, model, an, picked, proof, calibration=calibration)
+    picked = run_stage(ctx, Select(opts, model, calibration, ctx, chosen.feeds(model)), an,
+                       scores)
+    proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill, chosen)
+    report = _report(ctx, opts, model, an, picked, proof, chosen, calibration=calibration)
     return proof.pruned, report
 
 
@@ -202,52 +210,90 @@ def apply_plan(
     input_sizes: dict[str, list[int]] | None = None,
     progress: Progress | None = None,
     spill: rewrite.Spill | None = None,
+    inputs: str | os.PathLike | dict | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Apply a saved plan (graphprune.plan) to the model it was made for, with the same
-    exact check as compress (`seed`, `input_sizes`: of that check; `spill`: as for compress).
-    The plan's settings say the scope and whether the interface may change. Raises
-    InputError when the plan does not fit the model."""
+    exact check as compress (`seed`, `input_sizes`, `inputs`: of that check; `spill`: as
+    for compress). The plan's settings say the scope and whether the interface may change.
+    Raises InputError when the plan does not fit the model."""
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
-    opts = Options.from_dict(plan.settings, seed=seed, input_sizes=input_sizes)
+    opts = Options.from_dict(plan.settings, seed=seed, input_sizes=input_sizes, inputs=inputs)
     if (plan.blocks or any(g["name"] == "blocks" for g in plan.groups)) and (
             "blocks" not in opts.scope):  # a hand-written plan that names blocks
         opts = Options.build(opts, scope=(*opts.scope, "blocks"))
     ctx = RunContext(progress)
     model = _as_model(model_or_path)
-    check_input_sizes(model, opts.input_sizes)
     check_fingerprint(model, plan)
+    chosen, _ = _check_inputs(model, opts, None)
+    ctx.lap("inputs")
     ctx.say("analysing dependencies")
     an = run_stage(ctx, Analyse(opts), model)
     picked = run_stage(ctx, FromPlan(plan, model), an)
-    proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill)
-    report = _report(ctx, opts, model, an, picked, proof, plan=plan)
+    proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill, chosen)
+    report = _report(ctx, opts, model, an, picked, proof, chosen, plan=plan)
     return proof.pruned, report
 
 
 def _rewrite_and_prove(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
-                       picked: targets.Selection, spill: rewrite.Spill | None) -> Proof:
+                       picked: targets.Selection, spill: rewrite.Spill | None,
+                       chosen: CheckInputs) -> Proof:
     rewritten = run_stage(ctx, Rewrite(model, spill, ctx), an, picked.removed)
-    return run_stage(ctx, Validate(opts, model, spill, ctx), rewritten, an)
+    return run_stage(ctx, Validate(opts, model, spill, ctx, chosen), rewritten, an)
+
+
+# -- validation inputs ----------------------------------------------------------------------
+def _check_inputs(model: onnx.ModelProto, opts: Options,
+                  calib: str | os.PathLike | dict | None) -> tuple[CheckInputs, int]:
+    """The exact check's inputs (passes/inputs.py) and how many calibration samples, at the
+    end of `calib`, they hold back from scoring: `opts.inputs` (given values), else held-back
+    calibration samples, else shapes (`opts.input_sizes` as given, open dims by trying). A
+    model too large to run whole once more (validated segment by segment) gets the default
+    shapes, not run."""
+    run = "never" if _large(model) else "choose"
+    if opts.inputs is not None or calib is None:
+        with stage("choosing validation inputs"):
+            return check_inputs.resolve(model, opts.input_sizes, opts.inputs, seed=opts.seed,
+                                        run=run), 0
+    with stage("reading calibration data"):
+        given = check_inputs.load_arrays(calib, validation.input_specs(model),
+                                         "calibration data")
+    held = check_inputs.hold_back(given)
+    with stage("choosing validation inputs"):
+        if not held:
+            chosen = check_inputs.resolve(model, opts.input_sizes, seed=opts.seed, run=run)
+            chosen.notes.append(f"calibration data has {given.samples} sample(s), too few to "
+                                "hold any back for validation: generated inputs checked")
+            return chosen, 0
+        where = calib if isinstance(calib, (str, os.PathLike)) else "calibration arrays"
+        source = (f"held-back calibration samples {given.samples - held}-{given.samples - 1} "
+                  f"of {where} (never used for scoring)")
+        return check_inputs.resolve(model, data=given.tail(held), seed=opts.seed, run=run,
+                                    source=source), held
+
+
+def _large(model: onnx.ModelProto) -> bool:
+    """Validated segment by segment (passes/prove.py): not run whole to choose inputs."""
+    return mapped(model) and segments.weight_bytes(model) >= segments.SEGMENT_MIN_BYTES
 
 
 # -- the report -----------------------------------------------------------------------------
 def _report(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
-            picked: targets.Selection, proof: Proof, *, calibration: Calibration | None = None,
-            plan: Plan | None = None) -> Report:
+            picked: targets.Selection, proof: Proof, chosen: CheckInputs, *,
+            calibration: Calibration | None = None, plan: Plan | None = None) -> Report:
     """The report of a run, filled here and nowhere else (`plan`: the run applied it)."""
     with stage("report"):
-        report = _fill(ctx, opts, model, an, picked, proof, calibration, plan)
+        report = _fill(ctx, opts, model, an, picked, proof, chosen, calibration, plan)
     ctx.lap("report")
     report.timings, report.seconds = ctx.timings, ctx.seconds
     return report
 
 
 def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
-          picked: targets.Selection, proof: Proof, calibration: Calibration | None,
-          plan: Plan | None) -> Report:
+          picked: targets.Selection, proof: Proof, chosen: CheckInputs,
+          calibration: Calibration | None, plan: Plan | None) -> Report:
     pruned = proof.pruned
-    feeds = validation.make_inputs(model, batch=1, seed=opts.seed, sizes=opts.input_sizes)
+    feeds = chosen.feeds(model)
     io = rewrite.removed_io(an, picked.removed)
     settings = plan.settings if plan is not None else {}
     report = Report(
@@ -324,22 +370,4 @@ def _base_reason(reason: str) -> str:
 def check_input_sizes(model: onnx.ModelProto, sizes: dict[str, list[int]] | None) -> None:
     """Shapes given for validation must name graph inputs and fit their declared shapes
     (rank, static dims); said now, in one line, not when onnxruntime refuses them."""
-    if not sizes:
-        return
-    declared = {s[0]: s[2] for s in validation.input_specs(model)}
-    for name, shape in sizes.items():
-        if name not in declared:
-            raise InputError(f"input shape given for '{name}', which is not a graph input "
-                             f"(inputs: {', '.join(declared) or 'none'})")
-        dims = declared[name]
-        if not dims:
-            continue  # no declared shape (or a scalar): onnxruntime judges it
-        if len(shape) != len(dims):
-            raise InputError(f"input shape for '{name}' has {len(shape)} dims, the model "
-                             f"declares {len(dims)}")
-        for k, (n, d) in enumerate(zip(shape, dims, strict=True)):
-            if n < 1:
-                raise InputError(f"input shape for '{name}': dim {k} must be positive, got {n}")
-            if isinstance(d, int) and d != n:
-                raise InputError(f"input shape for '{name}': dim {k} is {n}, the model fixes "
-                                 f"it at {d}")
+    check_inputs.check_sizes(validation.input_specs(model), sizes)

@@ -121,8 +121,10 @@ class Report:
             out.append(f"target: {t['metric']} {t['value']:.3f} of the original, reached "
                        f"{t['reached']:.3f} ({verdict}, tolerance {t.get('tolerance', 0.02):.0%})")
         if self.calibration:
+            held = self.calibration.get("held_back")
             out.append(f"calibration: {self.calibration.get('samples')} samples "
-                       f"({self.calibration.get('source')})")
+                       f"({self.calibration.get('source')})" + (
+                           f"; {held} more held back for the exact check" if held else ""))
         out += [f"note: {n}" for n in self.notes]
         g = self.groups
         out.append(f"groups: {g.get('total', 0)} total, {g.get('pruned', 0)} pruned, "
@@ -157,6 +159,14 @@ class Report:
             verdict = "passed" if ec.get("passed") else "FAILED"
             out.append(f"exact check vs masked original: {verdict} "
                        f"(max abs err {ec.get('max_abs_err', 0):.2e})")
+            out += _inputs_lines(ec.get("inputs") or {})
+            for v in ec.get("vacuous", ()):
+                instead = ", ".join(f"'{t}'" for t in v["compared"])
+                out.append(f"  output '{v['output']}' proves nothing on these inputs "
+                           f"({v['why']}): " + (f"compared {instead} before it" if instead
+                                                else "nothing before it varies"))
+            if ec.get("unproven"):
+                out.append(f"  not proven: {ec['unproven']}")
             for run in ec.get("runs", ()):
                 if run.get("verdict") == "noise floor":
                     out.append(f"  output '{run['output']}' (batch {run['batch']}): "
@@ -184,6 +194,16 @@ def _block_lines(blocks: dict[str, Any], most: int) -> list[str]:
     if len(gone) > most:
         out.append(f"  ... {len(gone) - most} more (see --report)")
     return out
+
+
+def _inputs_lines(inputs: dict) -> list[str]:
+    """Where the exact check's inputs came from: the source, each run's shapes, and why."""
+    if not inputs:
+        return []
+    runs = " | ".join(", ".join(f"{k} {'x'.join(map(str, v)) if v else 'scalar'}"
+                                for k, v in shapes.items()) for shapes in inputs["shapes"])
+    return ([f"  inputs ({inputs['source']}): {runs}"]
+            + [f"  inputs: {n}" for n in inputs.get("notes", ())])
 
 
 def io_changes(model: onnx.ModelProto, pruned: onnx.ModelProto) -> list[dict[str, Any]]:

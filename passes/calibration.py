@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -41,6 +40,7 @@ from graphprune.slots import Span
 
 from . import validation
 from .criteria import MemberScore, ScoreContext, criterion, fallback, per_unit
+from .inputs import CheckInputs, load_arrays, resolve
 from .weights import l1
 
 ZERO = 1e-6
@@ -49,20 +49,34 @@ STATS_BYTES = 256 << 20
 
 # -- calibration data ---------------------------------------------------------------------------
 class Calibration:
-    """Calibration batches for a model: from arrays (or an .npz file) or generated."""
+    """Calibration batches for a model: from arrays (or an .npz file) or generated.
+
+    Generated batches have the shapes the exact check runs (`inputs`, passes/inputs.py) with
+    every batch axis at the batch size, on every input alike (a batch named apart per input
+    included); given arrays are sliced along their sample axis, inputs that take one value
+    for every sample (a scalar sample rate, a state: `inputs.Given.fixed`) are fed as given.
+    `hold_back` samples at the end of the arrays are left out (the exact check's)."""
 
     def __init__(self, model: onnx.ModelProto, data: dict | str | os.PathLike | None = None, *,
                  samples: int = 32, batch: int = 8, seed: int = 0,
-                 sizes: dict[str, list[int]] | None = None) -> None:
-        self.model, self.seed, self.sizes = model, seed, sizes
+                 sizes: dict[str, list[int]] | None = None,
+                 inputs: CheckInputs | None = None, hold_back: int = 0) -> None:
+        self.model, self.seed = model, seed
         self.specs = validation.input_specs(model)
-        static = {d[0] for _, _, d in self.specs if d and isinstance(d[0], int)}
+        self.inputs = inputs or _default_inputs(model, sizes, seed)
+        self.given = None if data is None else load_arrays(data, self.specs, "calibration data")
+        static = {d[0] for name, _, d in self.specs if d and isinstance(d[0], int)
+                  and (self.given is None or name not in self.given.fixed)}
         self.static_batch = min(static) if static else None
+        if self.static_batch is None and (not self.inputs.batch_varies or (
+                self.given is not None and self.given.sized)):
+            self.static_batch = 1  # the original runs at one batch size only, or a given
+            # state fixes it
         self.batch = self.static_batch or max(1, batch)
-        self.arrays = None if data is None else _load_arrays(data, self.specs)
         self.source = ("generated" if data is None
                        else str(data) if isinstance(data, (str, os.PathLike)) else "arrays")
-        available = None if self.arrays is None else len(next(iter(self.arrays.values())))
+        self.held_back = hold_back if self.given is not None else 0
+        available = None if self.given is None else self.given.samples - self.held_back
         self.samples = max(1, samples if available is None else min(samples, available))
         if self.static_batch and self.samples < self.static_batch:
             raise InputError(f"calibration needs at least {self.static_batch} samples "
@@ -83,47 +97,36 @@ class Calibration:
         parts = list(self.batches(samples))
         if self.static_batch:
             return parts
-        return [{k: np.concatenate([p[k] for p in parts]) for k in parts[0]}]
+        axes = self.sample_axes
+        return [{k: parts[0][k] if axes.get(k) is None
+                 else np.concatenate([p[k] for p in parts], axis=axes[k]) for k in parts[0]}]
+
+    @property
+    def sample_axes(self) -> dict[str, int | None]:
+        """Per input, the axis its samples run along (None: the same value in every batch,
+        such as a scalar sample rate)."""
+        if self.given is not None:
+            return {name: None if name in self.given.fixed else 0 for name in self.given.arrays}
+        rank = {name: len(dims) for name, _, dims in self.specs}
+        return {name: None if name in self.inputs.fixed or not rank[name]
+                else axes[0] if axes else 0 for name, axes in self.inputs.batch_axes.items()}
 
     def _batch(self, start: int, b: int) -> dict[str, np.ndarray]:
-        if self.arrays is not None:
-            return {k: v[start:start + b] for k, v in self.arrays.items()}
-        return validation.make_inputs(self.model, batch=b, seed=self.seed + 7919 + start,
-                                      sizes=self.sizes)
+        if self.given is not None:
+            return self.given.take(start, b)
+        return self.inputs.generated(self.model, b, self.seed + 7919 + start)
 
     def describe(self) -> dict:
-        return {"source": self.source, "samples": self.samples}
+        out = {"source": self.source, "samples": self.samples}
+        if self.held_back:
+            out["held_back"] = self.held_back
+        return out
 
 
-def _load_arrays(data, specs) -> dict[str, np.ndarray]:
-    if isinstance(data, (str, os.PathLike)):
-        path = Path(data)
-        try:
-            with np.load(path, allow_pickle=False) as npz:
-                data = {k: npz[k] for k in npz.files}
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read calibration data {path}: {exc}") from None
-    arrays = {}
-    for name, elem, dims in specs:
-        if name not in data:
-            raise InputError(f"calibration data has no array for input '{name}' "
-                             f"(has: {', '.join(sorted(data)) or 'nothing'})")
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(elem)
-        a = np.asarray(data[name])
-        if a.dtype.kind != np.dtype(dtype).kind and not (a.dtype.kind in "iu" and
-                                                         np.dtype(dtype).kind in "iu"):
-            raise InputError(f"calibration array '{name}' has dtype {a.dtype}, "
-                             f"the input expects {np.dtype(dtype)}")
-        if a.ndim != len(dims) or any(isinstance(d, int) and d != n
-                                      for d, n in zip(dims[1:], a.shape[1:], strict=True)):
-            want = "x".join(str(d) if isinstance(d, int) else "?" for d in dims[1:])
-            raise InputError(f"calibration array '{name}' has shape {list(a.shape)}; the input "
-                             f"expects samples × {want or 'scalar'}")
-        arrays[name] = np.ascontiguousarray(a.astype(dtype, copy=False))
-    lengths = {len(a) for a in arrays.values()}
-    if len(lengths) != 1 or 0 in lengths:
-        raise InputError("calibration arrays must share a non-empty first (sample) axis")
-    return arrays
+def _default_inputs(model: onnx.ModelProto, sizes: dict[str, list[int]] | None,
+                    seed: int) -> CheckInputs:
+    """The default shapes (`sizes` as given), not run: for callers that resolved none."""
+    return resolve(model, sizes, seed=seed, run="never")
 
 
 def calibration_of(ctx: ScoreContext) -> Calibration:

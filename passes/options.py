@@ -4,8 +4,8 @@ plan records as its `settings`.
 `Options` is frozen and validated when made (bad values raise InputError with one line, in the
 order below). Every driver builds it once (`graphprune.compress`, `apply_plan`, the CLI) and
 the passes read the fields they need. `to_dict()` is the plan's `settings` (the decisions a
-plan replays; data that only serves to make or prove them, `calib`, `calib_samples` and
-`input_sizes`, stays out) and `from_dict()` reads it back.
+plan replays; data that only serves to make or prove them, `calib`, `calib_samples`,
+`input_sizes` and `inputs`, stays out) and `from_dict()` reads it back.
 
 It sits in the passes layer, above the scoring pass, because a valid criterion is one the
 scoring registry holds.
@@ -54,6 +54,9 @@ class Options:
     calib: str | os.PathLike | dict[str, np.ndarray] | None = field(default=None, compare=False)
     calib_samples: int = 32
     input_sizes: dict[str, list[int]] | None = None
+    inputs: str | os.PathLike | dict[str, np.ndarray] | None = field(default=None,
+                                                                       compare=False)
+    """Real inputs for the exact check (passes/inputs.py): arrays by input name, or .npz."""
     block_criterion: str = depth.DEFAULT_BLOCK_CRITERION
 
     def __post_init__(self) -> None:
@@ -151,7 +154,8 @@ class Options:
         ignored), then `overrides`."""
         if not isinstance(settings, dict):
             raise InputError("plan settings must be a JSON object")
-        names = {f.name for f in fields(cls)} - {"calib", "calib_samples", "input_sizes"}
+        names = {f.name for f in fields(cls)} - {"calib", "calib_samples", "input_sizes",
+                                                  "inputs"}
         kw = {k: v for k, v in settings.items() if k in names}
         target = settings.get("target")
         if target:

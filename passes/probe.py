@@ -53,9 +53,13 @@ class Gate:
 
 class GateProbe:
     def __init__(self, model: onnx.ModelProto, an: Analysis, uses: list[SinkUse],
-                 static_batch: int | None = None) -> None:
+                 static_batch: int | None = None,
+                 axes: dict[str, int | None] | None = None) -> None:
         self.an = an
         self.static_batch = static_batch
+        self.axes = dict(axes or {})
+        """Per graph input, the axis its samples run along (default 0; None: no samples, a
+        scalar sample rate say, fed as it is)."""
         self.gates: list[Gate] = []
         self.units: set[int] = set()
         self.model = self._gated(model, uses)
@@ -102,18 +106,24 @@ class GateProbe:
         return Gate(f"gp_gate_{k}", tuple(tail), positions, dtype), f"gp_gated_{k}"
 
     def run(self, feeds: dict[str, np.ndarray], trials: list[Trial]) -> list[list[np.ndarray]]:
-        """Outputs of every trial on `feeds` (S samples): a list per trial, one array per
-        model output, S rows each."""
-        s = len(next(iter(feeds.values())))
+        """Outputs of every trial on `feeds` (S samples along each input's sample axis, see
+        `axes`): a list per trial, one array per model output, S rows each."""
+        s = self.samples(feeds)
         per_run = 1 if self.static_batch else max(1, ROWS_PER_RUN // s)
         results = []
         for start in range(0, len(trials), per_run):
             results += self._run(feeds, trials[start:start + per_run], s)
         return results
 
+    def samples(self, feeds: dict[str, np.ndarray]) -> int:
+        """How many samples `feeds` hold."""
+        return next((v.shape[self.axes.get(n, 0)] for n, v in feeds.items()
+                     if self.axes.get(n, 0) is not None), 1)
+
     def _run(self, feeds, trials: list[Trial], s: int) -> list[list[np.ndarray]]:
         k = len(trials)
-        tiled = {n: np.concatenate([v] * k) if k > 1 else v for n, v in feeds.items()}
+        tiled = {n: np.concatenate([v] * k, axis=self.axes.get(n, 0))
+                 if k > 1 and self.axes.get(n, 0) is not None else v for n, v in feeds.items()}
         for gate in self.gates:
             arr = np.ones((k, s, int(np.prod(gate.tail))), dtype=gate.dtype)
             for t, trial in enumerate(trials):
@@ -138,8 +148,9 @@ def gateable(an: Analysis, uses: list[SinkUse]) -> list[SinkUse]:
     return [u for u in uses if id(owner[id(u.member)]) not in bad]
 
 
-def probe_for(model: onnx.ModelProto, an: Analysis, static_batch: int | None) -> GateProbe:
-    return GateProbe(model, an, gateable(an, sink_uses(an)), static_batch)
+def probe_for(model: onnx.ModelProto, an: Analysis, static_batch: int | None,
+              axes: dict[str, int | None] | None = None) -> GateProbe:
+    return GateProbe(model, an, gateable(an, sink_uses(an)), static_batch, axes)
 
 
 def squared_change(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
@@ -152,7 +163,7 @@ def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[
     """Σ over samples of ‖f_trial − f‖² per trial, and Σ‖f‖² (for relative errors)."""
     change = np.zeros(len(trials))
     norm = 0.0
-    step = max(1, ROWS_PER_RUN // max(1, len(next(iter(blocks[0].values())))))
+    step = max(1, ROWS_PER_RUN // max(1, probe.samples(blocks[0])))
     for feeds in blocks:
         (ref,) = probe.run(feeds, [{}])
         norm += squared_change([np.zeros_like(r) for r in ref], ref)
@@ -170,7 +181,7 @@ def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[
 @stage("Taylor probes")
 def taylor(ctx: ScoreContext) -> np.ndarray:
     an, calib = ctx.an, calibration_of(ctx)
-    probe = probe_for(ctx.model, an, calib.static_batch)
+    probe = probe_for(ctx.model, an, calib.static_batch, calib.sample_axes)
     units = [u for g in an.groups for u in g.prunable if u in probe.units]
     macs = max(1, count_macs(ctx.model, next(iter(calib.batches(1)))))
     samples = min(calib.samples, TAYLOR_SAMPLES, int(TAYLOR_BUDGET // max(1, len(units) * macs)))

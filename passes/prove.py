@@ -6,9 +6,10 @@ original in onnxruntime (`validation.exact_check`). How depends on the model: in
 sessions side by side (half the cores each); weights memory-mapped, one model's weights in
 memory at a time; mapped and at least `segments.SEGMENT_MIN_BYTES` of weights, segment by
 segment (`segments.py`); when the static tolerance fails, the masked original's own float
-noise on the same inputs sets the floor (`noise.py`). Inexact units (hidden size, through
-normalisations) are then rewritten with the rest and measured, not proven: `fidelity` per
-output.
+noise on the same inputs sets the floor (`noise.py`). The inputs are chosen before
+(`inputs.py`); an output that proves nothing on them is backed by the tensors before it
+(`witness.py`). Inexact units (hidden size, through normalisations) are then rewritten with
+the rest and measured, not proven: `fidelity` per output.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from graphprune.analysis import Analysis
 from graphprune.errors import ValidationError
 from graphprune.io import mapped
 
-from . import noise, rewrite, segments, validation
+from . import noise, rewrite, segments, validation, witness
+from .inputs import CheckInputs
 
 
 def inexact_roots(an: Analysis) -> np.ndarray:
@@ -45,9 +47,28 @@ def rewrite_exact(model: onnx.ModelProto, an: Analysis, exact: np.ndarray,
 
 
 def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed: np.ndarray,
-          seed: int, sizes: dict[str, list[int]] | None,
-          spill: rewrite.Spill | None = None) -> validation.CheckResult:
-    """Checker + exact check of `pruned` against the masked original."""
+          inputs: CheckInputs, spill: rewrite.Spill | None = None) -> validation.CheckResult:
+    """Checker + exact check of `pruned` against the masked original on `inputs`; outputs
+    that prove nothing there are backed by the tensors before them (witness)."""
+    runs = inputs.runs(model)
+
+    @functools.cache
+    def masked() -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None]:
+        overrides = rewrite.mask_overrides(model, an, removed, spill)
+        if overrides is None:
+            return rewrite.masked_model(model, an, removed), None
+        return model, overrides
+
+    check = _exact(model, pruned, an, removed, runs, masked, spill)
+    check.inputs = inputs.describe()
+    return witness.prove(check, model, pruned, masked, an, removed, runs,
+                         rewrite.removed_io(an, removed))
+
+
+def _exact(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed: np.ndarray,
+           runs: validation.Runs, masked: noise.Masked,
+           spill: rewrite.Spill | None = None) -> validation.CheckResult:
+    """Checker + exact check of `pruned` against the masked original (`masked` makes it)."""
     parts = validation.split(pruned)  # shared by the checker and the session
     try:
         validation.structural_check(pruned, parts=parts)
@@ -69,13 +90,6 @@ def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed
         return validation.session(model, overrides=overrides, parts=validation.split(
             model, overrides, known=known), threads=threads)
 
-    @functools.cache
-    def masked() -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None]:
-        overrides = rewrite.mask_overrides(model, an, removed, spill)
-        if overrides is None:
-            return rewrite.masked_model(model, an, removed), None
-        return model, overrides
-
     floor = noise.sources(masked)  # the reference's float noise, should the static check fail
     if (mapped(model) or mapped(pruned)) and (
             segments.weight_bytes(model) >= segments.SEGMENT_MIN_BYTES):
@@ -84,37 +98,41 @@ def prove(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis, removed
         overrides = rewrite.mask_overrides(model, an, removed, spill)
         ref = (segments.Side(rewrite.masked_model(model, an, removed)) if overrides is None
                else segments.Side(model, overrides))
-        return segments.exact_check(ref, segments.Side(pruned), model, seed=seed,
-                                    sizes=sizes, io=io)
+        return segments.exact_check(ref, segments.Side(pruned), model, io=io, runs=runs)
     if mapped(model) or mapped(pruned):
         # weights memory-mapped (a large model): one model's weights in memory at a time,
         # the reference's runs first, then the candidate's on the same inputs
         del parts
         return validation.exact_check(reference, lambda: validation.session(pruned), model,
-                                      seed=seed, sizes=sizes, io=io, noise=floor)
+                                      io=io, noise=floor, runs=runs)
     # half the cores for each session: exact_check runs the two side by side
     threads = validation.pair_threads()
     candidate = validation.session(pruned, parts=parts, threads=threads)
     del parts
-    return validation.exact_check(reference(threads), candidate, model, seed=seed,
-                                  sizes=sizes, io=io, noise=floor)
+    return validation.exact_check(reference(threads), candidate, model, io=io, noise=floor,
+                                  runs=runs)
 
 
 def failure(check: validation.CheckResult) -> ValidationError:
-    """The one-line error for a failed exact check (its worst run)."""
+    """The one-line error for a failed exact check (its worst run), or one that proves
+    nothing on its inputs (not a bug: other inputs may prove it)."""
+    if check.unproven:
+        return ValidationError(f"exact check not proven: {check.unproven}; nothing was "
+                               "written")
     return ValidationError(
         f"exact check failed: {check.failure()}; nothing was written. This is a graphprune "
         "bug: please report it with --verbose")
 
 
 def fidelity(model: onnx.ModelProto, pruned: onnx.ModelProto, an: Analysis,
-             removed: np.ndarray, seed: int, sizes: dict[str, list[int]] | None) -> dict:
+             removed: np.ndarray, seed: int, inputs: CheckInputs) -> dict:
     """How close `pruned` (without every removed unit, inexact ones included) stays to the
-    original, per output (checked by onnx.checker first, not proven)."""
+    original, per output (checked by onnx.checker first, not proven), on the inputs of the
+    exact check's last run (generated ones seeded apart)."""
     parts = validation.split(pruned)
     validation.structural_check(pruned, parts=parts)
     threads = validation.pair_threads()
     return validation.fidelity(validation.session(model, threads=threads),
                                validation.session(pruned, parts=parts, threads=threads),
-                               model, seed=seed, sizes=sizes,
-                               io=rewrite.removed_io(an, removed))
+                               model, io=rewrite.removed_io(an, removed),
+                               feeds=inputs.feeds(model, len(inputs.shapes) - 1, seed + 1))

@@ -281,7 +281,8 @@ def _run_side(side: Side, segments, feeds: list[dict[str, np.ndarray]], what: st
 
 def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, seed: int = 0,
                 sizes: dict[str, list[int]] | None = None,
-                io: validation.IoChanges | None = None) -> validation.CheckResult:
+                io: validation.IoChanges | None = None,
+                runs: validation.Runs | None = None) -> validation.CheckResult:
     """validation.exact_check's runs and comparisons, segment by segment (see the module);
     the whole-graph sequential check when the graphs share no cut, or a node would not run
     in any segment.
@@ -298,8 +299,8 @@ def exact_check(reference: Side, candidate: Side, model: onnx.ModelProto, *, see
         return validation.exact_check(
             lambda: validation.session(reference.model, overrides=reference.overrides),
             lambda: validation.session(candidate.model), model, seed=seed, sizes=sizes, io=io,
-            noise=noise.sources(lambda: (reference.model, reference.overrides)))
-    batches, feeds = validation.check_feeds(model, seed, sizes)
+            noise=noise.sources(lambda: (reference.model, reference.overrides)), runs=runs)
+    batches, feeds = validation.check_feeds(model, seed, sizes, runs)
     what = "the masked original"
     ref_outs = _run_side(reference, ref_segments, feeds, what)
     cand_feeds = [validation.shrink_feeds(f, io) for f in feeds]

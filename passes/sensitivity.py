@@ -46,7 +46,7 @@ def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[
     blocks = [gi for gi in groups if an.groups[gi].kind == "blocks"]
     groups = [gi for gi in groups if gi not in blocks]
     curves = {gi: _block_curve(model, an, scores, gi, opts, calib, run) for gi in blocks}
-    probe = probe_for(model, an, calib.static_batch)
+    probe = probe_for(model, an, calib.static_batch, calib.sample_axes)
     ok = [gi for gi in groups if set(an.groups[gi].prunable) <= probe.units]
     if len(ok) < len(groups):
         run.note(f"sensitivity: {len(groups) - len(ok)} groups have sinks that cannot be "

@@ -28,6 +28,7 @@ from graphprune.plan import Plan, removed_from_plan
 from graphprune.report import io_changes
 
 from . import prove, rewrite, scoring, targets
+from .inputs import CheckInputs, resolve
 from .options import Options
 from .selection import GroupChoice, check_selection, drop_inner, protect_blocks
 from .targets import Selection
@@ -124,6 +125,8 @@ class Select:
     model: onnx.ModelProto
     calibration: object
     ctx: RunContext
+    feeds: dict | None = None
+    """Inputs of the cost model and latency runs (the exact check's first run's)."""
     name = "selection"
 
     @property
@@ -137,7 +140,7 @@ class Select:
 
     def run(self, an: Analysis, scores: np.ndarray) -> Selection:
         return targets.select(self.model, an, scores, self.opts, calibration=self.calibration,
-                              run=self.ctx)
+                              run=self.ctx, feeds=self.feeds)
 
     def ensures(self, sel: Selection, an: Analysis, scores: np.ndarray) -> None:
         expect(check_selection(an, sel.removed, sel.choices), "selection")
@@ -236,6 +239,8 @@ class Validate:
     model: onnx.ModelProto
     spill: rewrite.Spill | None
     ctx: RunContext
+    inputs: CheckInputs | None = None
+    """The exact check's inputs (passes/inputs.py; None: the default shapes, not run)."""
     name = "validation"
     label = "validation in onnxruntime"
 
@@ -246,8 +251,8 @@ class Validate:
     def run(self, rw: Rewritten, an: Analysis) -> Proof:
         o = self.opts
         self.ctx.say("validating in onnxruntime")
-        check = prove.prove(self.model, rw.pruned, an, rw.exact, o.seed, o.input_sizes,
-                            self.spill)
+        chosen = self.inputs or resolve(self.model, o.input_sizes, seed=o.seed, run="never")
+        check = prove.prove(self.model, rw.pruned, an, rw.exact, chosen, self.spill)
         if not check.passed:
             raise prove.failure(check)
         if not (rw.removed & ~rw.exact).any():
@@ -256,7 +261,7 @@ class Validate:
         with stage("rewrite of the inexact (hidden-size) units"):
             pruned = rewrite.prune_model(self.model, an, rw.removed, self.spill)
         with stage("fidelity measurement"):
-            fidelity = prove.fidelity(self.model, pruned, an, rw.removed, o.seed, o.input_sizes)
+            fidelity = prove.fidelity(self.model, pruned, an, rw.removed, o.seed, chosen)
         return Proof(pruned, check, fidelity, True)
 
     def ensures(self, proof: Proof, rw: Rewritten, an: Analysis) -> None:

@@ -53,11 +53,13 @@ class Selector:
     """Holds what repeated selections share: the cost model, the removal order, the scan."""
 
     def __init__(self, model: onnx.ModelProto, an: Analysis, scores: np.ndarray, opts: Options,
-                 *, calibration=None, run: RunContext | None = None) -> None:
+                 *, calibration=None, run: RunContext | None = None,
+                 feeds: dict[str, np.ndarray] | None = None) -> None:
         self.model, self.an, self.scores, self.opts = model, an, scores, opts
         self.calibration, self.run = calibration, run or RunContext()
         self.free, self.protected = candidates(an, opts.protect)
-        self._feeds: dict[str, np.ndarray] | None = None
+        self._feeds: dict[str, np.ndarray] | None = feeds
+        """Inputs of the cost model and latency runs (the exact check's first run's)."""
         self._cost: CostModel | None = None
         self._order: list[Step] | None = None
         self.curves: dict[int, list[tuple[int, float]]] = {}
@@ -182,11 +184,13 @@ class Selector:
 
 # -- the selection pass ---------------------------------------------------------------------
 def select(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, opts: Options, *,
-           calibration=None, run: RunContext | None = None) -> Selection:
-    """The selection for `opts`. For MAC/parameter targets where the cost model misses costs
-    (MACs of activation × activation products), count the rewritten model and aim again at
-    the target corrected by what the count strayed, up to CORRECTIONS times."""
-    selector = Selector(model, an, scores, opts, calibration=calibration, run=run)
+           calibration=None, run: RunContext | None = None,
+           feeds: dict[str, np.ndarray] | None = None) -> Selection:
+    """The selection for `opts` (`feeds`: inputs of the cost model and latency runs). For
+    MAC/parameter targets where the cost model misses costs (MACs of activation × activation
+    products), count the rewritten model and aim again at the target corrected by what the
+    count strayed, up to CORRECTIONS times."""
+    selector = Selector(model, an, scores, opts, calibration=calibration, run=run, feeds=feeds)
     picked = selector.select()
     if opts.metric not in ("macs", "params") or not selector.cost.approximate(opts.metric):
         return picked

@@ -97,6 +97,15 @@ class CheckResult:
     runs: list[dict] = field(default_factory=list)
     noise_errors: dict[str, str] = field(default_factory=dict)
     """Noise sources that could not be evaluated: label -> first line of the error."""
+    uninformative: dict[str, str] = field(default_factory=dict)
+    """Outputs whose reference values prove nothing (see `uninformative`): name -> why."""
+    vacuous: list[dict] = field(default_factory=list)
+    """What was compared instead of uninformative outputs (passes/witness.py): {output, why,
+    compared}."""
+    unproven: str | None = None
+    """Why the check proves nothing although no comparison failed (then `passed` is False)."""
+    inputs: dict = field(default_factory=dict)
+    """Where the check's inputs came from (passes/inputs.py CheckInputs.describe)."""
 
     def to_dict(self) -> dict:
         out = {"passed": self.passed, "max_abs_err": self.max_abs_err, "runs": self.runs,
@@ -104,13 +113,25 @@ class CheckResult:
                              "noise_cap": NOISE_CAP, "noise_cap_ulps": NOISE_CAP_ULPS}}
         if self.noise_errors:
             out["noise_errors"] = dict(self.noise_errors)
+        if self.inputs:
+            out["inputs"] = self.inputs
+        if self.vacuous:
+            out["vacuous"] = list(self.vacuous)
+        if self.unproven:
+            out["unproven"] = self.unproven
         return out
 
     def failure(self) -> str:
         """One line on the worst failing run: what differs, by how much, and what was allowed
-        (the static tolerance, and the noise floor when it was measured)."""
-        bad = max((r for r in self.runs if not r["passed"]), key=lambda r: r["max_abs_err"])
-        text = (f"output '{bad['output']}' at batch {bad['batch']} differs from the masked "
+        (the static tolerance, and the noise floor when it was measured); or why nothing
+        was proven."""
+        failed = [r for r in self.runs if not r["passed"]]
+        if not failed:
+            return self.unproven or "no comparison failed"
+        bad = max(failed, key=lambda r: r["max_abs_err"])
+        what = (f"tensor '{bad['output']}' (compared for output '{bad['for']}')"
+                if bad.get("for") else f"output '{bad['output']}'")
+        text = (f"{what} at batch {bad['batch']} differs from the masked "
                 f"original by {bad['max_abs_err']:.3e} (output scale {bad['scale']:.3e}; "
                 f"static tolerance {ATOL:g}×scale + {RTOL:g}×|value|")
         if bad.get("noise_floor") is not None:
@@ -367,6 +388,10 @@ def _write_graph(parts: Split, folder: str) -> str:
 
 
 def input_specs(model: onnx.ModelProto) -> list[tuple[str, int, list]]:
+    """(name, element type, dims) of every graph input that is no initializer; a dim is an
+    int (static), its dim_param (dynamic, named) or None (dynamic, unnamed). A declared size
+    below 1 is dynamic: paddle2onnx writes `dim_value: -1` for its dynamic axes, and no
+    input of size 0 or less can be fed."""
     inits = {t.name for t in model.graph.initializer}
     specs = []
     for vi in model.graph.input:
@@ -385,31 +410,52 @@ DYNAMIC_SIZES = (8, 13)
 small enough for models with few positions, different so a size baked in by mistake shows."""
 
 
-def make_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0,
-                sizes: dict[str, list[int]] | None = None,
-                variant: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs: the batch dim (the symbol most inputs lead with) takes `batch`, other
-    dynamic axes 8 (13 in the second run); `sizes` fixes an input's shape (its batch dim still
-    follows `batch`). Integer inputs that index an embedding table are
-    drawn from its rows; other integer inputs (masks, flags) from {0, 1}."""
-    rng = np.random.default_rng(seed)
-    bounds = _index_bounds(model)
+def default_shapes(model: onnx.ModelProto, batch: int = 1,
+                   sizes: dict[str, list[int]] | None = None,
+                   variant: int = 0) -> dict[str, tuple[int, ...]]:
+    """Every input's shape: the batch dim (the symbol most inputs lead with) takes `batch`,
+    other dynamic axes 8 (13 in the second run); `sizes` fixes an input's shape (its batch
+    dim still follows `batch`). passes/inputs.py finds shapes a model accepts when these
+    are not."""
     specs = input_specs(model)
-    batch_dim = _batch_symbol(specs)
+    batch_dim = batch_symbol(specs)
     other = DYNAMIC_SIZES[variant % len(DYNAMIC_SIZES)]
-    feeds = {}
-    for name, elem, dims in specs:
+    shapes = {}
+    for name, _, dims in specs:
         if sizes and name in sizes:
             shape = list(sizes[name])
             if batch > 1:  # the second run changes the batch axis, where there is one
                 shape = [batch if k < len(dims) and not isinstance(dims[k], int)
-                         and _is_batch(dims[k], k, batch_dim) else n for k, n in enumerate(shape)]
+                         and is_batch(dims[k], k, batch_dim) else n for k, n in enumerate(shape)]
         else:
-            shape = [d if isinstance(d, int) else (batch if _is_batch(d, k, batch_dim) else other)
+            shape = [d if isinstance(d, int) else (batch if is_batch(d, k, batch_dim) else other)
                      for k, d in enumerate(dims)]
+        shapes[name] = tuple(shape)
+    return shapes
+
+
+def make_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0,
+                sizes: dict[str, list[int]] | None = None,
+                variant: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs of `default_shapes` (see `generate`)."""
+    return generate(model, default_shapes(model, batch, sizes, variant), seed)
+
+
+def generate(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
+             seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs of the given shapes, drawn in input order from one generator: floats
+    standard normal, booleans fair coins; integer inputs that index an embedding table are
+    drawn from its rows, other integer inputs (masks, flags) from {0, 1}."""
+    rng = np.random.default_rng(seed)
+    bounds = _index_bounds(model)
+    feeds = {}
+    for name, elem, _ in input_specs(model):
+        shape = shapes[name]
         dtype = _NP_TYPES.get(elem)
         if dtype is None:
-            raise ValidationError(f"input '{name}' has an element type we cannot generate")
+            raise ValidationError(f"input '{name}' has an element type we cannot generate "
+                                  f"({onnx.TensorProto.DataType.Name(elem)}): give its values "
+                                  "with --inputs")
         if np.issubdtype(dtype, np.floating):
             feeds[name] = rng.standard_normal(shape).astype(dtype)
         elif dtype is np.bool_:
@@ -419,12 +465,13 @@ def make_inputs(model: onnx.ModelProto, batch: int = 1, seed: int = 0,
     return feeds
 
 
-def _is_batch(dim: object, axis: int, batch_dim: object) -> bool:
-    """Unnamed dynamic dims: the leading one is the batch."""
+def is_batch(dim: object, axis: int, batch_dim: object) -> bool:
+    """Whether a dynamic dim follows the batch size: the batch symbol's dims; of unnamed
+    dynamic dims, the leading one."""
     return dim == batch_dim if dim is not None and batch_dim is not None else axis == 0
 
 
-def _batch_symbol(specs: list[tuple[str, int, list]]) -> object:
+def batch_symbol(specs: list[tuple[str, int, list]]) -> object:
     """The dynamic dim most inputs lead with (a [S, 64] RoPE table's S is not the batch).
 
     Ties go to the earliest input's (max keeps the first maximum of the list, which is in
@@ -493,13 +540,15 @@ def noise_floor(reference: np.ndarray, other: np.ndarray) -> float:
 
 def compare(reference: list[np.ndarray], candidate: list[np.ndarray],
             names: list[str], noise: list[float | None] | None = None) -> list[OutputDiff]:
-    """Per output: equal within tolerance. Non-finite reference values must be matched
-    exactly (NaN by NaN, inf by the same inf); the scale is taken over finite values.
+    """Per output: float outputs equal within tolerance, integer and boolean outputs
+    (indices, masks, counts: no rounding to excuse) exactly equal. Non-finite reference
+    values must be matched exactly (NaN by NaN, inf by the same inf); the scale is taken over
+    finite values.
 
     `noise` (per output, None where not measured): the reference's noise floor on these
     inputs; a float output that fails the static tolerance passes when every finite
-    difference is within `allowance` of it. Without it, with a floor of 0, or for integer and
-    boolean outputs (indices, masks: no rounding to excuse), the static verdict stands."""
+    difference is within `allowance` of it. Without it, or with a floor of 0, the static
+    verdict stands."""
     diffs = []
     for k, (name, a, b) in enumerate(zip(names, reference, candidate, strict=True)):
         a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -511,6 +560,12 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray],
         rtol, atol = tolerance(np.asarray(a).dtype)
         finite = np.isfinite(a64)
         scale = float(np.max(np.abs(a64[finite]))) if finite.any() else 0.0
+        if np.asarray(a).dtype.kind in "biu":  # indices, masks, counts: no rounding to allow
+            same = np.asarray(a) == np.asarray(b)  # in their own type (int64 beyond 2^53)
+            err = np.where(same, 0.0, np.maximum(np.abs(a64 - b64), 1.0))
+            diffs.append(OutputDiff(name, float(err.max()) if err.size else 0.0, scale,
+                                    bool(np.all(same)), bool(np.all(same)), floor, None))
+            continue
         same = (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
         with np.errstate(invalid="ignore"):
             err = np.where(same, 0.0, np.abs(a64 - b64))
@@ -518,7 +573,7 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray],
         bound = atol * max(scale, 1e-30) + rtol * np.abs(a64)
         static = bool(np.all(same | (finite & (err <= bound))))
         ok, allowed = static, None
-        if floor is not None and np.asarray(a).dtype.kind == "f":  # no noise excuses an index
+        if floor is not None:
             allowed = allowance(floor, scale, np.asarray(a).dtype)
             ok = static or bool(np.all(same | (finite & (err <= np.maximum(bound, allowed)))))
         diffs.append(OutputDiff(name, float(err.max()) if err.size else 0.0, scale, ok,
@@ -550,6 +605,15 @@ Feeds = list[dict[str, np.ndarray]]
 
 
 @dataclass(frozen=True)
+class Runs:
+    """The exact check's input sets, one per run, each with the batch size it runs at (the
+    size of its batch axes; 1 where it has none). passes/inputs.py makes them."""
+
+    batches: list[int]
+    feeds: Feeds
+
+
+@dataclass(frozen=True)
 class NoiseSource:
     """Another evaluation of the masked original, equal to it in exact arithmetic but rounded
     differently (see passes/noise.py): `evaluate` gives its outputs on each of the check's
@@ -564,8 +628,9 @@ def exact_check(reference: ort.InferenceSession | SessionMaker,
                 model: onnx.ModelProto, *, seed: int = 0,
                 sizes: dict[str, list[int]] | None = None,
                 io: IoChanges | None = None,
-                noise: Sequence[NoiseSource] = ()) -> CheckResult:
-    """Run both sessions on the same seeded inputs (batch 1, and 2 when axes are dynamic).
+                noise: Sequence[NoiseSource] = (), runs: Runs | None = None) -> CheckResult:
+    """Run both sessions on the same inputs: `runs` (passes/inputs.py), else seeded inputs
+    of the default shapes (batch 1, and 2 when axes are dynamic; `sizes` fixes shapes).
 
     `io` (allow_io_change): shrunk inputs are fed their kept positions of the original's
     inputs, and shrunk outputs are compared on their kept positions of the reference (the
@@ -579,7 +644,7 @@ def exact_check(reference: ort.InferenceSession | SessionMaker,
     before the candidate is made and run on the same inputs: the same runs and comparisons,
     with one model's weights in memory at a time."""
     names_of = None
-    batches, feeds = check_feeds(model, seed, sizes)
+    batches, feeds = check_feeds(model, seed, sizes, runs)
     if callable(reference) and callable(candidate):
         ref = reference()
         names_of = [o.name for o in ref.get_outputs()]
@@ -599,8 +664,11 @@ def exact_check(reference: ort.InferenceSession | SessionMaker,
 
 
 def check_feeds(model: onnx.ModelProto, seed: int, sizes: dict[str, list[int]] | None,
-                 ) -> tuple[list[int], Feeds]:
-    """The exact check's batch sizes (1, and 2 when axes are dynamic) and seeded inputs."""
+                runs: Runs | None = None) -> tuple[list[int], Feeds]:
+    """The exact check's batch sizes and inputs: those of `runs`, else the default ones
+    (batch 1, and 2 when axes are dynamic, seeded)."""
+    if runs is not None:
+        return list(runs.batches), list(runs.feeds)
     batches = [1, 2] if has_dynamic_axes(model) else [1]
     return batches, [make_inputs(model, batch=b, seed=seed, sizes=sizes, variant=n)
                      for n, b in enumerate(batches)]
@@ -648,7 +716,40 @@ def outcome(batches: list[int], names_of: list[str], ref_outs: list[list[np.ndar
             if d.noise_floor is not None:
                 entry.update(noise_floor=d.noise_floor, noise_by=label, allowed=d.allowed)
             runs.append(entry)
-    return CheckResult(passed, worst, runs, errors)
+    flat = {name: why for k, name in enumerate(names_of)
+            if (why := uninformative([want[k] for want in wants]))}
+    return CheckResult(passed, worst, runs, errors, flat)
+
+
+SATURATED = 0.99
+"""An output whose every value but under 1% is one value (over at least SATURATED_MIN
+positions) is saturated: a wrong rewrite would leave it as it is, too."""
+SATURATED_MIN = 100
+
+
+def uninformative(values: Sequence[np.ndarray]) -> str | None:
+    """Why an output's reference values (over every run of the check) prove nothing, or None.
+
+    They prove nothing when they take one value (a sigmoid map whose logits all lie far below
+    zero is 0.0 everywhere: any rewrite that keeps it there matches, a wrong one too) or one
+    value at 99% of the positions or more (saturated). Non-finite values count as values."""
+    flat = [np.asarray(v).ravel() for v in values]
+    flat = [v for v in flat if v.size]
+    if not flat:
+        return "it is empty"
+    every = np.concatenate(flat)
+    if every.dtype.kind not in "biuf":
+        return None
+    uniq, counts = np.unique(every, return_counts=True, equal_nan=True)
+    top = int(np.argmax(counts))
+    value = uniq[top]
+    shown = f"{value:.6g}" if every.dtype.kind == "f" else str(value)
+    if len(uniq) == 1:
+        return f"it is {shown} at all {every.size} positions"
+    share = counts[top] / every.size
+    if every.size >= SATURATED_MIN and share >= SATURATED:
+        return f"it is {shown} at {share:.2%} of {every.size} positions (saturated)"
+    return None
 
 
 SessionMaker = Callable[[], ort.InferenceSession]
@@ -706,11 +807,14 @@ def structural_check(model: onnx.ModelProto, data: Serialized | None = None, *,
 def fidelity(reference: ort.InferenceSession, candidate: ort.InferenceSession,
              model: onnx.ModelProto, *, seed: int = 0,
              sizes: dict[str, list[int]] | None = None,
-             io: IoChanges | None = None) -> dict[str, dict[str, float]]:
+             io: IoChanges | None = None,
+             feeds: dict[str, np.ndarray] | None = None) -> dict[str, dict[str, float]]:
     """How close an inexact rewrite stays to the original, per output: relative L2 error,
     cosine similarity of the flattened outputs, and top-1 agreement along the last axis
-    (shrunk outputs on their kept positions, see exact_check)."""
-    feeds = make_inputs(model, batch=2, seed=seed + 1, sizes=sizes)
+    (shrunk outputs on their kept positions, see exact_check). On `feeds`, else on seeded
+    inputs of the default shapes at batch 2."""
+    if feeds is None:
+        feeds = make_inputs(model, batch=2, seed=seed + 1, sizes=sizes)
     names = [o.name for o in reference.get_outputs()]
     ref_out, cand_out = run_pair(reference, candidate, feeds, shrink_feeds(feeds, io))
     want = [kept(v, (io or {}).get(name)) for name, v in zip(names, ref_out, strict=True)]

@@ -222,7 +222,11 @@ def test_calibration_file_and_errors(tmp_path):
     assert [len(b["X"]) for b in cal.block(6)] == [6]
     _, report = graphprune.compress(model, 0.25, criterion="activation",
                                     calib=tmp_path / "calib.npz")
-    assert report.calibration == {"source": str(tmp_path / "calib.npz"), "samples": 10}
+    # the last 4 (one fixed batch) are held back for the exact check, scoring never sees them
+    assert report.calibration == {"source": str(tmp_path / "calib.npz"), "samples": 6,
+                                  "held_back": 4}
+    assert report.exact_check["inputs"]["shapes"] == [{"X": [4, 3, 8, 8]}]
+    assert report.exact_check["inputs"]["source"].startswith("held-back calibration samples 6-9")
     np.savez(tmp_path / "wrong.npz", Y=x)
     with pytest.raises(InputError, match="no array for input 'X'"):
         graphprune.compress(model, 0.25, criterion="activation", calib=tmp_path / "wrong.npz")

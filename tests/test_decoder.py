@@ -215,11 +215,13 @@ def test_calibration_file_drives_graphprune_on_the_default_export(tmp_path):
 
     model, _ = tiny()
     path = dec.exported(model, tmp_path, "default")
-    calib = calibration_npz(tmp_path / "calib.npz", 16, corpus(), context=TINY.context)
+    # 19 windows: the last 3 are held back for the exact check, 16 calibrate
+    calib = calibration_npz(tmp_path / "calib.npz", 19, corpus(), context=TINY.context)
     pruned, report = graphprune.compress(path, ratio=0.5, criterion="wanda", scope="ffn",
                                          calib=calib, calib_samples=16)
-    assert report.calibration["samples"] == 16
+    assert report.calibration["samples"] == 16 and report.calibration["held_back"] == 3
     assert report.exact_check["passed"]
+    assert report.exact_check["inputs"]["source"].startswith("held-back calibration samples")
     kept = {g.name: g.units_after for g in report.group_details if g.kind == "ffn"
             and g.frozen < g.units_before}
     assert sorted(kept.values()) == [TINY.intermediate // 2] * TINY.layers

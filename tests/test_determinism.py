@@ -87,8 +87,8 @@ def test_bert_export_names_batch_dims_apart(bert: Path) -> None:
     (_, _, ids), (_, _, mask) = specs
     assert all(isinstance(d, str) for d in ids + mask), specs
     assert ids[0] != mask[0] and ids[1] == mask[1], specs
-    assert validation._batch_symbol(specs) == ids[0]
-    assert validation._batch_symbol(specs[::-1]) == mask[0]  # the first input's, not a set's
+    assert validation.batch_symbol(specs) == ids[0]
+    assert validation.batch_symbol(specs[::-1]) == mask[0]  # the first input's, not a set's
 
 
 def test_seeds_cover_both_orders(bert: Path) -> None:

@@ -143,7 +143,8 @@ def test_pages_are_self_contained(resnet: dict, vit: dict, blocked: dict) -> Non
 
 
 def test_sections_follow_the_report(resnet: dict, vit: dict, blocked: dict) -> None:
-    always = ["summary", "widths", "groups", "frozen-reasons", "exact-check", "timings"]
+    always = ["summary", "widths", "groups", "frozen-reasons", "check-inputs", "exact-check",
+              "timings"]
     assert sections(html_report.render(resnet)) == (
         always[:2] + ["sensitivity"] + always[2:])
     assert sections(html_report.render(vit)) == always[:2] + ["fidelity"] + always[2:]
