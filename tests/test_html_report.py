@@ -158,7 +158,7 @@ def test_blocks_section(depth: dict) -> None:
     """One row per residual block: its name, size and score, the removed ones marked."""
     page = html_report.render(depth)
     assert sections(page) == ["summary", "widths", "blocks", "groups", "frozen-reasons",
-                              "exact-check", "timings"]
+                              "check-inputs", "exact-check", "timings"]
     part = page.split('<section id="blocks">')[1].split("</section>")[0]
     rows = depth["blocks"]["list"]
     assert part.count("<tr>") == len(rows) + 1
