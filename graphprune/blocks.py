@@ -129,12 +129,14 @@ def _branch(graph: Graph, add: int, t: str, y: str) -> Block | None:
     if p is None:
         return None
     start = graph.producer.get(t, -1)
-    core = _values_of(graph, t, p) & _ancestors(graph, p, start)
-    if not core or not any(_reads_weight(graph, n) for n in core):
-        return None
+    if start >= p:
+        return None  # y is computed before t: not from it
     shape = _shape_problem(graph, t, y, graph.node_name(add))
     if shape == BROADCAST:
         return None  # t broadcast up to y (a mask added to attention scores): no residual
+    core = _values_of(graph, t, p) & _ancestors(graph, p, start)
+    if not core or not any(_reads_weight(graph, n) for n in core):
+        return None
     dead = dying(graph, [(add, y)])
     reasons = _unsafe(graph, core | dead)
     escaped = sorted(core - dead)

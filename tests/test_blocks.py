@@ -131,6 +131,21 @@ def test_broadcast_of_the_input_is_no_block() -> None:
     assert [an.graph.node_name(k.add) for k in blocks] == []
 
 
+def test_branch_broadcast_to_its_input_is_removable() -> None:
+    """Add(t, y) with y smaller than t (a per-channel term computed from t): y broadcasts,
+    the output has t's shape, and removing y is exact."""
+    b = Builder(seed=3)
+    x = b.op("Relu", [b.conv(b.input(), 3, C, name="stem")])
+    y = b.conv(b.op("GlobalAveragePool", [x]), C, C, k=1, name="gate")  # [2, C, 1, 1]
+    out = b.op("Add", [x, y], name="bias_add")
+    model = b.build(_head(b, b.op("Add", [out, _branch(b, out, "b0")], name="b0_add")))
+    an, blocks = found(model)
+    assert [(an.graph.node_name(k.add), k.reasons) for k in blocks] == [
+        ("bias_add", []), ("b0_add", [])]
+    _, report = graphprune.compress(model, scope="blocks", ratio=0.5, calib_samples=4)
+    assert report.exact_check["passed"] and report.blocks["removed"] == 1
+
+
 def test_random_branch_is_frozen() -> None:
     def noisy(b, i, t, y):
         if i != 1:
@@ -325,6 +340,14 @@ def test_width_and_depth_share_one_target(allocation: str) -> None:
     assert all(details[name].units_after == 0 for name in gone)
     kept = [d for name, d in details.items() if name.endswith("conv1") and name not in gone]
     assert any(d.units_after < d.units_before for d in kept)
+
+
+def test_width_criteria_leave_blocks_to_the_block_criterion() -> None:
+    """A data criterion scores channels; blocks are no group it failed to score."""
+    _, report = graphprune.compress(net(3), scope="channels,blocks", criterion="taylor",
+                                    ratio=0.4, calib_samples=4)
+    assert report.exact_check["passed"] and report.blocks["criterion"] == "influence"
+    assert not [n for n in report.notes if "could not be scored" in n], report.notes
 
 
 def test_analyze_lists_blocks_and_joins() -> None:
