@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from . import ops
+from .blocks import Block, Join, find_blocks
 from .edits import Edit, Member
 from .ir import Graph, folds, subgraph_references, value_dims
 from .names import dedupe, layer_name
@@ -73,6 +74,10 @@ class Analysis:
     """Graph inputs/outputs may change shape (allow_io_change): their spans in `spans` say
     along which axes; only units that enter through a graph input and leave through a graph
     output (state such as a KV cache) are left unfrozen there."""
+    blocks: list[Block] = field(default_factory=list)
+    """Residual branches (graphprune.blocks), the units of the `blocks` group, when asked."""
+    joins: list[Join] = field(default_factory=list)
+    """Adds of two computed paths that are no branch (projection shortcuts), when asked."""
 
 
 IO_MAX_POSITIONS = 1 << 16
@@ -375,7 +380,8 @@ def _layer_name(graph: Graph, anchor: Member) -> str:
                             tied=len(_final_uses(graph, weight)) > 1)
 
 
-def analyze_graph(graph: Graph, *, inexact: bool = False, io: bool = False) -> Analysis:
+def analyze_graph(graph: Graph, *, inexact: bool = False, io: bool = False,
+                  blocks: bool = False) -> Analysis:
     """`inexact`: let units pass through statistics over their axis (LayerNorm, RMSNorm,
     mean reductions) instead of freezing them; they are tagged "inexact" (hidden-size pruning).
 
@@ -384,7 +390,17 @@ def analyze_graph(graph: Graph, *, inexact: bool = False, io: bool = False) -> A
     KV cache's past and present key/values do). A first pass labels every graph input and
     finds which ones carry such state; the analysis then runs again labelling only those, so
     a model without state (or an input that is plain data) is analysed exactly as without
-    `io` apart from its state."""
+    `io` apart from its state.
+
+    `blocks`: residual branches become units too, of one group of kind `blocks`
+    (`add_blocks`)."""
+    an = _analyze(graph, inexact, io)
+    if blocks:
+        add_blocks(an)
+    return an
+
+
+def _analyze(graph: Graph, inexact: bool, io: bool) -> Analysis:
     if not io:
         return _Analyzer(graph, inexact).run()
     chosen: dict[str, str] = {}
@@ -419,7 +435,40 @@ def state_io(graph: Graph, *, inexact: bool = False) -> list[str]:
                    for r in np.unique(an.roots[s.ids]))]
 
 
-SCOPES = ("channels", "heads", "ffn", "hidden")
+def add_blocks(an: Analysis) -> None:
+    """Residual branches (graphprune.blocks) as the units of one group named `blocks`, in
+    graph order: a slot each, frozen with the reasons a branch cannot go. One group, so a
+    ratio or a global ranking runs over all blocks (ShortGPT ranks layers across the
+    model) and a plan names blocks by position. Each block lists the units that go with
+    it: those of groups whose members all lie inside it, and of blocks nested in it."""
+    found, an.joins = find_blocks(an.graph)
+    if not found:
+        return
+    ids = an.uf.fresh(len(found))
+    an.roots = np.concatenate([an.roots, ids])
+    for b, u in zip(found, ids.tolist(), strict=True):
+        b.unit = u
+        for reason in b.reasons:
+            an.uf.freeze(np.array([u]), reason)
+    inside = [{m.node for m in g.members} for g in an.groups]
+    for b in found:
+        nodes = set(b.nodes)
+        b.inner = [u for g, ns in zip(an.groups, inside, strict=True) if ns and ns <= nodes
+                   for u in g.units]
+        b.inner += [o.unit for o in found if o is not b and o.add in nodes]
+    frozen = {b.unit: sorted(an.uf.reasons[b.unit]) for b in found if b.unit in an.uf.reasons}
+    an.groups.append(Group("blocks", [b.unit for b in found], frozen, [], kind="blocks"))
+    for gr, name in zip(an.groups, dedupe([g.name for g in an.groups]), strict=True):
+        gr.name = name
+    an.blocks = found
+
+
+def blocks_group(an: Analysis) -> Group | None:
+    """The group of residual blocks, when the analysis has one."""
+    return next((g for g in an.groups if g.kind == "blocks"), None)
+
+
+SCOPES = ("channels", "heads", "ffn", "hidden", "blocks")
 DEFAULT_SCOPE = ("channels", "heads", "ffn")
 
 

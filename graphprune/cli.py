@@ -96,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="calibration samples to use (default 32)")
     c.add_argument("--plan-out", metavar="JSON", help="save the plan here (apply it with "
                    "`graphprune apply`)")
+    c.add_argument("--block-criterion", default="influence", metavar="HOW",
+                   help="scores residual blocks (scope blocks): influence (1 - cosine of a "
+                        "block's input and output, ShortGPT) | sensitivity (output error with "
+                        "the block alone removed) (default influence)")
     _validation_flags(c)
     _report_flags(c)
     _common(c)
@@ -133,8 +137,9 @@ def _selection_flags(p: argparse.ArgumentParser) -> None:
                    help="keep every group whose name (as analyze prints it) or one of whose "
                         "nodes' names matches")
     p.add_argument("--scope", default="channels,heads,ffn", metavar="KINDS",
-                   help="unit kinds to prune, comma-separated: channels, heads, ffn, hidden "
-                        "(hidden = residual width through LayerNorm/RMSNorm: inexact, opt-in; "
+                   help="unit kinds to prune, comma-separated: channels, heads, ffn, hidden, "
+                        "blocks (hidden = residual width through LayerNorm/RMSNorm: inexact, "
+                        "opt-in; blocks = whole residual branches: opt-in; analyze lists them; "
                         "default channels,heads,ffn)")
 
 
@@ -210,7 +215,7 @@ def _compress_options(args: argparse.Namespace):
         target_macs=args.target_macs, target_params=args.target_params,
         target_latency=args.target_latency, calib=args.calib,
         calib_samples=args.calib_samples, input_sizes=_input_sizes(args.input_shape),
-        inputs=args.inputs, latency=_latency(args))
+        inputs=args.inputs, latency=_latency(args), block_criterion=args.block_criterion)
 
 
 def _latency(args: argparse.Namespace):
@@ -398,7 +403,23 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_dict(), indent=2))
     elif not args.quiet:
         print(result.render(width=_width(args), limit=None if args.all else 40))
+        found = result.to_dict()
+        if "blocks" in found:
+            _print_blocks(found["blocks"], found["joins"], args.all)
     return 0
+
+
+def _print_blocks(blocks: list[dict], joins: list[dict], everything: bool) -> None:
+    """analyze --scope blocks: every residual block, removable or why not; the joins."""
+    ok = sum(1 for b in blocks if b["removable"])
+    print(f"\nresidual blocks: {len(blocks)} found, {ok} removable")
+    for b in blocks if everything else blocks[:40]:
+        why = "; ".join(b["reasons"]) or "removable"
+        print(f"  #{b['index']:<3} {b['label'][:48]:<49}{b['params']:>10} params  {why[:90]}")
+    if not everything and len(blocks) > 40:
+        print(f"  ... {len(blocks) - 40} more (--all)")
+    for j in joins:
+        print(f"  not a block: Add '{j['add']}': {j['reason']}")
 
 
 @functools.cache

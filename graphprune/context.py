@@ -40,6 +40,8 @@ class RunContext:
     def __init__(self, progress: Progress | None = None) -> None:
         self.progress = progress
         self.notes: list[str] = []
+        self.figures: dict[str, object] = {}
+        """Numbers a pass measured that the report shows (the blocks' raw scores)."""
         self.timings: dict[str, float] = {}
         self._steps: dict[str, float] = {}
         self._start = self._lap = time.perf_counter()

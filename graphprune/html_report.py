@@ -26,7 +26,7 @@ from typing import Any
 Section = Callable[[dict[str, Any]], "str | None"]
 
 KIND_COLORS = {"channels": "#4c78a8", "heads": "#e45756", "ffn": "#54a24b",
-               "hidden": "#b279a2"}
+               "hidden": "#b279a2", "blocks": "#f58518"}
 OTHER_COLOR = "#9d755d"
 NAME_CHARS = 44
 """Group names longer than this are cut (keeping their end) in charts; hover shows them."""
@@ -134,6 +134,38 @@ def group_table(r: dict[str, Any]) -> str | None:
                     + _kinds_line(groups))
 
 
+def blocks(r: dict[str, Any]) -> str | None:
+    """Residual blocks (scope blocks): each with its names, size, score and fate."""
+    b = r.get("blocks") or {}
+    rows_in = b.get("list") or []
+    if not rows_in:
+        return None
+    top = max((x.get("score") or 0 for x in rows_in), default=0) or 1.0
+    rows = []
+    for x in rows_in:
+        score = x.get("score")
+        fate = (f"<span class=\"tag\" style=\"--c:{_color('blocks')}\">removed</span>"
+                if x.get("removed") else
+                "".join(f"<div>{_e(w)}</div>" for w in x.get("reasons") or [])
+                or "<span class=\"dim\">kept</span>")
+        rows.append([str(x["index"]), _e(x["label"]),
+                     f"{_breakable(x['entry'])} → {_breakable(x['exit'])}",
+                     str(x.get("nodes", 0)), _num(x.get("params", 0)),
+                     _num(x["macs"]) if "macs" in x else "–",
+                     _sci(score) if score is not None else "–",
+                     _meter(score / top if _finite(score) else None), fate])
+    lead = (f"<p class=\"lead\">{b.get('removed', 0)} of {b.get('total', len(rows))} residual "
+            f"blocks removed ({b.get('removable', 0)} removable), scored by "
+            f"{_e(b.get('criterion') or 'the plan')}; a removed block's Add became the identity "
+            "and its nodes and weights went, proven against the original with the block's "
+            "branch multiplied by zero.</p>")
+    table = _table([("#", "num"), ("block", "name"), ("input → output", "name"),
+                    ("nodes", "num"), ("params", "num"), ("MACs", "num"), ("score", "num"),
+                    ("", "bar"), ("removed / kept because", "why")], rows, "groups")
+    return _section("blocks", "Residual blocks", lead + _scroll(table, len(rows) > 25,
+                                                                tall=False))
+
+
 def frozen_reasons(r: dict[str, Any]) -> str | None:
     """Why units were kept, by reason, with the number of units each reason froze."""
     reasons = r.get("frozen_reasons") or {}
@@ -217,7 +249,7 @@ def timings(r: dict[str, Any]) -> str | None:
                     _timing_bar(t))
 
 
-SECTIONS: list[Section] = [summary, widths, sensitivity, fidelity, group_table,
+SECTIONS: list[Section] = [summary, widths, sensitivity, fidelity, blocks, group_table,
                            frozen_reasons, blockers, io_changes, notes, check_inputs,
                            exact_check_runs, timings]
 
@@ -593,7 +625,7 @@ th.num,td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:now
 td.name{font-family:ui-monospace,"SFMono-Regular",Menlo,Consolas,"DejaVu Sans Mono",
 monospace;font-size:12px;word-break:break-all}
 table.groups td.name{min-width:300px;word-break:normal;overflow-wrap:anywhere}
-table.compact{width:auto;min-width:50%}
+table.compact{width:auto;min-width:50%}td.bar{min-width:90px}
 td.why{font-size:12px;min-width:220px}th.why{min-width:220px}td.why div+div{margin-top:3px}
 .tag{display:inline-block;padding:0 7px;border-radius:9px;font-size:11px;color:var(--c);
 border:1px solid var(--c);background:color-mix(in srgb,var(--c) 10%,transparent)}

@@ -21,12 +21,12 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import onnx
 
-from . import external, table
-from .analysis import Analysis, Group, state_io
+from . import blocks, external, table
+from .analysis import Analysis, Group, blocks_group, state_io
 from .context import Progress, RunContext
 from .errors import GraphpruneError, InputError, one_line, stage
 from .io import check_opset, load
-from .metrics import count_macs, count_params
+from .metrics import count_macs, count_params, node_macs
 from .passes import inputs as check_inputs
 from .passes import rewrite, segments, targets, validation
 from .passes.calibration import Calibration
@@ -81,6 +81,12 @@ class AnalysisResult:
             out["preview"] = {"ratio": o.ratio, "round_to": o.round_to, "rounding": o.rounding,
                               "scope": list(o.scope), "protect": o.protect,
                               "allow_io_change": o.allow_io_change}
+        scope = self.options.scope if self.options else ()
+        if "blocks" in scope:  # the residual blocks, and the joins that are none
+            group = blocks_group(self.analysis)
+            out["blocks"] = blocks.report(self.analysis.blocks, g, frozen=group.frozen
+                                          if group else {})["list"]
+            out["joins"] = [j.to_dict(g) for j in self.analysis.joins]
         return out
 
     def render(self, width: int | None = 0, limit: int | None = 40) -> str:
@@ -327,6 +333,9 @@ def apply_plan(
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
     opts = Options.from_dict(plan.settings, seed=seed, input_sizes=input_sizes, inputs=inputs)
+    if (plan.blocks or any(g["name"] == "blocks" for g in plan.groups)) and (
+            "blocks" not in opts.scope):  # a hand-written plan that names blocks
+        opts = Options.build(opts, scope=(*opts.scope, "blocks"))
     ctx = RunContext(progress)
     model = _as_model(model_or_path)
     check_fingerprint(model, plan)
@@ -457,8 +466,14 @@ def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
         io_changes=io_changes(model, pruned),
         plan=plan if plan is not None else make_plan(model, an, picked.removed, opts.to_dict()),
     )
-    _groups(report, picked.choices)
+    _groups(report, picked.choices, an, picked.removed)
     report.io_state = _io_state(an, opts, report)
+    if an.blocks:
+        group = blocks_group(an)
+        report.blocks = blocks.report(
+            an.blocks, an.graph, picked.removed, frozen=group.frozen if group else {},
+            scores=ctx.figures.get("block_scores"), criterion=ctx.figures.get(
+                "block_criterion"), macs=node_macs(model, feeds))
     if opts.metric:
         reached = {"macs": report.macs_ratio, "params": report.params_ratio}.get(
             opts.metric, _latency_ratio(picked.latency))
@@ -477,16 +492,19 @@ def _latency_ratio(latency: dict[str, float]) -> float:
     return latency["after"] / latency["before"] if latency.get("before") else 1.0
 
 
-def _groups(report: Report, choices: list[GroupChoice]) -> None:
-    """Per group: units before and after, frozen and why; the summary counts."""
+def _groups(report: Report, choices: list[GroupChoice], an: Analysis, removed) -> None:
+    """Per group: units before and after (none after when its block was removed), frozen
+    and why; the summary counts."""
     reasons: Counter = Counter()
+    gone = {u for b in an.blocks if removed[b.unit] for u in b.inner}
     for c in choices:
         g = c.group
         why = sorted({r for rs in g.frozen.values() for r in rs})
         if c.protected:
             why = ["protected by --protect", *why]
+        after = 0 if g.units[0] in gone else len(g.units) - len(c.removed)
         report.group_details.append(GroupReport(
-            g.name, len(g.units), len(g.units) - len(c.removed), len(g.frozen), why, g.kind))
+            g.name, len(g.units), after, len(g.frozen), why, g.kind))
         for rs in g.frozen.values():
             for r in dict.fromkeys(summary(x) for x in rs):  # not a set: JSON order
                 reasons[r] += 1

@@ -12,6 +12,10 @@ Format (version 2)::
         {"name": "layers.0.conv1", "kind": "channels", "units": 16, "weights": 3,
          "removed": [0, 5, 9]},
         …
+      ],
+      "blocks": [                          # removed residual blocks (scope blocks)
+        {"index": 3, "label": "layers.1: post_attention_layernorm, mlp",
+         "entry": "/layers.1/Add_output_0", "exit": "/layers.1/Add_1"}
       ]
     }
 
@@ -30,6 +34,13 @@ couples other weights) the plan is refused in one line naming the first group th
 
 Version 1 plans (groups named by their node, no structure) are still read; they apply to the
 model they were made for only.
+
+Removed residual blocks (graphprune.blocks) are listed by position (`index`: the block's
+place among the model's blocks in graph order, as `analyze --scope blocks` numbers them)
+with the names a person recognises; `apply` checks a given `exit` (the Add's node name)
+against the block at that position. A hand-written plan may name blocks by index alone
+(ShortFormer-style alternating removal: `[{"index": 1}, {"index": 3}]`), or remove them
+as the units of a group named `blocks`.
 """
 
 from __future__ import annotations
@@ -102,13 +113,18 @@ class Plan:
     structure: str | None = None
     """The groups of the model it was made for (`structure`); None in version 1 plans."""
     version: int = VERSION
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    """Removed residual blocks: {index, label, entry, exit} (index alone suffices)."""
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"format": FORMAT, "version": self.version,
                              "fingerprint": self.fingerprint}
         if self.structure is not None:
             d["structure"] = self.structure
-        return {**d, "settings": self.settings, "groups": self.groups}
+        d = {**d, "settings": self.settings, "groups": self.groups}
+        if self.blocks:
+            d["blocks"] = self.blocks
+        return d
 
     def to_json(self) -> str:
         """Indented JSON with each unit list on one line."""
@@ -132,7 +148,13 @@ class Plan:
         shape = d.get("structure")
         if shape is not None and not isinstance(shape, str):
             raise InputError(f"{where} is malformed (structure is not a string)")
-        return cls(d["fingerprint"], groups, d.get("settings") or {}, shape, d["version"])
+        blocks = d.get("blocks") or []
+        if not isinstance(blocks, list) or not all(
+                isinstance(b, dict) and isinstance(b.get("index"), int)
+                and not isinstance(b.get("index"), bool) for b in blocks):
+            raise InputError(f"{where} is malformed (blocks[index])")
+        return cls(d["fingerprint"], groups, d.get("settings") or {}, shape, d["version"],
+                   blocks)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:
@@ -151,10 +173,13 @@ def make_plan(model: onnx.ModelProto, an: Analysis, removed: np.ndarray,
     groups = []
     for g in an.groups:
         gone = [k for k, u in enumerate(g.units) if removed[u]]
-        if gone:
+        if gone and g.kind != "blocks":
             groups.append({"name": g.name, "kind": g.kind, "units": len(g.units),
                            "weights": len(g.members), "removed": gone})
-    return Plan(fingerprint(model), groups, settings, structure(an))
+    blocks = [{"index": k, "label": b.label, "entry": b.entry,
+               "exit": an.graph.node_name(b.add)}
+              for k, b in enumerate(an.blocks) if removed[b.unit]]
+    return Plan(fingerprint(model), groups, settings, structure(an), blocks=blocks)
 
 
 def check_fingerprint(model: onnx.ModelProto, plan: Plan) -> None:
@@ -227,4 +252,30 @@ def removed_from_plan(model: onnx.ModelProto, an: Analysis, plan: Plan) -> np.nd
             removed[g.units[k]] = True
         if all(removed[u] for u in g.units):
             raise InputError(f"plan group '{g.name}' removes every unit")
+    _blocks_from_plan(an, plan, removed)
     return removed
+
+
+def _blocks_from_plan(an: Analysis, plan: Plan, removed: np.ndarray) -> None:
+    """Mark the blocks the plan names (by index, its exit checked when given)."""
+    if not plan.blocks:
+        return
+    if not an.blocks:
+        raise InputError("the plan removes residual blocks; this model has none")
+    group = next(g for g in an.groups if g.kind == "blocks")
+    for entry in plan.blocks:
+        k = entry["index"]
+        if not 0 <= k < len(an.blocks):
+            raise InputError(f"plan block index {k} out of range (the model has "
+                             f"{len(an.blocks)} blocks)")
+        b = an.blocks[k]
+        exit_name = an.graph.node_name(b.add)
+        if "exit" in entry and entry["exit"] != exit_name:
+            raise InputError(f"plan block {k} ends at '{entry['exit']}'; the model's block "
+                             f"{k} ends at '{exit_name}'")
+        if b.unit in group.frozen:
+            raise InputError(f"plan block {k} ({b.label}) cannot be removed: "
+                             f"{'; '.join(group.frozen[b.unit])}")
+        removed[b.unit] = True
+    if all(removed[u] for u in group.units):
+        raise InputError("the plan removes every residual block")

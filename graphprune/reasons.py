@@ -88,7 +88,7 @@ def _scope(m: re.Match, op: str | None, scope: set[str], state: set[str]) -> str
     return f"{kind} units are outside --scope; `--scope {wider}` prunes them{inexact}"
 
 
-_KINDS = ["channels", "heads", "ffn", "hidden"]
+_KINDS = ["channels", "heads", "ffn", "hidden", "blocks"]
 Explain = Callable[[re.Match, "str | None", "set[str]", "set[str]"], "str | None"]
 _EXPLAIN: list[tuple[str, Explain]] = [
     (r"^(?:normalisation or softmax|reduction) over a unit axis$", _mixing),

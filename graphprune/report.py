@@ -63,6 +63,11 @@ class Report:
     io_state: list[str] = field(default_factory=list)
     """Graph inputs and outputs that carry state (a KV cache) and kept their shape because
     the run did not allow io changes (`--allow-io-change` would let them shrink)."""
+    blocks: dict[str, Any] = field(default_factory=dict)
+    """Residual blocks (scope blocks): {criterion, total, removable, removed, and for the
+    removed blocks together nodes_removed, params_removed, macs_removed, list}; each block
+    with index, label, entry, exit, nodes, params, macs (the block alone), weights, score,
+    removed, removable and the reasons it stays (graphprune.blocks.report)."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     plan: Any = field(default=None, repr=False, compare=False)
@@ -149,6 +154,8 @@ class Report:
             top = sorted(self.frozen_reasons.items(), key=lambda kv: -kv[1])[:8]
             rows = [(str(n), plain(r, scope=self.scope, state=self.io_state)) for r, n in top]
             out += table.render(REASONS, rows, width, indent=2)[1:]
+        for line in _block_lines(self.blocks, max_groups):
+            say(line, "    " if line.startswith("  ") else "  ")
         if self.blockers:
             say("blockers (ops without a rule): "
                 + ", ".join(f"{k} ×{v}" for k, v in sorted(self.blockers.items())))
@@ -208,6 +215,22 @@ GROUPS = (table.Column("group", flex=True), table.Column("kind"), table.Column("
 REASONS = (table.Column("units", ">"), table.Column("reason", flex=True, words=True))
 IO = (table.Column("io"), table.Column("name", flex=True), table.Column("shape", flex=True,
                                                                         words=True))
+
+
+def _block_lines(blocks: dict[str, Any], most: int) -> list[str]:
+    """The removed residual blocks, by name, and how many could go."""
+    if not blocks:
+        return []
+    gone = [b for b in blocks.get("list", []) if b.get("removed")]
+    out = [f"blocks: {blocks['removed']} of {blocks['total']} removed ({blocks['removable']} "
+           f"removable; scored by {blocks.get('criterion') or 'plan'})"]
+    for b in gone[:most]:
+        score = f"  score {b['score']:.4g}" if b.get("score") is not None else ""
+        label = b["label"] if len(b["label"]) <= 52 else b["label"][:51] + "…"
+        out.append(f"  #{b['index']:<3} {label:<53}{_num(b['params']):>8} params{score}")
+    if len(gone) > most:
+        out.append(f"  ... {len(gone) - most} more (see --report)")
+    return out
 
 
 def _inputs_lines(inputs: dict) -> list[str]:

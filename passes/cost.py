@@ -8,6 +8,11 @@ their weight's element count (out positions × reduction size, spatial sizes unc
 shrink by the weight's kept fraction too. MACs of other nodes (activation × activation
 products) are taken as unchanged; the pipeline counts the real model afterwards and corrects
 the target when they moved.
+
+Removed residual blocks (graphprune.blocks) take every node and weight that goes with them
+(together: what only they read, a mask or table their branches share, goes too): their MACs
+(attention products included) and parameters leave whole, and the width terms of those
+nodes and weights stop counting, so units inside a block are never counted twice.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 import onnx
 
 from graphprune.analysis import Analysis
+from graphprune.blocks import elements, together
 from graphprune.ir import Graph
 from graphprune.metrics import FLOAT_TYPES, count_params, node_macs
 
@@ -41,9 +47,13 @@ class CostModel:
         self.flat = np.concatenate(span_roots or [np.zeros(0, int)]).astype(np.int64)
         self.sizes = np.array([len(r) for r in span_roots] or [1], dtype=np.float64)
         self.n_spans = len(span_roots)
+        self.term_nodes: list[int] = []  # node of each MAC term
+        self.term_roots: list[str] = []  # weight of each parameter term
         self.terms = {"macs": self._mac_terms(by_use, per_node),
                       "params": self._param_terms(by_use)}
         self.untracked = self.before["macs"] - float(self.terms["macs"][0].sum())
+        self.node_macs = np.array(per_node, dtype=np.float64)
+        self._gone: dict[frozenset[int], tuple[np.ndarray, set[str]]] = {}
 
     def approximate(self, metric: str) -> bool:
         """Whether some cost of `metric` escapes the model (MACs of weight-free products)."""
@@ -56,6 +66,7 @@ class CostModel:
             if macs and use is not None:
                 weights.append(macs)
                 idx.append(use)
+                self.term_nodes.append(i)
         return np.array(weights, dtype=np.float64), self._pad(idx)
 
     def _param_terms(self, by_use) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +82,7 @@ class CostModel:
             seen.add(root)
             weights.append(float(value.size))
             idx.append(use)
+            self.term_roots.append(root)
         return np.array(weights, dtype=np.float64), self._pad(idx)
 
     def _pad(self, idx: list[list[int]]) -> np.ndarray:
@@ -87,11 +99,34 @@ class CostModel:
     def evaluate(self, removed: np.ndarray) -> dict[str, float]:
         """Absolute MACs and parameters after removing `removed` (bool per root)."""
         frac = self.kept_fractions(removed)
+        live, whole = self._blocks_gone(removed)
         out = {}
         for metric, (w, idx) in self.terms.items():
             kept = frac[idx].prod(axis=1) if len(w) else np.zeros(0)
-            out[metric] = self.before[metric] - float(np.sum(w * (1.0 - kept)))
+            out[metric] = self.before[metric] - float(np.sum((w * (1.0 - kept))[live[metric]]))
+            out[metric] -= whole[metric]
         return out
+
+    def _blocks_gone(self, removed: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Per metric: which width terms still count (their node or weight is not in a
+        removed block), and what the removed blocks take whole."""
+        n_macs, n_params = len(self.terms["macs"][0]), len(self.terms["params"][0])
+        gone = frozenset(b.unit for b in self.an.blocks if removed[b.unit])
+        if not gone:
+            return ({"macs": np.ones(n_macs, bool), "params": np.ones(n_params, bool)},
+                    {"macs": 0.0, "params": 0.0})
+        if gone not in self._gone:
+            nodes, names = together(self.an.graph, [b for b in self.an.blocks if b.unit in gone])
+            dead = np.zeros(len(self.node_macs), dtype=bool)
+            dead[sorted(nodes)] = True
+            self._gone[gone] = (dead, set(names))
+        dead, weights = self._gone[gone]
+        g = self.an.graph
+        live = {"macs": ~dead[np.array(self.term_nodes, dtype=np.int64)],
+                "params": np.array([r not in weights for r in self.term_roots], dtype=bool)}
+        whole = {"macs": float(self.node_macs[dead].sum()),
+                 "params": float(sum(elements(g, w) for w in weights))}
+        return live, whole
 
     def fraction(self, removed: np.ndarray, metric: str) -> float:
         before = self.before[metric]

@@ -107,12 +107,13 @@ def aggregate(n: int, scores: list[MemberScore], how: str) -> np.ndarray:
 def fallback(ctx: ScoreContext, out: np.ndarray, scored: set[int], name: str,
              fn: Criterion) -> None:
     """Groups none of whose units a criterion could score take `fn`'s scores (noted)."""
-    groups = [g for g in ctx.an.groups if g.prunable and not any(u in scored for u in g.units)]
+    groups = [g for g in ctx.an.groups if g.prunable and g.kind != "blocks"
+              and not any(u in scored for u in g.units)]  # blocks: scored by passes/depth
     if not groups:
         return
     alt = fn(ctx)
     for g in groups:
         out[g.units] = alt[g.units]
-    prunable = sum(1 for g in ctx.an.groups if g.prunable)
+    prunable = sum(1 for g in ctx.an.groups if g.prunable and g.kind != "blocks")
     ctx.run.note(f"{len(groups)} of {prunable} prunable groups could not be scored from "
                  f"calibration data; scored by {name}")

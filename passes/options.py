@@ -26,7 +26,7 @@ from graphprune.analysis import DEFAULT_SCOPE, SCOPES
 from graphprune.errors import InputError
 from graphprune.version import __version__
 
-from . import scoring
+from . import depth, scoring
 
 ALLOCATIONS = ("uniform", "global", "sensitivity")
 ROUNDINGS = ("down", "up")
@@ -61,6 +61,7 @@ class Options:
     inputs: str | os.PathLike | dict[str, np.ndarray] | None = field(default=None,
                                                                        compare=False)
     """Real inputs for the exact check (passes/inputs.py): arrays by input name, or .npz."""
+    block_criterion: str = depth.DEFAULT_BLOCK_CRITERION
 
     def __post_init__(self) -> None:
         scope = self.scope
@@ -109,6 +110,9 @@ class Options:
         if self.latency is not None and self.metric != "latency":
             raise InputError("a latency measure (--latency-cmd, latency=) needs a latency "
                              "target (--target-latency)")
+        if self.block_criterion not in depth.BLOCK_CRITERIA:
+            raise InputError(f"unknown block criterion '{self.block_criterion}' (choose from "
+                             f"{', '.join(depth.BLOCK_CRITERIA)})")
         if self.calib_samples < 1:
             raise InputError(f"calib-samples must be a positive integer, got "
                              f"{self.calib_samples}")
@@ -136,7 +140,8 @@ class Options:
     @property
     def needs_calibration(self) -> bool:
         """Whether the run feeds calibration data through the model (criterion or scan)."""
-        return self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
+        return (self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
+                or "blocks" in self.scope)  # blocks are scored by running the model
 
     # -- plans ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -147,6 +152,7 @@ class Options:
                 "protect": self.protect, "max_group_ratio": self.max_group_ratio,
                 "scope": list(self.scope), "seed": self.seed,
                 "allow_io_change": self.allow_io_change,
+                **({"block_criterion": self.block_criterion} if "blocks" in self.scope else {}),
                 "target": ({"metric": self.metric, "value": self.target} if self.metric
                            else None),
                 "graphprune": __version__}

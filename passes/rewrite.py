@@ -34,6 +34,8 @@ from graphprune.ir import attr
 from graphprune.shapeval import known_value, to_ints
 from graphprune.slots import Span
 
+from . import blockedit
+
 
 class RewriteError(GraphpruneError):
     """An internal inconsistency: the analysis promised a cut the rewrite cannot make."""
@@ -56,6 +58,7 @@ class Rewriter:
         self.nodes = self.model.graph.node
         self.an = an
         self.gone = removed[an.roots]  # per slot id: removed?
+        self.blocks = blockedit.removed_blocks(an.blocks, removed)
         self.pending: dict[tuple[int, int], np.ndarray] = {}
         self.overrides: dict[tuple[int, int], dict[int, int]] = {}
         self.scales: dict[tuple[int, int], dict[int, tuple[int, int]]] = {}
@@ -202,17 +205,25 @@ class Rewriter:
             self.pending[(node, index)] = self.spill.put(v) if self.spill else v
         for edit in self.an.edits:
             apply_edit(self, edit)
+        blockedit.drop(self.model.graph, self.blocks)  # before dead nodes go, in place
         model = self._materialize()
         _resize_interface(model, io_changes(self.an, self.gone))
         return model
 
     def mask(self) -> onnx.ModelProto:
+        """The masked original: removed units' sink slices zeroed, removed blocks' branch
+        outputs multiplied by zero before their Add."""
         self._mask_sinks()
-        return self._materialize()
+        model = self._materialize()
+        zeros = blockedit.zero_gates(model.graph, self.blocks, self.an.graph.dtypes)
+        blockedit.gate(model.graph, self.blocks, zeros)
+        return model
 
     def mask_overrides(self) -> dict[str, np.ndarray] | None:
         """The masked weights by initializer name, when each is a plain single-use
         initializer (then a session can swap them in without copying the model)."""
+        if self.blocks:
+            return None  # gating a block changes the graph: a masked copy it is
         self._mask_sinks()
         graph = self.an.graph
         inputs = {i.name for i in self.model.graph.input}

@@ -8,6 +8,9 @@ the group mean, divide by the standard deviation). Normalisation does not change
 group loses under uniform allocation; it makes scores of different layers comparable for
 global ranking.
 
+Residual blocks (the `blocks` group) are scored by a block criterion instead
+(`depth.py`: `influence` by default, or `sensitivity`), then normalised like any group.
+
 Contract (checked by `check_scores` in every run): one score per slot, finite on every
 prunable unit.
 """
@@ -16,10 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphprune.analysis import Analysis
+from graphprune.analysis import Analysis, blocks_group
 from graphprune.context import RunContext
 
 from . import calibration as _calibration  # noqa: F401 - each of these registers its criteria
+from . import depth
 from . import probe as _probe  # noqa: F401
 from . import weights as _weights  # noqa: F401
 from .criteria import AGGREGATES, CRITERIA, DEFAULT_NORMALIZE, NEEDS_DATA, ScoreContext
@@ -31,14 +35,17 @@ __all__ = ["AGGREGATES", "CRITERIA", "DEFAULT_NORMALIZE", "NEEDS_DATA", "NORMALI
 
 def score_units(an: Analysis, name: str, seed: int = 0, *, aggregate: str = "sum",
                 normalize: str | None = None, calibration=None,
-                run: RunContext | None = None) -> np.ndarray:
+                run: RunContext | None = None,
+                block_criterion: str = depth.DEFAULT_BLOCK_CRITERION) -> np.ndarray:
     """Scores indexed by root id (entries of non-root slots are meaningless).
 
     `normalize=None` takes the criterion's default. Fallbacks a criterion had to use are
-    noted on `run` (for the report)."""
+    noted on `run` (for the report). Blocks are scored by `block_criterion`."""
     check_options(name, aggregate, normalize)
     ctx = ScoreContext(an, seed, aggregate, calibration, run or RunContext())
     scores = CRITERIA[name](ctx)
+    if blocks_group(an) is not None:
+        depth.score_blocks(ctx, scores, block_criterion)
     return normalize_groups(an, scores, normalize or DEFAULT_NORMALIZE[name])
 
 

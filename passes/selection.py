@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from graphprune.analysis import Analysis, Group
+from graphprune.analysis import Analysis, Group, blocks_group
 
 from .options import Options
 
@@ -72,7 +72,32 @@ def removal(an: Analysis, scores: np.ndarray, counts: dict[int, int],
         removed[gone] = True
         choices.append(GroupChoice(g, gone, protected=gi in protected))
     keep_one_per_axis(an, scores, removed, choices)
+    drop_inner(an, removed, choices)
     return removed, choices
+
+
+def drop_inner(an: Analysis, removed: np.ndarray, choices: list[GroupChoice] | None = None,
+               ) -> None:
+    """Units inside a removed block go with it (graphprune.blocks): they are not also
+    removed as units of their own, so neither the cost model nor the report counts them
+    twice and the rewrite slices nothing that is dropped anyway."""
+    for b in an.blocks:
+        if removed[b.unit] and b.inner:
+            removed[b.inner] = False
+    if choices is not None:
+        for c in choices:
+            c.removed = [u for u in c.removed if removed[u]]
+
+
+def protect_blocks(an: Analysis, protect: str | None) -> None:
+    """`--protect` keeps a block whose Add or any node that goes with it matches."""
+    group = blocks_group(an)
+    if not protect or group is None:
+        return
+    pattern = re.compile(protect)
+    for b in an.blocks:
+        if any(pattern.search(an.graph.node_name(n)) for n in (b.add, *b.nodes)):
+            group.frozen.setdefault(b.unit, []).append("protected by --protect")
 
 
 def uniform_counts(an: Analysis, opts: Options,

@@ -24,6 +24,7 @@ from graphprune.context import RunContext
 from graphprune.errors import stage
 from graphprune.metrics import count_macs
 
+from . import depth
 from .allocation import allowed_counts, make_order
 from .calibration import Calibration
 from .cost import CostModel
@@ -42,6 +43,9 @@ def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[
          opts: Options, calib: Calibration,
          run: RunContext) -> dict[int, list[tuple[int, float]]]:
     """Measured (count, relative error) points per group (count 0 → error 0 included)."""
+    blocks = [gi for gi in groups if an.groups[gi].kind == "blocks"]
+    groups = [gi for gi in groups if gi not in blocks]
+    curves = {gi: _block_curve(model, an, scores, gi, opts, calib, run) for gi in blocks}
     probe = probe_for(model, an, calib.static_batch, calib.sample_axes)
     ok = [gi for gi in groups if set(an.groups[gi].prunable) <= probe.units]
     if len(ok) < len(groups):
@@ -67,10 +71,24 @@ def scan(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, groups: list[
 
     change, norm = measure(probe, calib.block(samples), trials, report)
     errors = np.sqrt(change / max(norm, 1e-30))
-    curves: dict[int, list[tuple[int, float]]] = {gi: [(0, 0.0)] for gi in ok}
+    curves.update({gi: [(0, 0.0)] for gi in ok})
     for (gi, c), e in zip(plan, errors, strict=True):
         curves[gi].append((c, float(e)))
     return curves
+
+
+def _block_curve(model: onnx.ModelProto, an: Analysis, scores: np.ndarray, gi: int,
+                 opts: Options, calib: Calibration, run: RunContext) -> list[tuple[int, float]]:
+    """The blocks group's curve: its lowest-scored blocks zeroed through the block probe
+    (depth.py), one run per trial."""
+    g = an.groups[gi]
+    counts = levels(allowed_counts(g, opts))
+    order = ranked(g, scores)
+    probe = depth.BlockProbe(model, an, [b for b in an.blocks if b.unit in set(g.prunable)])
+    run.say(f"sensitivity scan: {len(counts)} trials removing blocks")
+    errors = depth.measure(probe, list(calib.batches(min(SAMPLES, calib.samples))),
+                           [set(order[:c]) for c in counts])
+    return [(0, 0.0), *((c, float(e)) for c, e in zip(counts, errors, strict=True))]
 
 
 def levels(allowed: list[int]) -> list[int]:

@@ -31,7 +31,7 @@ from graphprune.report import io_changes
 from . import prove, rewrite, scoring, targets
 from .inputs import CheckInputs, resolve
 from .options import Options
-from .selection import GroupChoice, check_selection
+from .selection import GroupChoice, check_selection, drop_inner, protect_blocks
 from .targets import Selection
 
 
@@ -60,8 +60,9 @@ class Analyse:
 
     def run(self, model: onnx.ModelProto) -> Analysis:
         an = analyze_graph(Graph(model), inexact="hidden" in self.opts.scope,
-                           io=self.opts.allow_io_change)
+                           io=self.opts.allow_io_change, blocks="blocks" in self.opts.scope)
         apply_scope(an, self.opts.scope)
+        protect_blocks(an, self.opts.protect)
         return an
 
     def ensures(self, an: Analysis, model: onnx.ModelProto) -> None:
@@ -108,7 +109,7 @@ class Score:
         self.ctx.say(f"scoring {sum(len(g.units) for g in an.groups)} units ({o.criterion})")
         return scoring.score_units(an, o.criterion, o.seed, aggregate=o.aggregate,
                                    normalize=o.normalize, calibration=self.calibration,
-                                   run=self.ctx)
+                                   run=self.ctx, block_criterion=o.block_criterion)
 
     def ensures(self, scores: np.ndarray, an: Analysis) -> None:
         expect(scoring.check_scores(an, scores), "scores")
@@ -161,6 +162,7 @@ class FromPlan:
 
     def run(self, an: Analysis) -> Selection:
         removed = removed_from_plan(self.model, an, self.plan)
+        drop_inner(an, removed)
         return Selection(removed, [GroupChoice(g, [u for u in g.units if removed[u]])
                                    for g in an.groups])
 

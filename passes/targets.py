@@ -126,13 +126,18 @@ class Selector:
         """When step k overshoots the target by more than the tolerance (one step of a large
         group can), start from prefix k − 1 and take the following steps in order that keep
         the cost above target × (1 − tolerance), until at or under the target. Within a group
-        steps stay in order: a group whose step was skipped takes no later one."""
+        steps stay in order: a group whose step was skipped takes no later one. When no such
+        steps land in that band, the skipped trial closest under the target, if closer than
+        step k (a residual block is one large step: the band may lie between two of its
+        neighbours' steps)."""
         metric, low = self.opts.metric, target * (1 - TOLERANCE)
         frac = self.cost.fraction
-        if k == 0 or frac(self.at(k)[0], metric) >= low:
+        at_k = frac(self.at(k)[0], metric) if k else 1.0
+        if k == 0 or at_k >= low:
             return None
         counts = counts_at(self.order, k - 1)
         skipped: set[int] = set()
+        best: tuple[float, dict[int, int]] = (at_k, {})
         for gi, c in self.order[k - 1:k - 1 + FILL_STEPS]:
             if gi in skipped or c <= counts.get(gi, 0):
                 continue
@@ -140,11 +145,13 @@ class Selector:
             value = frac(removal(self.an, self.scores, trial)[0], metric)
             if value < low:
                 skipped.add(gi)
+                if value > best[0]:
+                    best = (value, trial)
                 continue
             counts = trial
             if value <= target:
                 return counts
-        return None
+        return best[1] or None
 
     # -- latency --------------------------------------------------------------------------------
     def latency_target(self, target: float) -> Selection:

@@ -347,10 +347,19 @@ def check_invariants(original: onnx.ModelProto, pruned: onnx.ModelProto) -> None
 
 def check_masked(original: onnx.ModelProto, masked: onnx.ModelProto) -> None:
     """The masked original only zeroes values: same nodes and attributes (a Constant or
-    layout op that only fed a replaced weight may go), same parameter count."""
+    layout op that only fed a replaced weight may go), same parameter count; a removed
+    residual block adds one Mul of its branch output by a scalar zero before its Add."""
     assert_checker(original, masked)
     def sig(n):
         return n.op_type, [a.SerializeToString() for a in n.attribute]
+
+    zeros = {t.name for t in masked.graph.initializer
+             if not t.dims and not numpy_helper.to_array(t).any()}
+    gates = [n for n in masked.graph.node if n.op_type == "Mul" and n.input[1] in zeros
+             and "_gp_gated" in n.name]
+    masked = onnx.ModelProto.FromString(masked.SerializeToString())
+    for n in gates:
+        masked.graph.node.remove(next(m for m in masked.graph.node if m.name == n.name))
 
     old = {n.name: sig(n) for n in original.graph.node if n.name}
     by_name = {n.name: n for n in original.graph.node if n.name}

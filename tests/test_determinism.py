@@ -210,3 +210,14 @@ def test_shapes_same_in_every_process(tmp_path: Path) -> None:
 def test_analyze_same_in_every_process(bert: Path, cnn: Path, tmp_path: Path) -> None:
     _analyze_everywhere(bert, tmp_path)
     _analyze_everywhere(cnn, tmp_path)
+
+
+def test_blocks_same_in_every_process(bert: Path, tmp_path: Path) -> None:
+    """Residual blocks (found over sets of nodes, joined by networkx's dominators, scored by
+    influence) and width units in one run: the same files in every process."""
+    (tmp_path / "compress").mkdir()
+    results = _compress_everywhere(bert, tmp_path / "compress", "--scope", "heads,ffn,blocks")
+    _assert_same(results)
+    plan = json.loads(results[0]["plan.json"])
+    assert plan["blocks"] and plan["groups"]
+    _analyze_everywhere(bert, tmp_path, "--scope", "blocks")

@@ -62,6 +62,15 @@ def mha(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return report.to_dict()
 
 
+@pytest.fixture(scope="module")
+def depth() -> dict:
+    """The bundled ResNet losing channels and residual blocks in one run."""
+    _, report = graphprune.compress(str(zoo.EXAMPLE), ratio=0.5, scope="channels,blocks",
+                                    calib_samples=8)
+    assert report.blocks["removed"] == 2 and report.exact_check["passed"]
+    return report.to_dict()
+
+
 def blocked_model() -> onnx.ModelProto:
     """Conv → Einsum (an identity; no rule: a blocker) → Conv → Relu → Conv."""
     b = Builder()
@@ -143,6 +152,21 @@ def test_sections_follow_the_report(resnet: dict, vit: dict, blocked: dict) -> N
     assert sections(html_report.render({})) == []
     only_groups = {"group_details": resnet["group_details"]}
     assert sections(html_report.render(only_groups)) == ["widths", "groups"]
+
+
+def test_blocks_section(depth: dict) -> None:
+    """One row per residual block: its name, size and score, the removed ones marked."""
+    page = html_report.render(depth)
+    assert sections(page) == ["summary", "widths", "blocks", "groups", "frozen-reasons",
+                              "check-inputs", "exact-check", "timings"]
+    part = page.split('<section id="blocks">')[1].split("</section>")[0]
+    rows = depth["blocks"]["list"]
+    assert part.count("<tr>") == len(rows) + 1
+    assert part.count(">removed</span>") == depth["blocks"]["removed"] == 2
+    for b in rows:
+        assert html.escape(b["label"]) in part and f"{b['score']:.2e}" in part
+        assert html_report._num(b["params"]) in part
+    assert "2 of 4 residual blocks removed (4 removable), scored by influence" in part
 
 
 def test_page_holds_the_report_numbers(resnet: dict) -> None:
@@ -368,7 +392,7 @@ def rgb(hex_color: str) -> str:
     return f"rgb({r}, {g}, {b})"
 
 
-@pytest.mark.parametrize("which", ["resnet", "vit", "mha", "blocked"])
+@pytest.mark.parametrize("which", ["resnet", "vit", "mha", "blocked", "depth"])
 def test_charts_are_drawn_in_chromium(browser, which: str, request) -> None:
     report = request.getfixturevalue(which)
     m = measure(html_report.render(report, title=which))

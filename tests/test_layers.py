@@ -35,7 +35,7 @@ LAYERS = {
     "graphprune.names": CORE, "graphprune.reasons": CORE, "graphprune.table": CORE,
     "graphprune.metrics": CORE, "graphprune.plan": CORE, "graphprune.report": CORE,
     "graphprune.html_report": CORE, "graphprune.io": CORE, "graphprune.external": CORE,
-    "graphprune.topology": CORE,
+    "graphprune.topology": CORE, "graphprune.blocks": CORE,
     "graphprune.passes": PASSES, "graphprune.passes.*": PASSES,
     "graphprune": DRIVERS, "graphprune.pipeline": DRIVERS, "graphprune.cli": DRIVERS,
 }

@@ -7,20 +7,17 @@ pruning (`scope` with "hidden") reports its fidelity.
 
 from __future__ import annotations
 
-import functools
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import zoo
 from zoo import new_nodes  # (importing zoo puts the repository root, models/, on sys.path)
 
 import graphprune
 import models
-from models.export import export_spec
 
 NAMES = list(models.TRANSFORMER_MODELS)
 KV_CACHE = {"kv_llama", "kv_mha"}
@@ -33,18 +30,9 @@ OUTPUT_IS_HIDDEN = {"bert", "hf_bert", "mha_encoder", "transformer_encoder"}
 """Models whose graph output is the hidden state itself: hidden units reach it and stay."""
 
 
-@functools.cache
-def _dir() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="graphprune-tzoo-"))
-    import atexit
-
-    atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path
-
-
-@functools.cache
 def exported(name: str, exporter: str) -> Path:
-    return export_spec(name, _dir() / f"{name}-{exporter}.onnx", exporter)
+    """The session's shared export (tests/zoo.py; test_blocks_zoo.py reads the same files)."""
+    return zoo.exported(name, exporter)
 
 
 def feeds(model: onnx.ModelProto, batch: int, seq: int, seed: int = 7) -> dict[str, np.ndarray]:

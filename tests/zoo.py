@@ -1,8 +1,9 @@
 """Exported reference models, each exported once per test session.
 
-`exported(name, exporter, opset)` builds `models.CNN_MODELS[name]`, exports it with the torch
-exporter asked for (dynamic batch axis named ``batch``) and returns the path of the ``.onnx``
-file. Exports are cached on disk in a temporary directory for the life of the process: a
+`exported(name, exporter, opset)` builds `models.CNN_MODELS[name]` (or a transformer of
+`models.TRANSFORMER_MODELS`, with its own dynamic axes), exports it with the torch exporter
+asked for (dynamic batch axis named ``batch``) and returns the path of the ``.onnx`` file.
+Exports are cached on disk in a temporary directory for the life of the process: a
 dynamo export costs seconds, and several test files ask for the same models. The files are
 shared, so tests must copy a file before handing it to anything that might write beside it.
 
@@ -55,8 +56,9 @@ def exported(name: str, exporter: str, opset: int | None = None) -> Path:
     Exported on first request, then served from the session's cache. The file is shared:
     read it, or copy it before writing anything beside it.
     """
-    if name not in models.CNN_MODELS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODEL_NAMES)}")
+    if name not in models.CNN_MODELS and name not in models.TRANSFORMER_MODELS:
+        raise KeyError(f"unknown model {name!r}; known: "
+                       f"{', '.join([*MODEL_NAMES, *models.TRANSFORMER_MODELS])}")
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; known: {', '.join(EXPORTERS)}")
     key = (name, exporter, opset)
