@@ -1,5 +1,5 @@
 """The library's entry points: `analyze`, `compress` (load → analyse → score → select →
-rewrite → validate → report) and `apply_plan`.
+rewrite → validate → report), `sparsify` (zeros in the weights, in place) and `apply_plan`.
 
 This module is a driver, the top layer with the CLI and the package itself: drivers ← passes
 (graphprune.passes) ← core (graph view, rules, analysis, plans, report, errors, model I/O);
@@ -28,8 +28,9 @@ from .passes import rewrite, targets, validation
 from .passes.calibration import Calibration
 from .passes.options import Options
 from .passes.selection import GroupChoice
+from .passes.sparsify import sparsify_model
 from .passes.stages import Analyse, FromPlan, Proof, Rewrite, Score, Select, Validate
-from .plan import Plan, check_fingerprint, make_plan
+from .plan import Plan, check_fingerprint, fingerprint, make_plan
 from .report import GroupReport, Report, io_changes
 
 
@@ -185,11 +186,15 @@ def apply_plan(
     input_sizes: dict[str, list[int]] | None = None,
     progress: Progress | None = None,
     spill: rewrite.Spill | None = None,
+    calib: str | os.PathLike | dict | None = None,
+    calib_samples: int | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Apply a saved plan (graphprune.plan) to the model it was made for, with the same
     exact check as compress (`seed`, `input_sizes`: of that check; `spill`: as for compress).
-    The plan's settings say the scope and whether the interface may change. Raises
-    InputError when the plan does not fit the model."""
+    The plan's settings say the scope and whether the interface may change. A plan with a
+    `sparsity` record then sparsifies the pruned model's layers it lists again (`calib`,
+    `calib_samples`: the data of a data-driven method, as for `sparsify`). Raises InputError
+    when the plan does not fit the model."""
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
     opts = Options.from_dict(plan.settings, seed=seed, input_sizes=input_sizes)
@@ -197,12 +202,97 @@ def apply_plan(
     model = _as_model(model_or_path)
     check_input_sizes(model, opts.input_sizes)
     check_fingerprint(model, plan)
+    if plan.sparsity is not None and not plan.groups:  # a sparsify plan: no width to prune
+        sopts = Options.from_sparsity_dict(plan.sparsity, input_sizes=input_sizes, calib=calib,
+                                           calib_samples=calib_samples)
+        return _sparsify(ctx, sopts, model, spill, plan)
     ctx.say("analysing dependencies")
     an = run_stage(ctx, Analyse(opts), model)
     picked = run_stage(ctx, FromPlan(plan, model), an)
     proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill)
     report = _report(ctx, opts, model, an, picked, proof, plan=plan)
-    return proof.pruned, report
+    if plan.sparsity is None:
+        return proof.pruned, report
+    sopts = Options.from_sparsity_dict(plan.sparsity, input_sizes=input_sizes, calib=calib,
+                                       calib_samples=calib_samples)
+    sparse, sreport = _sparsify(ctx, sopts, proof.pruned, spill, plan)
+    report.sparsity, report.notes = sreport.sparsity, report.notes + sreport.notes
+    report.timings, report.seconds = ctx.timings, ctx.seconds
+    return sparse, report
+
+
+@guard_input
+def sparsify(
+    model_or_path: onnx.ModelProto | str | os.PathLike,
+    sparsity: float | None = None,
+    pattern: str | None = None,
+    method: str | None = None,
+    *,
+    options: Options | None = None,
+    base_plan: Plan | dict | str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    spill: rewrite.Spill | None = None,
+    **settings: Any,
+) -> tuple[onnx.ModelProto, Report]:
+    """Zero weights of the model's MatMul, Gemm and Conv layers in place: the same graph,
+    names and shapes, `sparsity` (default 0.5; implied by an N:M pattern) of each layer's
+    weights zero in `pattern` ("unstructured", "2:4", "N:M": N kept of every M along the
+    input channels), chosen by `method` ("magnitude", "wanda", "sparsegpt"). Options come
+    as keywords or `options` as for compress; those of sparsify: `sparse_scope` (layer kinds
+    linear, conv, head; default linear, conv), `protect`, `sequential` (data-driven methods:
+    each wave of layers' statistics from the model already sparsified upstream; default
+    True), `calib`/`calib_samples` (as for compress), `holdout` (held-back samples for the
+    fidelity measurement). `base_plan`: the plan that made this model from its original
+    (compress's): `report.plan` then holds both, for `apply_plan` on the original.
+
+    There is no exact check (weights change on purpose): the report's `sparsity` gives each
+    layer's sparsity, verified against the pattern in the written model, the layers left
+    dense and why, and fidelity against the input model on held-back samples. Raises
+    InputError (bad options or input), ValidationError (the output fails onnx.checker,
+    changes output shapes, becomes non-finite or lacks the pattern: nothing to write) and
+    StageError naming the stage of any other failure."""
+    opts = Options.build(options, sparsity=sparsity, pattern=pattern, method=method,
+                         **settings)
+    if base_plan is not None and not isinstance(base_plan, Plan):
+        base_plan = (Plan.from_dict(base_plan) if isinstance(base_plan, dict)
+                     else Plan.load(base_plan))
+    model = _as_model(model_or_path)
+    check_input_sizes(model, opts.input_sizes)
+    return _sparsify(RunContext(progress), opts, model, spill, base_plan, record=True)
+
+
+def _sparsify(ctx: RunContext, opts: Options, model: onnx.ModelProto,
+              spill: rewrite.Spill | None, plan: Plan | None, *,
+              record: bool = False) -> tuple[onnx.ModelProto, Report]:
+    """Sparsify `model`: the plan's layers (`record` False: a plan replayed) or all (then the
+    run's plan extends `plan`, a base plan, when given)."""
+    calibration = None
+    if opts.sparsify_needs_data:
+        with stage("reading calibration data"):
+            calibration = Calibration(model, opts.calib, samples=opts.calib_samples,
+                                      seed=opts.seed, sizes=opts.input_sizes)
+    if calibration is not None and opts.calib is None:
+        ctx.note(f"{opts.method} ran on generated inputs (no --calib): real data tells more")
+    only = None if record else plan.sparsity["layers"]
+    result = sparsify_model(model, opts, ctx, calibration=calibration, spill=spill, only=only)
+    with stage("report"):
+        params = count_params(model)
+        feeds = validation.make_inputs(model, batch=1, seed=opts.seed, sizes=opts.input_sizes)
+        macs = count_macs(model, feeds)
+        report = Report(params_before=params, params_after=params, macs_before=macs,
+                        macs_after=macs, bytes_before=approx_bytes(model),
+                        bytes_after=approx_bytes(result.model), criterion="", ratio=0.0,
+                        aggregate="", normalize="", allocation="", notes=list(ctx.notes),
+                        scope=[], sparsity=result.record)
+        if record:
+            entry = {**opts.sparsity_dict(), "layers": result.layers}
+            report.plan = (Plan(plan.fingerprint, plan.groups, plan.settings, entry)
+                           if plan is not None else Plan(fingerprint(model), [], {}, entry))
+        else:
+            report.plan = plan
+    ctx.lap("report")
+    report.timings, report.seconds = ctx.timings, ctx.seconds
+    return result.model, report
 
 
 def _rewrite_and_prove(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,

@@ -10,7 +10,9 @@ Format (version 1)::
       "groups": [
         {"name": "/layer1/conv1/Conv", "units": 16, "removed": [0, 5, 9]},
         …
-      ]
+      ],
+      "sparsity": {"method": "sparsegpt", "pattern": "2:4", "sparsity": 0.5,   # optional
+                   "layers": ["/fc1/MatMul", …], …}
     }
 
 Groups are identified by name (the node whose weight produces the units, as in `analyze`)
@@ -18,6 +20,12 @@ and units by their index in the group's unit order (the order of the producing w
 channels). Only groups that lose units are listed. The fingerprint hashes every node's op type
 and the dims of its constant inputs, in graph order; weight values do not enter it, so a plan
 applies to a fine-tuned copy of the model but not to another architecture or width.
+
+`sparsity` (optional) records a `graphprune sparsify` run on the model the groups leave
+(the model itself when there are none): its settings and the layers (node names) it zeroed;
+`apply` prunes the groups, then re-runs the sparsification on those layers (with the same
+calibration data when the method reads data). Its other keys are
+`passes.options.Options.sparsity_dict`'s.
 """
 
 from __future__ import annotations
@@ -59,10 +67,14 @@ class Plan:
     fingerprint: str
     groups: list[dict[str, Any]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    sparsity: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
-                "settings": self.settings, "groups": self.groups}
+        d = {"format": FORMAT, "version": VERSION, "fingerprint": self.fingerprint,
+             "settings": self.settings, "groups": self.groups}
+        if self.sparsity is not None:
+            d["sparsity"] = self.sparsity
+        return d
 
     def to_json(self) -> str:
         """Indented JSON with each unit list on one line."""
@@ -83,7 +95,12 @@ class Plan:
                 isinstance(g, dict) and isinstance(g.get("name"), str)
                 and isinstance(g.get("removed"), list) for g in groups):
             raise InputError(f"{where} is malformed (fingerprint, groups[name, removed])")
-        return cls(d["fingerprint"], groups, d.get("settings") or {})
+        sparsity = d.get("sparsity")
+        if sparsity is not None and not (
+                isinstance(sparsity, dict) and isinstance(sparsity.get("layers"), list)
+                and all(isinstance(x, str) for x in sparsity["layers"])):
+            raise InputError(f"{where} is malformed (sparsity must hold a list of layers)")
+        return cls(d["fingerprint"], groups, d.get("settings") or {}, sparsity)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:

@@ -53,6 +53,9 @@ class Report:
     """Graph inputs/outputs whose declared shapes changed (allow_io_change): {name, kind
     ("input"/"output"), before, after}, dims as ints or symbol names."""
     frozen_reasons: dict[str, int] = field(default_factory=dict)
+    sparsity: dict[str, Any] = field(default_factory=dict)
+    """What `sparsify` did (passes/sparsify.py): method, pattern, per-layer sparsity, layers
+    left dense and why, fidelity on held-back samples; empty when nothing was sparsified."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     plan: Any = field(default=None, repr=False, compare=False)
@@ -108,6 +111,11 @@ class Report:
                          lat["after"] / lat["before"]))
         out = [f"{'':<12}{'before':>12}{'after':>12}{'ratio':>8}"]
         out += [f"{a:<12}{b:>12}{c:>12}{r:>8.3f}" for a, b, c, r in rows]
+        if self.sparsity and not self.exact_check:  # sparsify alone: no width pruning
+            out += [f"note: {n}" for n in self.notes]
+            out += sparsity_lines(self.sparsity, max_groups)
+            out.append(f"time: {self.seconds:.2f} s")
+            return "\n".join(out)
         out.append(f"criterion: {self.criterion} (aggregate {self.aggregate}, normalise "
                    f"{self.normalize}); allocation: {self.allocation}")
         t = self.target
@@ -160,8 +168,47 @@ class Report:
         for name, f in self.fidelity.items():
             out.append(f"fidelity of the full (inexact) plan, output '{name}': cosine "
                        f"{f['cosine']:.4f}, relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
+        if self.sparsity:
+            out += sparsity_lines(self.sparsity, max_groups)
         out.append(f"time: {self.seconds:.2f} s")
         return "\n".join(out)
+
+
+def sparsity_lines(s: dict[str, Any], max_layers: int = 12) -> list[str]:
+    """The terminal lines of a `sparsity` record."""
+    how = f"{s['method']}, {s['pattern']} (sparsity {s['sparsity']:.3f})"
+    if s.get("sequential"):
+        how += ", sequential"
+    out = [f"sparsify: {how}; scope {', '.join(s.get('scope', []))}"]
+    cal = s.get("calibration")
+    if cal:
+        out.append(f"calibration: {cal.get('samples')} samples ({cal.get('source')})")
+    layers, skipped = s.get("layers", []), s.get("skipped", [])
+    out.append(f"layers: {len(layers)} sparsified, {len(skipped)} left dense")
+    if layers:
+        out.append(f"  {'layer':<44}{'op':<8}{'shape':>14}{'sparsity':>10}")
+        for r in layers[:max_layers]:
+            out.append(f"  {_fit(r['node'], 43):<44}{r['op']:<8}"
+                       f"{'x'.join(map(str, r['shape'])):>14}{r['sparsity']:>10.3f}")
+        if len(layers) > max_layers:
+            out.append(f"  ... {len(layers) - max_layers} more (see --report)")
+    for r in skipped[:max_layers]:
+        out.append(f"  dense: {_fit(r['node'], 43)}: {r['reason']}")
+    if len(skipped) > max_layers:
+        out.append(f"  ... {len(skipped) - max_layers} more left dense (see --report)")
+    t = s.get("totals", {})
+    if t.get("weights"):
+        out.append(f"zeros: {_num(t['zeros'])} of the sparsified layers' {_num(t['weights'])} "
+                   f"weights ({t['sparsity']:.3f}), {t['model_sparsity']:.3f} of all "
+                   f"{_num(t['params'])} parameters; pattern verified in every sparsified "
+                   "weight of the written model")
+    out.append(s.get("check", ""))
+    held = s.get("holdout", {})
+    for name, f in s.get("fidelity", {}).items():
+        out.append(f"fidelity vs the original on {held.get('samples')} held-back samples "
+                   f"({held.get('source')}), output '{name}': cosine {f['cosine']:.4f}, "
+                   f"relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
+    return out
 
 
 def io_changes(model: onnx.ModelProto, pruned: onnx.ModelProto) -> list[dict[str, Any]]:

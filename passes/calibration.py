@@ -202,7 +202,7 @@ def activation_stats(ctx: ScoreContext) -> Stats:
     stats = Stats({x: TensorStats(*(np.zeros(s.ids.shape) for _ in range(3)))
                    for x, s in spans.items()}, uses)
     sess = fast_session(_with_outputs(ctx.model, list(spans)))
-    chunks = _chunks(an, list(spans), calib.batch)
+    chunks = _chunks(an.graph.shape, list(spans), calib.batch)
     for k, chunk in enumerate(chunks):
         ctx.run.say(f"calibration statistics: pass {k + 1}/{len(chunks)} over "
                     f"{calib.samples} samples ({len(chunk)} tensors)")
@@ -234,12 +234,13 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return out
 
 
-def _chunks(an: Analysis, names: list[str], batch: int) -> list[list[str]]:
-    """Split `names` so one batch of their values stays under STATS_BYTES."""
+def _chunks(shape_of, names: list[str], batch: int) -> list[list[str]]:
+    """Split `names` so one batch of their values stays under STATS_BYTES (`shape_of`: a
+    tensor's dims, dynamic ones guessed at 32).."""
     chunks: list[list[str]] = [[]]
     used = 0
     for n in names:
-        dims = an.graph.shape(n) or []
+        dims = shape_of(n) or []
         size = batch * 4 * int(np.prod([d if isinstance(d, int) else 32 for d in dims[1:]]))
         if chunks[-1] and used + size > STATS_BYTES:
             chunks.append([])
@@ -290,3 +291,29 @@ def obd(ctx: ScoreContext) -> np.ndarray:
         return per_unit(ctx.an, u.span.ids, 0.5 * _rows(ctx, u, 2) * t.mean_sq())
 
     return _per_sink(ctx, score)
+
+
+# -- per-channel statistics of any tensors ------------------------------------------------------
+def channel_stats(model: onnx.ModelProto, shape_of, axes: dict[str, int],
+                  calib: Calibration, say=None,
+                  overrides: dict[str, np.ndarray] | None = None) -> dict[str, TensorStats]:
+    """Streamed TensorStats of the tensors `axes` names, per position of each one's channel
+    axis (negative: from the end), as `activation_stats` takes them for units: one pass per
+    chunk of tensors whose batch stays under STATS_BYTES (`shape_of(name)`: a tensor's dims,
+    as `Graph.shape` gives them); `overrides` replace initializers' values (a model whose
+    weights were changed)."""
+    names = list(axes)
+    stats: dict[str, TensorStats] = {}
+    sess = validation.session(_with_outputs(model, names), overrides=overrides, optimize=True)
+    chunks = _chunks(shape_of, names, calib.batch)
+    for k, chunk in enumerate(chunks):
+        if say is not None:
+            say(f"calibration statistics: pass {k + 1}/{len(chunks)} over {calib.samples} "
+                f"samples ({len(chunk)} tensors)")
+        for feeds in calib.batches():
+            for name, value in zip(chunk, sess.run(chunk, feeds), strict=True):
+                axis = axes[name] % value.ndim
+                if name not in stats:
+                    stats[name] = TensorStats(*(np.zeros(value.shape[axis]) for _ in range(3)))
+                stats[name].add(value, (axis,))
+    return stats

@@ -1,0 +1,350 @@
+"""The sparsify pass: zero a fraction of every layer's weights in place.
+
+The output is the same graph — same nodes, names, shapes, interface and external-data
+layout — with zeros in the weights of MatMul, Gemm and Conv layers (`sparse_layers` says
+which and why not), in the pattern asked for (`sparse_masks`: unstructured or N:M along
+the input channels). Methods:
+
+- `magnitude`: |w|; unstructured over the whole layer (⌊s·n⌋ smallest of it), N:M per group.
+- `wanda` (Sun et al. 2024): |w|·‖x_j‖, the weight times the L2 norm of its input channel j
+  over the calibration data, compared per output row (the paper's comparison group) or per
+  N:M group. For a convolution, channel j's norm counts at every kernel tap.
+- `sparsegpt` (Frantar & Alistarh 2023): see `sparsegpt.py`; it also updates the weights it
+  keeps.
+
+Data-driven methods run **sequentially** (as both papers' implementations do): the layers
+come in waves, a layer's wave after every layer its input depends on, and each wave's input
+statistics are taken from the model with the earlier waves already sparsified, so a layer
+compensates for what the sparsity upstream changed. `sequential=False` takes every layer's
+statistics from the dense model in one pass.
+
+Nothing here is exact, so there is no exact check: the output must pass onnx.checker, run in
+onnxruntime with the original's output shapes, and every sparsified weight, read back from
+the model as written, must have the pattern (a ValidationError otherwise); what the zeros
+cost is measured as fidelity against the original on held-back samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from graphprune.context import RunContext
+from graphprune.errors import InputError, ValidationError, stage
+from graphprune.ir import Graph
+from graphprune.metrics import count_params
+
+from . import validation
+from .calibration import Calibration, channel_stats
+from .options import Options
+from .rewrite import Spill, copy_without_initializers, fill_tensor
+from .sparse_layers import Found, Layer, dynamic_tensors, find_layers
+from .sparse_masks import Pattern, as_matrix, check_pattern, from_matrix, matrix_mask, parse_pattern
+
+NO_EXACT_CHECK = "no exact check: weights changed on purpose; measured fidelity instead"
+HOLDOUT_SEED = 104729
+"""Offset of the generated held-back inputs' seed from the run's (calibration batches use
+seed + 7919 + sample index): the two never share a sample."""
+
+
+@dataclass
+class Sparsified:
+    """The sparsified model, the new values of the weights it changed (by source name) and
+    the report's `sparsity` record; `layers` names the sparsified nodes (a plan's)."""
+
+    model: onnx.ModelProto
+    values: dict[str, np.ndarray]
+    record: dict
+    layers: list[str] = field(default_factory=list)
+
+
+def sparsify_model(model: onnx.ModelProto, opts: Options, ctx: RunContext, *,
+                   calibration: Calibration | None = None, spill: Spill | None = None,
+                   only: list[str] | None = None) -> Sparsified:
+    """Sparsify `model` as `opts` says (`sparsity`, `pattern`, `method`, `sparse_scope`,
+    `protect`, `sequential`); `only`: the node names a plan lists, each of which must be
+    sparsifiable. Data-driven methods read `calibration`."""
+    pattern = parse_pattern(opts.pattern)
+    with stage("sparsify: finding layers"):
+        graph = Graph(model)
+        found = find_layers(graph, opts.sparse_scope, pattern, opts.protect,
+                            None if only is None else set(only))
+    if only is not None:
+        _check_plan_layers(found, only)
+    ctx.lap("analysis")
+    work = _Work(model, graph, opts, pattern, ctx, calibration)
+    with stage(f"sparsify ({opts.method}, {pattern.name})"):
+        work.run(found.layers)
+    ctx.lap("sparsify")
+    with stage("sparsify: writing weights"):
+        out = with_values(model, work.values, spill)
+    record = {"method": opts.method, "pattern": pattern.name,
+              "sparsity": round(opts.sparse_fraction, 6), "scope": list(opts.sparse_scope),
+              "sequential": bool(opts.sequential and opts.sparsify_needs_data),
+              "layers": verify(out, found.layers, pattern, opts.sparse_fraction, work.errors),
+              "skipped": [s.to_dict() for s in found.skipped]}
+    record["totals"] = _totals(record["layers"], count_params(model))
+    if calibration is not None and opts.sparsify_needs_data:
+        record["calibration"] = calibration.describe()
+    ctx.lap("verification")
+    ctx.say("measuring fidelity on held-back samples")
+    with stage("fidelity measurement"):
+        record["check"] = NO_EXACT_CHECK
+        held, record["holdout"] = holdout(model, opts, calibration)
+        record["fidelity"] = heldout_fidelity(model, out, held)
+    ctx.lap("validation")
+    return Sparsified(out, work.values, record, [layer.name for layer in found.layers])
+
+
+def _check_plan_layers(found: Found, only: list[str]) -> None:
+    have = {layer.name for layer in found.layers}
+    for name in only:
+        if name not in have:
+            why = next((s.reason for s in found.skipped if s.name == name),
+                       "no such MatMul/Gemm/Conv node with a constant weight")
+            raise InputError(f"plan sparsifies layer '{name}', which this model cannot "
+                             f"sparsify ({why})")
+
+
+# -- choosing and zeroing -------------------------------------------------------------------
+Method = Callable[["_Work", Layer, np.ndarray, object], np.ndarray]
+METHODS: dict[str, Method] = {}
+
+
+def method(name: str, stats: str | None = None):
+    """Register a method (`stats`: the input statistics it reads: None, "channels", or
+    "moments")."""
+    def register(fn: Method) -> Method:
+        fn.stats = stats
+        METHODS[name] = fn
+        return fn
+    return register
+
+
+class _Work:
+    """One sparsify run's state: the new source values, wave by wave."""
+
+    def __init__(self, model: onnx.ModelProto, graph: Graph, opts: Options, pattern: Pattern,
+                 ctx: RunContext, calibration: Calibration | None) -> None:
+        self.model, self.graph, self.opts, self.pattern = model, graph, opts, pattern
+        self.fraction = opts.sparse_fraction
+        self.ctx, self.calibration = ctx, calibration
+        self.values: dict[str, np.ndarray] = {}
+        self.errors: dict[str, float] = {}  # layer name -> relative reconstruction error
+
+    def run(self, layers: list[Layer]) -> None:
+        fn = METHODS[self.opts.method]
+        waves = (waves_of(self.graph, layers) if fn.stats and self.opts.sequential
+                 else [layers])
+        for k, wave in enumerate(waves):
+            if not wave:
+                continue
+            if len(waves) > 1:
+                self.ctx.say(f"{self.opts.method}: wave {k + 1}/{len(waves)} "
+                             f"({len(wave)} layers)")
+            stats = self.stats(fn.stats, wave)
+            for layer in wave:
+                w = self.weight(layer)
+                self.put(layer, fn(self, layer, w, stats))
+
+    def weight(self, layer: Layer) -> np.ndarray:
+        return np.asarray(self.graph.const(layer.weight))
+
+    def put(self, layer: Layer, w: np.ndarray) -> None:
+        """Write a layer's new weight into (a copy of) its source."""
+        w = np.asarray(w, dtype=self.weight(layer).dtype)
+        if layer.where is None:
+            self.values[layer.source] = w
+            return
+        if layer.source not in self.values:
+            self.values[layer.source] = np.array(self.graph.const(layer.source))
+        self.values[layer.source].reshape(-1)[layer.where.reshape(-1)] = w.reshape(-1)
+
+    def stats(self, kind: str | None, wave: list[Layer]) -> object:
+        if kind is None:
+            return None
+        if self.calibration is None:
+            raise ValueError(f"{self.opts.method} needs calibration data")
+        model, overrides = session_model(self.model, self.graph, self.values)
+        if kind == "channels":
+            axes = {layer.x: layer.x_axis for layer in wave}
+            clash = [layer for layer in wave if axes[layer.x] != layer.x_axis]
+            stats = channel_stats(model, self.graph.shape, axes, self.calibration,
+                                  self.ctx.say, overrides)
+            for layer in clash:  # one tensor read along two axes: a second pass
+                stats.update({(layer.x, layer.x_axis): channel_stats(
+                    model, self.graph.shape, {layer.x: layer.x_axis}, self.calibration,
+                    None, overrides)[layer.x]})
+            return stats
+        raise ValueError(f"unknown statistics '{kind}'")
+
+
+def session_model(model: onnx.ModelProto, graph: Graph, values: dict[str, np.ndarray],
+                  ) -> tuple[onnx.ModelProto, dict[str, np.ndarray] | None]:
+    """The model with `values` in place, for a session: the original with initializer
+    overrides, or (a Constant node's value changed) a copy holding them."""
+    if all(name in graph.initializers for name in values):
+        return model, dict(values) or None
+    return with_values(model, values), None
+
+
+def waves_of(graph: Graph, layers: list[Layer]) -> list[list[Layer]]:
+    """Layers in waves: a layer's wave is one past the latest wave of the layers its data
+    input depends on (the q, k, v projections of a block share one, its output projection
+    the next)."""
+    by_node = {layer.node: layer for layer in layers}
+    data = dynamic_tensors(graph)
+    depth: dict[str, int] = {}
+    wave_of: dict[int, int] = {}
+    for i, node in graph.iter_nodes():
+        d = max((depth.get(x, 0) for x in node.input if x in data), default=0)
+        if i in by_node:
+            wave_of[i] = depth.get(by_node[i].x, 0)
+            d = max(d, wave_of[i] + 1)
+        for o in node.output:
+            if o:
+                depth[o] = d
+    waves: list[list[Layer]] = [[] for _ in range(max(wave_of.values(), default=-1) + 1)]
+    for layer in layers:
+        waves[wave_of[layer.node]].append(layer)
+    return waves
+
+
+@method("magnitude")
+def magnitude(work: _Work, layer: Layer, w: np.ndarray, stats: object) -> np.ndarray:
+    keep = matrix_mask(np.abs(as_matrix(w, layer.row_axis, layer.k_axis)), work.pattern,
+                       work.fraction)
+    return w * from_matrix(keep, w.shape, layer.row_axis, layer.k_axis)
+
+
+@method("wanda", stats="channels")
+def wanda(work: _Work, layer: Layer, w: np.ndarray, stats: object) -> np.ndarray:
+    t = stats.get((layer.x, layer.x_axis)) or stats[layer.x]
+    norms = np.sqrt(t.mean_sq())
+    mat = np.abs(as_matrix(w, layer.row_axis, layer.k_axis)).astype(np.float64)
+    mat *= input_scale(layer, norms, mat.shape)
+    keep = matrix_mask(mat, work.pattern, work.fraction, per_row=True)
+    return w * from_matrix(keep, w.shape, layer.row_axis, layer.k_axis)
+
+
+def input_scale(layer: Layer, per_channel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A per-input-channel quantity (length: the data's channels) laid out as the weight's
+    matrix view [rows, taps × channels per group]: a grouped convolution's rows read their
+    own group's channels, at every tap."""
+    rows, cols = shape
+    per_group = layer.channels
+    if len(per_channel) != per_group * layer.groups:
+        raise ValueError(f"{layer.name}: {len(per_channel)} input channels for "
+                         f"{layer.groups} groups of {per_group}")
+    group = np.arange(rows) // (rows // layer.groups)
+    return per_channel[group[:, None] * per_group + np.arange(cols)[None, :] % per_group]
+
+
+# -- writing and checking -------------------------------------------------------------------
+def with_values(model: onnx.ModelProto, values: dict[str, np.ndarray],
+                spill: Spill | None = None) -> onnx.ModelProto:
+    """A copy of `model` whose initializers (or Constant nodes' values) named in `values`
+    hold those: the same graph, names and tensor order; large values go to `spill`."""
+    out = copy_without_initializers(model)
+    for t in model.graph.initializer:
+        if t.name in values:
+            v = values[t.name]
+            fill_tensor(out.graph.initializer.add(), t, spill.put(v) if spill else v)
+        else:
+            out.graph.initializer.append(t)
+    for node in out.graph.node:
+        if node.op_type == "Constant" and node.output[0] in values:
+            a = next(a for a in node.attribute if a.name == "value")
+            a.t.CopyFrom(numpy_helper.from_array(values[node.output[0]], a.t.name or None))
+    return out
+
+
+def verify(out: onnx.ModelProto, layers: list[Layer], pattern: Pattern, fraction: float,
+           errors: dict[str, float]) -> list[dict]:
+    """Each layer's weight as the written model computes it, checked for the pattern: its
+    report row (zeros, sparsity). ValidationError naming the first that lacks it."""
+    graph = Graph(out, infer=False)
+    rows = []
+    for layer in layers:
+        w = np.asarray(graph.const(layer.weight))
+        why = check_pattern(w, pattern, fraction, row_axis=layer.row_axis,
+                            k_axis=layer.k_axis)
+        if why:
+            raise ValidationError(f"sparsified weight of {layer.name} lacks the {pattern.name} "
+                                  f"pattern: {why}")
+        zeros = int(w.size - np.count_nonzero(w))
+        row = {**layer.describe(), "size": int(w.size), "zeros": zeros,
+               "sparsity": round(zeros / max(w.size, 1), 6)}
+        if layer.name in errors:
+            row["error"] = errors[layer.name]
+        rows.append(row)
+    return rows
+
+
+def _totals(rows: list[dict], params: int) -> dict:
+    size, zeros = sum(r["size"] for r in rows), sum(r["zeros"] for r in rows)
+    return {"layers": len(rows), "weights": size, "zeros": zeros,
+            "sparsity": round(zeros / size, 6) if size else 0.0, "params": params,
+            "model_sparsity": round(zeros / params, 6) if params else 0.0}
+
+
+# -- fidelity on held-back samples ------------------------------------------------------------
+def holdout(model: onnx.ModelProto, opts: Options,
+            calibration: Calibration | None) -> tuple[Calibration, dict]:
+    """Held-back inputs: the calibration file's samples after those the method read (or its
+    first ones when it read none); generated inputs (seeds no calibration batch uses) when
+    there is no file or nothing is left of it."""
+    arrays = calibration.arrays if calibration is not None else None
+    if arrays is None and opts.calib is not None:
+        arrays = Calibration(model, opts.calib, samples=1).arrays
+    used = calibration.samples if calibration is not None and opts.sparsify_needs_data else 0
+    left = len(next(iter(arrays.values()))) - used if arrays else 0
+    if left > 0:
+        n = min(opts.holdout, left)
+        part = {k: v[used:used + n] for k, v in arrays.items()}
+        held = Calibration(model, part, samples=n, sizes=opts.input_sizes)
+        return held, {"source": f"calibration samples {used}..{used + held.samples - 1}",
+                      "samples": held.samples}
+    held = Calibration(model, None, samples=opts.holdout, seed=opts.seed + HOLDOUT_SEED,
+                       sizes=opts.input_sizes)
+    why = "generated" if arrays is None else "generated (no calibration sample left over)"
+    return held, {"source": why, "samples": held.samples}
+
+
+def heldout_fidelity(model: onnx.ModelProto, sparse: onnx.ModelProto,
+                     held: Calibration) -> dict[str, dict[str, float]]:
+    """Per output over the held-back batches: relative L2 error and cosine similarity of the
+    flattened outputs, top-1 agreement along the last axis (as `validation.fidelity`). The
+    sparse model must give the original's output shapes and finite values where it does."""
+    ref = validation.session(model, optimize=True)
+    cand = validation.session(sparse, optimize=True)
+    names = [o.name for o in ref.get_outputs()]
+    sums = {n: np.zeros(5) for n in names}  # |a-b|², |a|², |b|², a·b, top-1 hits
+    positions = dict.fromkeys(names, 0)
+    for feeds in held.batches():
+        a_out, b_out = validation.run_pair(ref, cand, feeds)
+        for name, a, b in zip(names, a_out, b_out, strict=True):
+            if np.shape(a) != np.shape(b):
+                raise ValidationError(f"sparsified model's output '{name}' has shape "
+                                      f"{list(np.shape(b))}, the original's {list(np.shape(a))}")
+            a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+            if not np.isfinite(b64[np.isfinite(a64)]).all():
+                raise ValidationError(f"sparsified model's output '{name}' is not finite where "
+                                      "the original's is")
+            ok = np.isfinite(a64)
+            a64, b64 = np.where(ok, a64, 0.0), np.where(ok, b64, 0.0)
+            hits = (np.argmax(a, -1) == np.argmax(b, -1)) if np.ndim(a) >= 2 else np.ones(1)
+            sums[name] += [np.sum((a64 - b64) ** 2), np.sum(a64 ** 2), np.sum(b64 ** 2),
+                           np.sum(a64 * b64), np.sum(hits)]
+            positions[name] += int(np.size(hits))
+    out = {}
+    for name in names:
+        d2, a2, b2, ab, hits = sums[name]
+        out[name] = {"rel_l2": float(np.sqrt(d2 / a2)) if a2 else 0.0,
+                     "cosine": float(ab / np.sqrt(a2 * b2)) if a2 and b2 else 0.0,
+                     "top1": float(hits / max(positions[name], 1))}
+    return out
