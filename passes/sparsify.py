@@ -10,7 +10,9 @@ the input channels). Methods:
   over the calibration data, compared per output row (the paper's comparison group) or per
   N:M group. For a convolution, channel j's norm counts at every kernel tap.
 - `sparsegpt` (Frantar & Alistarh 2023): see `sparsegpt.py`; it also updates the weights it
-  keeps.
+  keeps, from the Hessian 2·E[x xᵀ] of each layer's (unfolded) input (`moments`). A layer
+  whose input statistics `moments` cannot take (a weight read as MatMul's first input, over
+  the memory budget) stays dense, and the report says why.
 
 Data-driven methods run **sequentially** (as both papers' implementations do): the layers
 come in waves, a layer's wave after every layer its input depends on, and each wave's input
@@ -38,12 +40,13 @@ from graphprune.errors import InputError, ValidationError, stage
 from graphprune.ir import Graph
 from graphprune.metrics import count_params
 
-from . import validation
+from . import moments, validation
 from .calibration import Calibration, channel_stats
 from .options import Options
 from .rewrite import Spill, copy_without_initializers, fill_tensor
-from .sparse_layers import Found, Layer, dynamic_tensors, find_layers
+from .sparse_layers import Found, Layer, Skipped, dynamic_tensors, find_layers
 from .sparse_masks import Pattern, as_matrix, check_pattern, from_matrix, matrix_mask, parse_pattern
+from .sparsegpt import group_counts, solve, tap_major
 
 NO_EXACT_CHECK = "no exact check: weights changed on purpose; measured fidelity instead"
 HOLDOUT_SEED = 104729
@@ -80,13 +83,17 @@ def sparsify_model(model: onnx.ModelProto, opts: Options, ctx: RunContext, *,
     with stage(f"sparsify ({opts.method}, {pattern.name})"):
         work.run(found.layers)
     ctx.lap("sparsify")
+    if only is not None and work.dense:
+        raise InputError(f"plan sparsifies layer '{work.dense[0].name}', which this run left "
+                         f"dense ({work.dense[0].reason})")
+    done = [layer for layer in found.layers if layer.name in work.done]
     with stage("sparsify: writing weights"):
         out = with_values(model, work.values, spill)
     record = {"method": opts.method, "pattern": pattern.name,
               "sparsity": round(opts.sparse_fraction, 6), "scope": list(opts.sparse_scope),
               "sequential": bool(opts.sequential and opts.sparsify_needs_data),
-              "layers": verify(out, found.layers, pattern, opts.sparse_fraction, work.errors),
-              "skipped": [s.to_dict() for s in found.skipped]}
+              "layers": verify(out, done, pattern, opts.sparse_fraction, work.errors),
+              "skipped": [s.to_dict() for s in [*found.skipped, *work.dense]]}
     record["totals"] = _totals(record["layers"], count_params(model))
     if calibration is not None and opts.sparsify_needs_data:
         record["calibration"] = calibration.describe()
@@ -97,7 +104,7 @@ def sparsify_model(model: onnx.ModelProto, opts: Options, ctx: RunContext, *,
         held, record["holdout"] = holdout(model, opts, calibration)
         record["fidelity"] = heldout_fidelity(model, out, held)
     ctx.lap("validation")
-    return Sparsified(out, work.values, record, [layer.name for layer in found.layers])
+    return Sparsified(out, work.values, record, [layer.name for layer in done])
 
 
 def _check_plan_layers(found: Found, only: list[str]) -> None:
@@ -111,7 +118,9 @@ def _check_plan_layers(found: Found, only: list[str]) -> None:
 
 
 # -- choosing and zeroing -------------------------------------------------------------------
-Method = Callable[["_Work", Layer, np.ndarray, object], np.ndarray]
+Method = Callable[["_Work", Layer, np.ndarray, object], "np.ndarray | None"]
+"""(run, layer, its weight, the wave's statistics) → the new weight, or None when the layer
+stays dense (`_Work.leave` says why)."""
 METHODS: dict[str, Method] = {}
 
 
@@ -135,6 +144,8 @@ class _Work:
         self.ctx, self.calibration = ctx, calibration
         self.values: dict[str, np.ndarray] = {}
         self.errors: dict[str, float] = {}  # layer name -> relative reconstruction error
+        self.done: dict[str, None] = {}  # sparsified layers, in order
+        self.dense: list[Skipped] = []  # layers a method had to leave dense
 
     def run(self, layers: list[Layer]) -> None:
         fn = METHODS[self.opts.method]
@@ -148,8 +159,13 @@ class _Work:
                              f"({len(wave)} layers)")
             stats = self.stats(fn.stats, wave)
             for layer in wave:
-                w = self.weight(layer)
-                self.put(layer, fn(self, layer, w, stats))
+                new = fn(self, layer, self.weight(layer), stats)
+                if new is not None:
+                    self.put(layer, new)
+                    self.done[layer.name] = None
+
+    def leave(self, layer: Layer, reason: str) -> None:
+        self.dense.append(Skipped(layer.name, layer.source, reason))
 
     def weight(self, layer: Layer) -> np.ndarray:
         return np.asarray(self.graph.const(layer.weight))
@@ -180,7 +196,32 @@ class _Work:
                     model, self.graph.shape, {layer.x: layer.x_axis}, self.calibration,
                     None, overrides)[layer.x]})
             return stats
+        if kind == "moments":
+            return self.moments(wave, model, overrides)
         raise ValueError(f"unknown statistics '{kind}'")
+
+    def moments(self, wave: list[Layer], model: onnx.ModelProto,
+                overrides: dict[str, np.ndarray] | None) -> dict[int, object]:
+        """Input moments per layer node (a reason where there are none); layers reading the
+        same input the same way share one accumulator."""
+        out: dict[int, object] = {}
+        shared: dict[tuple, moments.Site] = {}
+        for layer in wave:
+            try:
+                site = moments.site(self.graph, layer.node)
+            except moments.Unsupported as exc:
+                out[layer.node] = f"no input statistics for sparsegpt: {exc}"
+                continue
+            key = (site.x, site.op, site.groups, site.width, site.conv, site.trans_a)
+            out[layer.node] = shared.setdefault(key, site)
+        sites = list(dict.fromkeys(s for s in out.values() if isinstance(s, moments.Site)))
+        got = moments.collect(model, sites, self.calibration.batches(), overrides=overrides,
+                              progress=None)
+        for node, site in out.items():
+            if isinstance(site, moments.Site):
+                out[node] = got.moments.get(site.node) or (
+                    "no input statistics for sparsegpt: " + got.skipped[site.node])
+        return out
 
 
 def session_model(model: onnx.ModelProto, graph: Graph, values: dict[str, np.ndarray],
@@ -229,6 +270,27 @@ def wanda(work: _Work, layer: Layer, w: np.ndarray, stats: object) -> np.ndarray
     mat *= input_scale(layer, norms, mat.shape)
     keep = matrix_mask(mat, work.pattern, work.fraction, per_row=True)
     return w * from_matrix(keep, w.shape, layer.row_axis, layer.k_axis)
+
+
+@method("sparsegpt", stats="moments")
+def sparsegpt(work: _Work, layer: Layer, w: np.ndarray, stats: object) -> np.ndarray | None:
+    got = stats[layer.node]
+    if isinstance(got, str):
+        work.leave(layer, got)
+        return None
+    mat = as_matrix(w, layer.row_axis, layer.k_axis).astype(np.float64)
+    rows, cols = mat.shape
+    per, second = rows // layer.groups, got.second()
+    perm = tap_major(layer.channels, cols // layer.channels)
+    counts = group_counts(layer.groups, per * cols, work.fraction)
+    delta = output = 0.0
+    for g in range(layer.groups):
+        part = slice(g * per, (g + 1) * per)
+        solved = solve(mat[part], second[g][np.ix_(perm, perm)], work.pattern, counts[g])
+        mat[part] = solved.weight
+        delta, output = delta + solved.delta, output + solved.output
+    work.errors[layer.name] = round(delta / output, 8) if output > 0 else 0.0
+    return from_matrix(mat, w.shape, layer.row_axis, layer.k_axis)
 
 
 def input_scale(layer: Layer, per_channel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
