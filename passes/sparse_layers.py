@@ -78,7 +78,7 @@ class Layer:
 
     def describe(self) -> dict:
         return {"node": self.name, "weight": self.source, "op": self.op, "kind": self.kind,
-                "shape": list(self.shape)}
+                "shape": list(self.shape), "input_axis": self.k_axis % len(self.shape)}
 
 
 @dataclass
