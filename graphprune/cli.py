@@ -124,10 +124,10 @@ def _sparsify_parser(sub) -> None:
                    help="calibration inputs for wanda and sparsegpt: one array per graph "
                         "input, samples on axis 0 (default: generated inputs)")
     s.add_argument("--calib-samples", type=int, default=32, metavar="N",
-                   help="calibration samples to use (default 32); later ones are held back "
-                        "for the fidelity measurement")
-    s.add_argument("--holdout", type=int, default=8, metavar="N",
-                   help="held-back samples on which fidelity is measured (default 8)")
+                   help="calibration samples to use (default 32)")
+    s.add_argument("--holdout", type=float, default=0.25, metavar="SHARE",
+                   help="share of the calibration samples held back from the method to "
+                        "measure fidelity on (default 0.25)")
     s.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
                    help="wanda, sparsegpt: take each layer's statistics from the model "
                         "already sparsified upstream (default) or all from the dense model")

@@ -241,9 +241,10 @@ def sparsify(
     as keywords or `options` as for compress; those of sparsify: `sparse_scope` (layer kinds
     linear, conv, head; default linear, conv), `protect`, `sequential` (data-driven methods:
     each wave of layers' statistics from the model already sparsified upstream; default
-    True), `calib`/`calib_samples` (as for compress), `holdout` (held-back samples for the
-    fidelity measurement). `base_plan`: the plan that made this model from its original
-    (compress's): `report.plan` then holds both, for `apply_plan` on the original.
+    True), `calib`/`calib_samples` (as for compress), `holdout` (the share of them held back
+    for the fidelity measurement, default 0.25). `base_plan`: the plan that made this model
+    from its original (compress's): `report.plan` then holds both, for `apply_plan` on the
+    original.
 
     There is no exact check (weights change on purpose): the report's `sparsity` gives each
     layer's sparsity, verified against the pattern in the written model, the layers left
@@ -266,12 +267,12 @@ def _sparsify(ctx: RunContext, opts: Options, model: onnx.ModelProto,
               record: bool = False) -> tuple[onnx.ModelProto, Report]:
     """Sparsify `model`: the plan's layers (`record` False: a plan replayed) or all (then the
     run's plan extends `plan`, a base plan, when given)."""
-    calibration = None
-    if opts.sparsify_needs_data:
+    calibration = None  # the data methods' samples, and the held-back ones
+    if opts.sparsify_needs_data or opts.calib is not None:
         with stage("reading calibration data"):
             calibration = Calibration(model, opts.calib, samples=opts.calib_samples,
                                       seed=opts.seed, sizes=opts.input_sizes)
-    if calibration is not None and opts.calib is None:
+    if opts.sparsify_needs_data and opts.calib is None:
         ctx.note(f"{opts.method} ran on generated inputs (no --calib): real data tells more")
     only = None if record else plan.sparsity["layers"]
     result = sparsify_model(model, opts, ctx, calibration=calibration, spill=spill, only=only)

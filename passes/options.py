@@ -65,7 +65,7 @@ class Options:
     method: str = "magnitude"
     sparse_scope: tuple[str, ...] = DEFAULT_KINDS
     sequential: bool = True
-    holdout: int = 8
+    holdout: float = 0.25
 
     def __post_init__(self) -> None:
         for name in ("scope", "sparse_scope"):
@@ -122,8 +122,8 @@ class Options:
         if bad or not self.sparse_scope:
             raise InputError(f"unknown sparsify scope {', '.join(bad) or '(empty)'} (choose "
                              f"from {', '.join(KINDS)})")
-        if self.holdout < 1:
-            raise InputError(f"holdout must be a positive integer, got {self.holdout}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise InputError(f"holdout must be a share in [0, 1), got {self.holdout}")
 
     def _targets(self) -> dict[str, float]:
         return {k: v for k, v in (("macs", self.target_macs), ("params", self.target_params),
@@ -177,7 +177,8 @@ class Options:
         return {"sparsity": self.sparse_fraction, "pattern": parse_pattern(self.pattern).name,
                 "method": self.method, "scope": list(self.sparse_scope),
                 "protect": self.protect, "sequential": self.sequential,
-                "calib_samples": self.calib_samples, "seed": self.seed}
+                "calib_samples": self.calib_samples, "holdout": self.holdout,
+                "seed": self.seed}
 
     @classmethod
     def from_sparsity_dict(cls, record: dict[str, Any], **overrides: Any) -> Options:
@@ -185,7 +186,8 @@ class Options:
         if not isinstance(record, dict):
             raise InputError("plan sparsity must be a JSON object")
         kw = {k: record[k] for k in ("sparsity", "pattern", "method", "protect", "sequential",
-                                     "calib_samples", "seed") if record.get(k) is not None}
+                                     "calib_samples", "holdout", "seed")
+              if record.get(k) is not None}
         if record.get("scope"):
             kw["sparse_scope"] = record["scope"]
         if parse_pattern(kw.get("pattern", "unstructured")).structured:

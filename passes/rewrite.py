@@ -107,7 +107,7 @@ class Rewriter:
         self.spill = spill
         self.source = model
         if copy:
-            self.model = copy_without_initializers(model)  # they come in _materialize
+            self.model = _copy_without_initializers(model)  # they come in _materialize
         else:
             self.model = model  # read-only use (mask_overrides)
         self.nodes = self.model.graph.node
@@ -340,14 +340,14 @@ class Rewriter:
         if self.model is not self.source:  # copied without initializers: add them, in order
             for t in self.source.graph.initializer:
                 if t.name in replaced:
-                    fill_tensor(g.initializer.add(), t, replaced[t.name])
+                    _fill_tensor(g.initializer.add(), t, replaced[t.name])
                 else:
                     g.initializer.append(t)
         else:
             for name, value in replaced.items():
-                fill_tensor(inits[name], inits[name], value)
+                _fill_tensor(inits[name], inits[name], value)
         for name, value in clones:
-            fill_tensor(g.initializer.add(), None, value, name)
+            _fill_tensor(g.initializer.add(), None, value, name)
         self._insert_overrides(taken)
         _remove_dead(self.model, _unused(self.an.graph.g))
         del g.value_info[:]
@@ -483,7 +483,7 @@ def apply_edit(rw: Rewriter, edit: Edit) -> None:
     fn(rw, edit)
 
 
-def copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+def _copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` whose graph has no initializers yet: copying the weights that the
     rewrite replaces anyway costs as much as the rest of it."""
     out = onnx.ModelProto()
@@ -497,7 +497,15 @@ def copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def fill_tensor(dst: onnx.TensorProto, src: onnx.TensorProto | None, value: np.ndarray,
+def store(dst: onnx.TensorProto, value: np.ndarray, spill: Spill | None = None) -> None:
+    """Give initializer `dst` the value `value` (same name), as the rewrite writes its own:
+    large values go to `spill`'s file and are referred to there. For passes that change
+    weights in the original's shape (recovery) on their own copy of the model."""
+    value = spill.put(value) if spill is not None else value
+    _fill_tensor(dst, dst, value if _mapped_file(value) else np.ascontiguousarray(value))
+
+
+def _fill_tensor(dst: onnx.TensorProto, src: onnx.TensorProto | None, value: np.ndarray,
                  name: str | None = None) -> None:
     """`dst` := the tensor numpy_helper.from_array(value, name) makes (the name of `src` by
     default), written in place: plain numeric arrays on a little-endian machine skip from_array's

@@ -37,18 +37,21 @@ from onnx import numpy_helper
 
 from graphprune.context import RunContext
 from graphprune.errors import InputError, ValidationError, stage
+from graphprune.io import copy_fields
 from graphprune.ir import Graph
 from graphprune.metrics import count_params
 
 from . import moments, validation
 from .calibration import Calibration, channel_stats
 from .options import Options
-from .rewrite import Spill, copy_without_initializers, fill_tensor
+from .rewrite import Spill, store
 from .sparse_layers import Found, Layer, Skipped, dynamic_tensors, find_layers
 from .sparse_masks import Pattern, as_matrix, check_pattern, from_matrix, matrix_mask, parse_pattern
 from .sparsegpt import group_counts, solve, tap_major
 
 NO_EXACT_CHECK = "no exact check: weights changed on purpose; measured fidelity instead"
+HOLDOUT_SAMPLES = 8
+"""Generated held-back inputs when no calibration file gives them."""
 HOLDOUT_SEED = 104729
 """Offset of the generated held-back inputs' seed from the run's (calibration batches use
 seed + 7919 + sample index): the two never share a sample."""
@@ -79,7 +82,8 @@ def sparsify_model(model: onnx.ModelProto, opts: Options, ctx: RunContext, *,
     if only is not None:
         _check_plan_layers(found, only)
     ctx.lap("analysis")
-    work = _Work(model, graph, opts, pattern, ctx, calibration)
+    fit, back = calibration.split(opts.holdout) if calibration is not None else (None, None)
+    work = _Work(model, graph, opts, pattern, ctx, fit)
     with stage(f"sparsify ({opts.method}, {pattern.name})"):
         work.run(found.layers)
     ctx.lap("sparsify")
@@ -95,13 +99,13 @@ def sparsify_model(model: onnx.ModelProto, opts: Options, ctx: RunContext, *,
               "layers": verify(out, done, pattern, opts.sparse_fraction, work.errors),
               "skipped": [s.to_dict() for s in [*found.skipped, *work.dense]]}
     record["totals"] = _totals(record["layers"], count_params(model))
-    if calibration is not None and opts.sparsify_needs_data:
-        record["calibration"] = calibration.describe()
+    if fit is not None and opts.sparsify_needs_data:
+        record["calibration"] = fit.describe()
     ctx.lap("verification")
     ctx.say("measuring fidelity on held-back samples")
     with stage("fidelity measurement"):
         record["check"] = NO_EXACT_CHECK
-        held, record["holdout"] = holdout(model, opts, calibration)
+        held, record["holdout"] = holdout(model, opts, back)
         record["fidelity"] = heldout_fidelity(model, out, held)
     ctx.lap("validation")
     return Sparsified(out, work.values, record, [layer.name for layer in done])
@@ -311,11 +315,14 @@ def with_values(model: onnx.ModelProto, values: dict[str, np.ndarray],
                 spill: Spill | None = None) -> onnx.ModelProto:
     """A copy of `model` whose initializers (or Constant nodes' values) named in `values`
     hold those: the same graph, names and tensor order; large values go to `spill`."""
-    out = copy_without_initializers(model)
+    out = onnx.ModelProto()
+    copy_fields(model, out, skip={"graph"})
+    copy_fields(model.graph, out.graph, skip={"initializer"})
     for t in model.graph.initializer:
         if t.name in values:
-            v = values[t.name]
-            fill_tensor(out.graph.initializer.add(), t, spill.put(v) if spill else v)
+            new = out.graph.initializer.add()
+            new.name = t.name
+            store(new, values[t.name], spill)
         else:
             out.graph.initializer.append(t)
     for node in out.graph.node:
@@ -356,57 +363,61 @@ def _totals(rows: list[dict], params: int) -> dict:
 
 # -- fidelity on held-back samples ------------------------------------------------------------
 def holdout(model: onnx.ModelProto, opts: Options,
-            calibration: Calibration | None) -> tuple[Calibration, dict]:
-    """Held-back inputs: the calibration file's samples after those the method read (or its
-    first ones when it read none); generated inputs (seeds no calibration batch uses) when
-    there is no file or nothing is left of it."""
-    arrays = calibration.arrays if calibration is not None else None
-    if arrays is None and opts.calib is not None:
-        arrays = Calibration(model, opts.calib, samples=1).arrays
-    used = calibration.samples if calibration is not None and opts.sparsify_needs_data else 0
-    left = len(next(iter(arrays.values()))) - used if arrays else 0
-    if left > 0:
-        n = min(opts.holdout, left)
-        part = {k: v[used:used + n] for k, v in arrays.items()}
-        held = Calibration(model, part, samples=n, sizes=opts.input_sizes)
-        return held, {"source": f"calibration samples {used}..{used + held.samples - 1}",
-                      "samples": held.samples}
-    held = Calibration(model, None, samples=opts.holdout, seed=opts.seed + HOLDOUT_SEED,
+            back: Calibration | None) -> tuple[Calibration, dict]:
+    """The held-back inputs: the last `holdout` share of the calibration samples (which no
+    statistic was taken from), or generated inputs (seeds no calibration batch uses) when
+    there is no calibration file or too few samples to hold any back."""
+    if back is not None and back.arrays is not None:
+        return back, {"source": f"calibration samples {back.offset}.."
+                                f"{back.offset + back.samples - 1}", "samples": back.samples}
+    held = Calibration(model, None, samples=HOLDOUT_SAMPLES, seed=opts.seed + HOLDOUT_SEED,
                        sizes=opts.input_sizes)
-    why = "generated" if arrays is None else "generated (no calibration sample left over)"
+    why = "generated" if opts.calib is None else "generated (too few calibration samples)"
     return held, {"source": why, "samples": held.samples}
 
 
 def heldout_fidelity(model: onnx.ModelProto, sparse: onnx.ModelProto,
                      held: Calibration) -> dict[str, dict[str, float]]:
-    """Per output over the held-back batches: relative L2 error and cosine similarity of the
-    flattened outputs, top-1 agreement along the last axis (as `validation.fidelity`). The
-    sparse model must give the original's output shapes and finite values where it does."""
+    """Per float output over the held-back batches: `rel_l2`, ‖sparse − original‖ /
+    ‖original‖ over all of them; `cosine`, the mean over samples of the cosine between a
+    sample's flattened outputs; `top1` (a last axis of at least two entries: class scores,
+    token logits), the share of positions where both pick the same entry. The sparse model
+    must give the original's output shapes, and finite values where it does."""
     ref = validation.session(model, optimize=True)
     cand = validation.session(sparse, optimize=True)
     names = [o.name for o in ref.get_outputs()]
-    sums = {n: np.zeros(5) for n in names}  # |a-b|², |a|², |b|², a·b, top-1 hits
-    positions = dict.fromkeys(names, 0)
+    sums = {n: np.zeros(6) for n in names}  # |a-b|², |a|², Σcos, samples, agree, positions
     for feeds in held.batches():
-        a_out, b_out = validation.run_pair(ref, cand, feeds)
-        for name, a, b in zip(names, a_out, b_out, strict=True):
+        batch = len(next(iter(feeds.values())))
+        for name, a, b in zip(names, *validation.run_pair(ref, cand, feeds), strict=True):
             if np.shape(a) != np.shape(b):
                 raise ValidationError(f"sparsified model's output '{name}' has shape "
                                       f"{list(np.shape(b))}, the original's {list(np.shape(a))}")
+            if np.asarray(a).dtype.kind != "f":
+                continue
             a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
             if not np.isfinite(b64[np.isfinite(a64)]).all():
                 raise ValidationError(f"sparsified model's output '{name}' is not finite where "
                                       "the original's is")
-            ok = np.isfinite(a64)
-            a64, b64 = np.where(ok, a64, 0.0), np.where(ok, b64, 0.0)
-            hits = (np.argmax(a, -1) == np.argmax(b, -1)) if np.ndim(a) >= 2 else np.ones(1)
-            sums[name] += [np.sum((a64 - b64) ** 2), np.sum(a64 ** 2), np.sum(b64 ** 2),
-                           np.sum(a64 * b64), np.sum(hits)]
-            positions[name] += int(np.size(hits))
+            sums[name] += _fidelity_sums(a64, b64, batch)
     out = {}
     for name in names:
-        d2, a2, b2, ab, hits = sums[name]
-        out[name] = {"rel_l2": float(np.sqrt(d2 / a2)) if a2 else 0.0,
-                     "cosine": float(ab / np.sqrt(a2 * b2)) if a2 and b2 else 0.0,
-                     "top1": float(hits / max(positions[name], 1))}
+        d2, a2, cos, samples, agree, positions = sums[name]
+        if samples:
+            out[name] = {"rel_l2": float(np.sqrt(d2 / a2)) if a2 else float(np.sqrt(d2)),
+                         "cosine": float(cos / samples)}
+            if positions:
+                out[name]["top1"] = float(agree / positions)
     return out
+
+
+def _fidelity_sums(a: np.ndarray, b: np.ndarray, batch: int) -> np.ndarray:
+    rows = batch if a.ndim and a.shape[0] == batch else 1
+    x, y = a.reshape(rows, -1), b.reshape(rows, -1)
+    norms = np.linalg.norm(x, axis=1) * np.linalg.norm(y, axis=1)
+    same = (np.abs(x - y).max(axis=1) == 0).astype(float)
+    cos = np.where(norms > 0, np.sum(x * y, axis=1) / np.where(norms > 0, norms, 1.0), same)
+    top = a.ndim >= 2 and a.shape[-1] >= 2
+    return np.array([np.sum((a - b) ** 2), np.sum(a * a), np.sum(cos), rows,
+                     np.sum(np.argmax(a, -1) == np.argmax(b, -1)) if top else 0,
+                     np.prod(a.shape[:-1]) if top else 0], dtype=np.float64)

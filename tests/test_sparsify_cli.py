@@ -69,8 +69,8 @@ def test_cli_sparsegpt_2_4_on_an_external_data_export(cnn, tmp_path, capsys) -> 
     assert {r["reason"] for r in sp["skipped"]} == {
         "3 input channels are not a multiple of 4 (2:4 needs whole groups)",
         "kind head is outside the scope (final layer: add 'head' to --scope)"}
-    assert sp["calibration"] == {"source": str(calib), "samples": 24}
-    assert sp["holdout"] == {"source": "calibration samples 24..31", "samples": 8}
+    assert sp["calibration"] == {"source": str(calib), "samples": 18}  # 24, a quarter back
+    assert sp["holdout"] == {"source": "calibration samples 18..23", "samples": 6}
     for (node, w), row in zip(_sparse_weights(out, report).items(), sp["layers"], strict=True):
         assert row["input_axis"] == 1  # Conv [O, C, kh, kw] and Gemm transB [N, K]
         assert check_pattern(w, Pattern(2, 4), 0.5, row_axis=0, k_axis=1) is None
