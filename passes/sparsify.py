@@ -83,7 +83,7 @@ def sparsify_model(model: onnx.ModelProto, opts: Options, ctx: RunContext, *,
         _check_plan_layers(found, only)
     ctx.lap("analysis")
     fit, back = calibration.split(opts.holdout) if calibration is not None else (None, None)
-    work = _Work(model, graph, opts, pattern, ctx, fit)
+    work = _Work(model, graph, opts, pattern, ctx, fit, spill)
     with stage(f"sparsify ({opts.method}, {pattern.name})"):
         work.run(found.layers)
     ctx.lap("sparsify")
@@ -92,7 +92,7 @@ def sparsify_model(model: onnx.ModelProto, opts: Options, ctx: RunContext, *,
                          f"dense ({work.dense[0].reason})")
     done = [layer for layer in found.layers if layer.name in work.done]
     with stage("sparsify: writing weights"):
-        out = with_values(model, work.values, spill)
+        out = with_values(model, work.values)  # large values are in the spill already
     record = {"method": opts.method, "pattern": pattern.name,
               "sparsity": round(opts.sparse_fraction, 6), "scope": list(opts.sparse_scope),
               "sequential": bool(opts.sequential and opts.sparsify_needs_data),
@@ -142,11 +142,12 @@ class _Work:
     """One sparsify run's state: the new source values, wave by wave."""
 
     def __init__(self, model: onnx.ModelProto, graph: Graph, opts: Options, pattern: Pattern,
-                 ctx: RunContext, calibration: Calibration | None) -> None:
+                 ctx: RunContext, calibration: Calibration | None,
+                 spill: Spill | None = None) -> None:
         self.model, self.graph, self.opts, self.pattern = model, graph, opts, pattern
         self.fraction = opts.sparse_fraction
-        self.ctx, self.calibration = ctx, calibration
-        self.values: dict[str, np.ndarray] = {}
+        self.ctx, self.calibration, self.spill = ctx, calibration, spill
+        self.values: dict[str, np.ndarray] = {}  # by source; large ones spilled (mapped)
         self.errors: dict[str, float] = {}  # layer name -> relative reconstruction error
         self.done: dict[str, None] = {}  # sparsified layers, in order
         self.dense: list[Skipped] = []  # layers a method had to leave dense
@@ -177,12 +178,11 @@ class _Work:
     def put(self, layer: Layer, w: np.ndarray) -> None:
         """Write a layer's new weight into (a copy of) its source."""
         w = np.asarray(w, dtype=self.weight(layer).dtype)
-        if layer.where is None:
-            self.values[layer.source] = w
-            return
-        if layer.source not in self.values:
-            self.values[layer.source] = np.array(self.graph.const(layer.source))
-        self.values[layer.source].reshape(-1)[layer.where.reshape(-1)] = w.reshape(-1)
+        if layer.where is not None:  # a part of its source: into a copy of the whole
+            whole = np.array(self.values.get(layer.source, self.graph.const(layer.source)))
+            whole.reshape(-1)[layer.where.reshape(-1)] = w.reshape(-1)
+            w = whole
+        self.values[layer.source] = self.spill.put(w) if self.spill is not None else w
 
     def stats(self, kind: str | None, wave: list[Layer]) -> object:
         if kind is None:
@@ -190,15 +190,17 @@ class _Work:
         if self.calibration is None:
             raise ValueError(f"{self.opts.method} needs calibration data")
         model, overrides = session_model(self.model, self.graph, self.values)
-        if kind == "channels":
-            axes = {layer.x: layer.x_axis for layer in wave}
-            clash = [layer for layer in wave if axes[layer.x] != layer.x_axis]
-            stats = channel_stats(model, self.graph.shape, axes, self.calibration,
-                                  self.ctx.say, overrides)
-            for layer in clash:  # one tensor read along two axes: a second pass
-                stats.update({(layer.x, layer.x_axis): channel_stats(
-                    model, self.graph.shape, {layer.x: layer.x_axis}, self.calibration,
-                    None, overrides)[layer.x]})
+        if kind == "channels":  # one pass per channel axis read (almost always one)
+            wanted = dict.fromkeys((layer.x, layer.x_axis) for layer in wave)
+            part = moments.upto(model, list(dict.fromkeys(x for x, _ in wanted)))
+            kept = {t.name for t in part.graph.initializer}  # only what feeds the inputs
+            own = {k: v for k, v in (overrides or {}).items() if k in kept} or None
+            stats = {}
+            for axis in dict.fromkeys(a for _, a in wanted):
+                got = channel_stats(part, self.graph.shape,
+                                    {x: a for x, a in wanted if a == axis}, self.calibration,
+                                    self.ctx.say, own)
+                stats.update({(x, axis): t for x, t in got.items()})
             return stats
         if kind == "moments":
             return self.moments(wave, model, overrides)
@@ -268,7 +270,7 @@ def magnitude(work: _Work, layer: Layer, w: np.ndarray, stats: object) -> np.nda
 
 @method("wanda", stats="channels")
 def wanda(work: _Work, layer: Layer, w: np.ndarray, stats: object) -> np.ndarray:
-    t = stats.get((layer.x, layer.x_axis)) or stats[layer.x]
+    t = stats[(layer.x, layer.x_axis)]
     norms = np.sqrt(t.mean_sq())
     mat = np.abs(as_matrix(w, layer.row_axis, layer.k_axis)).astype(np.float64)
     mat *= input_scale(layer, norms, mat.shape)

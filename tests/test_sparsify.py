@@ -320,3 +320,27 @@ def test_input_model_is_not_modified() -> None:
     before = model.SerializeToString()
     graphprune.sparsify(model, method="sparsegpt", pattern="2:4")
     assert model.SerializeToString() == before
+
+
+def test_spilled_weights_are_the_same(tmp_path, monkeypatch) -> None:
+    """With a spill (large models), new weights live in its file, memory-mapped, until the
+    model is saved: the same values, saved with external data and read back."""
+    from graphprune.passes.rewrite import Spill
+
+    model = mlp()
+    x = data([5, 32])
+    plain, _ = graphprune.sparsify(model, pattern="2:4", method="sparsegpt", calib={"x": x})
+    monkeypatch.setattr(Spill, "MIN_BYTES", 0)
+    spill = Spill(tmp_path)
+    try:
+        spilled, _ = graphprune.sparsify(model, pattern="2:4", method="sparsegpt",
+                                         calib={"x": x}, spill=spill)
+        assert all(t.data_location == onnx.TensorProto.EXTERNAL
+                   for t in spilled.graph.initializer if t.name in ("A", "B"))
+        graphprune.save_atomic(spilled, tmp_path / "out.onnx", external=True)
+    finally:
+        spill.close()
+    back = onnx.load(str(tmp_path / "out.onnx"))
+    assert weights(back).keys() == weights(plain).keys()
+    for name, value in weights(plain).items():
+        np.testing.assert_array_equal(weights(back)[name], value, err_msg=name)
