@@ -109,13 +109,16 @@ def onnxsim_run(src: Path, out: Path, method: str, pattern: str, calib: Path | N
 
 
 def zeros(path: Path) -> tuple[int, int]:
-    """(zeros, elements) over the 2-D+ float initializers of a model."""
+    """(zeros, elements) over the 2-D+ float initializers that nodes read (a tool may leave
+    the replaced originals in the file, unused)."""
     import onnx
     from onnx import numpy_helper
 
+    model = onnx.load(str(path))
+    read = {x for node in model.graph.node for x in node.input}
     z = n = 0
-    for t in onnx.load(str(path)).graph.initializer:
-        if len(t.dims) >= 2 and t.data_type == onnx.TensorProto.FLOAT:
+    for t in model.graph.initializer:
+        if len(t.dims) >= 2 and t.data_type == onnx.TensorProto.FLOAT and t.name in read:
             a = numpy_helper.to_array(t)
             z, n = z + int((a == 0).sum()), n + a.size
     return z, n
