@@ -106,10 +106,13 @@ def find_layers(graph: Graph, kinds: tuple[str, ...] = DEFAULT_KINDS,
     heads = final_layers(graph, data)
     layers, skipped = [], []
     for i, node in graph.iter_nodes():
-        if node.op_type not in LAYER_OPS or node.domain not in ("", "ai.onnx"):
-            continue
         name = graph.node_name(i)
         if only is not None and name not in only:
+            continue
+        if node.op_type not in LAYER_OPS or node.domain not in ("", "ai.onnx"):
+            weight = _other_weight(graph, node, data)
+            if weight:  # a weight-consuming op without a rule here: dense, and said so
+                skipped.append(Skipped(name, weight, f"no sparsify rule for {node.op_type}"))
             continue
         found = _layer(graph, i, node, data)
         if found is None:
@@ -136,6 +139,22 @@ def _excluded(layer: Layer, kinds: tuple[str, ...], pattern: Pattern | None,
     if pattern is not None and not fits(layer.shape, layer.k_axis, pattern):
         return (f"{layer.channels} input channels are not a multiple of {pattern.m} "
                 f"({pattern.name} needs whole groups)")
+    return None
+
+
+def _other_weight(graph: Graph, node: onnx.NodeProto, data: set[str]) -> str | None:
+    """The constant float weight (rank >= 2) of a contraction op sparsify has no rule for
+    (ConvTranspose, Einsum, contrib MatMuls), when it also reads data."""
+    if node.op_type not in ("ConvTranspose", "Einsum", "FusedMatMul", "MatMul", "Gemm",
+                            "Conv", "QLinearMatMul", "MatMulInteger"):
+        return None
+    if not any(x in data for x in node.input):
+        return None
+    for x in node.input:
+        if x and x not in data and graph.is_const(x):
+            shape = graph.shape(x)
+            if shape is not None and len(shape) >= 2:
+                return x
     return None
 
 

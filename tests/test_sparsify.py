@@ -344,3 +344,15 @@ def test_spilled_weights_are_the_same(tmp_path, monkeypatch) -> None:
     assert weights(back).keys() == weights(plain).keys()
     for name, value in weights(plain).items():
         np.testing.assert_array_equal(weights(back)[name], value, err_msg=name)
+
+
+def test_weight_ops_without_a_rule_are_listed_dense() -> None:
+    nodes = [helper.make_node("ConvTranspose", ["x", "W"], ["c"], name="up"),
+             helper.make_node("Conv", ["c", "V"], ["y"], name="conv")]
+    inits = [init("W", [4, 8, 2, 2], 1), init("V", [8, 8, 1, 1], 2)]
+    model = make_model(nodes, inits, [("x", ["batch", 4, 5, 5], TensorProto.FLOAT)], ["y"])
+    out, report = graphprune.sparsify(model, sparse_scope="conv,head")
+    assert report.sparsity["skipped"] == [{"node": "up", "weight": "W",
+                                           "reason": "no sparsify rule for ConvTranspose"}]
+    assert [r["node"] for r in report.sparsity["layers"]] == ["conv"]
+    np.testing.assert_array_equal(weights(out)["W"], weights(model)["W"])
