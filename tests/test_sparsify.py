@@ -356,3 +356,18 @@ def test_weight_ops_without_a_rule_are_listed_dense() -> None:
                                            "reason": "no sparsify rule for ConvTranspose"}]
     assert [r["node"] for r in report.sparsity["layers"]] == ["conv"]
     np.testing.assert_array_equal(weights(out)["W"], weights(model)["W"])
+
+
+def test_a_model_the_checker_refuses_is_not_written(monkeypatch) -> None:
+    from graphprune.passes import sparsify as sp
+
+    real = sp.with_values
+
+    def broken(model, values, spill=None):
+        out = real(model, values, spill)
+        out.graph.node[0].input[1] = "no_such_tensor"
+        return out
+
+    monkeypatch.setattr(sp, "with_values", broken)
+    with pytest.raises(ValidationError, match="fails onnx.checker"):
+        graphprune.sparsify(mlp())
