@@ -33,6 +33,13 @@ examples:
   graphprune apply finetuned.onnx plan.json -o finetuned.pruned.onnx --report report.json
   graphprune apply model-dynamo.onnx plan-from-torchscript.json --html report.html
 """
+SPARSIFY_EXAMPLES = """\
+examples:
+  graphprune sparsify model.onnx --sparsity 0.5 -o model.sparse.onnx
+  graphprune sparsify model.onnx --pattern 2:4 --method sparsegpt --calib calib.npz
+  graphprune sparsify pruned.onnx --method wanda --calib calib.npz \
+      --base-plan plan.json --plan-out both.json
+"""
 ANALYZE_EXAMPLES = """\
 examples:
   graphprune analyze model.onnx
@@ -110,8 +117,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("plan", help="plan JSON written by `compress --plan-out`")
     ap.add_argument("-o", "--output", help="output path (default: <model>.pruned.onnx)")
     _validation_flags(ap)
+    ap.add_argument("--calib", metavar="NPZ", help="calibration inputs for a plan whose "
+                    "sparsity method reads data (wanda, sparsegpt): the file it was made with")
+    ap.add_argument("--calib-samples", type=int, metavar="N",
+                    help="calibration samples (default: the plan's)")
     _report_flags(ap, io=False)
     _common(ap)
+
+    _sparsify_parser(command)
 
     a = command("analyze", "print the coupled groups, why units stay, and what compress "
                 "with the same options would remove", ANALYZE_EXAMPLES)
@@ -121,6 +134,48 @@ def _parser() -> argparse.ArgumentParser:
     _io_flag(a)
     _common(a)
     return p
+
+
+def _sparsify_parser(command) -> None:
+    s = command("sparsify", "zero weights in place (unstructured or N:M such as 2:4): same "
+                "graph, names and shapes", SPARSIFY_EXAMPLES)
+    s.add_argument("model", help="input .onnx file (never modified)")
+    s.add_argument("-o", "--output", help="output path (default: <model>.sparse.onnx)")
+    s.add_argument("--sparsity", type=float, metavar="S",
+                   help="fraction of each layer's weights to zero (default 0.5; implied by "
+                        "an N:M pattern)")
+    s.add_argument("--pattern", default="unstructured",
+                   help="unstructured | 2:4 | N:M: at most N non-zeros in every M consecutive "
+                        "weights along the input channels (default unstructured)")
+    s.add_argument("--method", default="magnitude",
+                   help="magnitude | wanda | sparsegpt (default magnitude)")
+    s.add_argument("--scope", default="linear,conv", metavar="KINDS",
+                   help="layer kinds: linear (MatMul, Gemm), conv, head (final layers: "
+                        "classifier, LM head) (default linear,conv)")
+    s.add_argument("--protect", metavar="REGEX",
+                   help="leave dense the layers whose node or weight name matches")
+    s.add_argument("--calib", metavar="NPZ",
+                   help="calibration inputs for wanda and sparsegpt: one array per graph "
+                        "input, samples on axis 0 (default: generated inputs)")
+    s.add_argument("--calib-samples", type=int, default=32, metavar="N",
+                   help="calibration samples to use (default 32)")
+    s.add_argument("--holdout", type=float, default=0.25, metavar="SHARE",
+                   help="share of the calibration samples held back from the method to "
+                        "measure fidelity on (default 0.25)")
+    s.add_argument("--sequential", action=argparse.BooleanOptionalAction, default=True,
+                   help="wanda, sparsegpt: take each layer's statistics from the model "
+                        "already sparsified upstream (default) or all from the dense model")
+    s.add_argument("--plan-out", metavar="JSON",
+                   help="save the plan (replay it with `graphprune apply`)")
+    s.add_argument("--base-plan", metavar="JSON",
+                   help="the plan that made MODEL from its original (`compress --plan-out`): "
+                        "--plan-out then holds both, for `graphprune apply ORIGINAL`")
+    s.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
+                   help="concrete shape for a dynamic input (repeatable)")
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of generated calibration inputs (default 0)")
+    _report_flags(s, io=False)
+    _common(s)
 
 
 def _selection_flags(p: argparse.ArgumentParser) -> None:
@@ -329,6 +384,38 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return _finish(args, report, src, out, external, wrote_external, explain_nothing=True)
 
 
+def cmd_sparsify(args: argparse.Namespace) -> int:
+    from .io import check_writable, load_checked, save_atomic, write_text_atomic
+    from .passes.options import Options
+    from .pipeline import sparsify
+    from .plan import Plan
+
+    options = Options(sparsity=args.sparsity, pattern=args.pattern, method=args.method,
+                      sparse_scope=args.scope, protect=args.protect, calib=args.calib,
+                      calib_samples=args.calib_samples, holdout=args.holdout,
+                      sequential=args.sequential, seed=args.seed,
+                      input_sizes=_input_sizes(args.input_shape))
+    src = Path(args.model)
+    out = Path(args.output) if args.output else src.with_suffix(".sparse.onnx")
+    base = Plan.load(args.base_plan) if args.base_plan else None
+    keep = tuple(p for p in (args.calib, args.base_plan) if p)
+    model, external = load_checked(src, out, keep=keep, report=args.report,
+                                   plan=args.plan_out, html=args.html, map_external=True)
+    if args.plan_out:
+        check_writable(args.plan_out, "plan")
+    spill = _spill(out) if external else None
+    try:
+        sparse, report = sparsify(model, options=options, base_plan=base,
+                                  progress=_progress(args), spill=spill)
+        wrote_external = save_atomic(sparse, out, external=external or None)
+    finally:
+        if spill is not None:
+            spill.close()
+    if args.plan_out:
+        write_text_atomic(args.plan_out, report.plan.to_json())
+    return _finish(args, report, src, out, external, wrote_external, explain_nothing=False)
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     from .io import load_checked, save_atomic
     from .pipeline import apply_plan
@@ -337,13 +424,15 @@ def cmd_apply(args: argparse.Namespace) -> int:
     src = Path(args.model)
     out = Path(args.output) if args.output else src.with_suffix(".pruned.onnx")
     plan = Plan.load(args.plan)
-    model, external = load_checked(src, out, keep=(args.plan,), report=args.report,
-                                   html=args.html, map_external=True)
+    keep = tuple(p for p in (args.plan, args.calib) if p)
+    model, external = load_checked(src, out, keep=keep, report=args.report, html=args.html,
+                                   map_external=True)
     spill = _spill(out) if external else None
     try:
         pruned, report = apply_plan(model, plan, seed=args.seed,
                                     input_sizes=_input_sizes(args.input_shape),
-                                    progress=_progress(args), spill=spill, inputs=args.inputs)
+                                    progress=_progress(args), spill=spill, inputs=args.inputs,
+                                    calib=args.calib, calib_samples=args.calib_samples)
         wrote_external = save_atomic(pruned, out, external=external or None)
     finally:
         if spill is not None:
@@ -432,7 +521,7 @@ def _freeze_imports() -> None:
 def main(argv: list[str] | None = None) -> int:
     _freeze_imports()
     args = _parser().parse_args(argv)
-    handler = {"compress": cmd_compress, "apply": cmd_apply,
+    handler = {"compress": cmd_compress, "apply": cmd_apply, "sparsify": cmd_sparsify,
                "analyze": cmd_analyze}[args.command]
     try:
         return handler(args)

@@ -249,14 +249,54 @@ def timings(r: dict[str, Any]) -> str | None:
                     _timing_bar(t))
 
 
-SECTIONS: list[Section] = [summary, widths, sensitivity, fidelity, blocks, group_table,
-                           frozen_reasons, blockers, io_changes, notes, check_inputs,
-                           exact_check_runs, timings]
+def sparsity(r: dict[str, Any]) -> str | None:
+    """What sparsify did: settings, fidelity on held-back samples, each layer's sparsity
+    (and SparseGPT's reconstruction error), the layers left dense and why."""
+    sp = r.get("sparsity") or {}
+    if not sp:
+        return None
+    t, held = sp.get("totals") or {}, sp.get("holdout") or {}
+    how = (f"{_e(sp.get('method'))}, pattern {_e(sp.get('pattern'))}, sparsity "
+           f"{_f(sp.get('sparsity'), 3)}" + (", sequential" if sp.get("sequential") else ""))
+    lead = (f"<p class=\"lead\">{how}: {_num(t.get('zeros', 0))} of the sparsified layers' "
+            f"{_num(t.get('weights', 0))} weights are zero ({_f(t.get('sparsity'), 3)}; "
+            f"{_f(t.get('model_sparsity'), 3)} of all parameters), the pattern verified in "
+            f"every one as written. {_e(sp.get('check', ''))}.</p>")
+    fid = [[_e(n), _f(f.get("cosine"), 4), _meter(f.get("cosine")), _sci(f.get("rel_l2")),
+            _f(f.get("top1"), 3)] for n, f in (sp.get("fidelity") or {}).items()]
+    body = lead + (f"<p>Fidelity against the original on {held.get('samples')} held-back "
+                   f"samples ({_e(held.get('source'))}):</p>" + _table(
+                       [("output", "name"), ("cosine", "num"), ("", ""),
+                        ("relative L2", "num"), ("top-1 agreement", "num")], fid, "compact")
+                   if fid else "")
+    layers = sp.get("layers") or []
+    err = any("error" in x for x in layers)
+    rows = [[_breakable(x["node"]), _e(x["op"]), _shape(x.get("shape")),
+             _f(x.get("sparsity"), 3), _meter(x.get("sparsity"))]
+            + ([_sci(x.get("error"))] if err else []) for x in layers]
+    cols = [("layer", "name"), ("op", ""), ("shape", "num"), ("sparsity", "num"), ("", "")]
+    body += _scroll(_table(cols + ([("reconstruction error", "num")] if err else []), rows,
+                           "compact"), len(layers) > 16, tall=False)
+    dense = sp.get("skipped") or []
+    if dense:
+        body += f"<p>Left dense ({len(dense)}):</p>" + _scroll(_table(
+            [("layer", "name"), ("why", "why")],
+            [[_breakable(x["node"]), _e(x["reason"])] for x in dense], "compact"),
+            len(dense) > 16, tall=False)
+    return _section("sparsity", "Sparsity", body)
+
+
+SECTIONS: list[Section] = [summary, widths, sensitivity, fidelity, sparsity, blocks,
+                           group_table, frozen_reasons, blockers, io_changes, notes,
+                           check_inputs, exact_check_runs, timings]
 
 
 # -- summary parts ----------------------------------------------------------------------------
 def _verdict(r: dict[str, Any]) -> str:
     ec = r.get("exact_check") or {}
+    if not ec and r.get("sparsity"):
+        return ("<div class=\"verdict pass\"><b>sparsity pattern verified</b><span>"
+                f"{_e(r['sparsity'].get('check', ''))}</span></div>")
     if not ec:
         return ""
     ok = bool(ec.get("passed"))

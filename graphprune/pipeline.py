@@ -1,5 +1,5 @@
 """The library's entry points: `analyze`, `compress` (load → analyse → score → select →
-rewrite → validate → report) and `apply_plan`.
+rewrite → validate → report), `sparsify` (zeros in the weights, in place) and `apply_plan`.
 
 This module is a driver, the top layer with the CLI and the package itself: drivers ← passes
 (graphprune.passes) ← core (graph view, rules, analysis, plans, report, errors, model I/O);
@@ -11,6 +11,7 @@ fills the report in one place (`_report`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from collections import Counter
@@ -33,8 +34,9 @@ from .passes.calibration import Calibration
 from .passes.inputs import CheckInputs
 from .passes.options import Options
 from .passes.selection import GroupChoice, protected_groups, uniform_counts
+from .passes.sparsify import sparsify_model
 from .passes.stages import Analyse, FromPlan, Proof, Rewrite, Score, Select, Validate
-from .plan import Plan, check_fingerprint, make_plan
+from .plan import Plan, check_fingerprint, fingerprint, make_plan
 from .reasons import plain, summary
 from .report import GroupReport, Report, io_changes
 from .table import terminal_width
@@ -325,11 +327,15 @@ def apply_plan(
     progress: Progress | None = None,
     spill: external.Spill | None = None,
     inputs: str | os.PathLike | dict | None = None,
+    calib: str | os.PathLike | dict | None = None,
+    calib_samples: int | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Apply a saved plan (graphprune.plan) to the model it was made for, with the same
     exact check as compress (`seed`, `input_sizes`, `inputs`: of that check; `spill`: as
     for compress). The plan's settings say the scope and whether the interface may change.
-    Raises InputError when the plan does not fit the model."""
+    A plan with a `sparsity` record then sparsifies the pruned model's layers it lists again
+    (`calib`, `calib_samples`: the data of a data-driven method, as for `sparsify`). Raises
+    InputError when the plan does not fit the model."""
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
     opts = Options.from_dict(plan.settings, seed=seed, input_sizes=input_sizes, inputs=inputs)
@@ -339,6 +345,10 @@ def apply_plan(
     ctx = RunContext(progress)
     model = _as_model(model_or_path)
     check_fingerprint(model, plan)
+    if plan.sparsity is not None and not plan.groups:  # a sparsify plan: no width to prune
+        sopts = Options.from_sparsity_dict(plan.sparsity, input_sizes=input_sizes, calib=calib,
+                                           calib_samples=calib_samples)
+        return _sparsify(ctx, sopts, model, spill, plan)
     chosen, _ = _check_inputs(model, opts, None)
     ctx.lap("inputs")
     ctx.say("analysing dependencies")
@@ -350,7 +360,89 @@ def apply_plan(
     report = _report(ctx, opts, model, an, picked, proof, chosen, plan=plan)
     if warning:
         report.warnings.append(warning)
-    return proof.pruned, report
+    if plan.sparsity is None:
+        return proof.pruned, report
+    sopts = Options.from_sparsity_dict(plan.sparsity, input_sizes=input_sizes, calib=calib,
+                                       calib_samples=calib_samples)
+    sparse, sreport = _sparsify(ctx, sopts, proof.pruned, spill, plan)
+    report.sparsity, report.notes = sreport.sparsity, report.notes + sreport.notes
+    report.timings, report.seconds = ctx.timings, ctx.seconds
+    return sparse, report
+
+
+@guard_input
+def sparsify(
+    model_or_path: onnx.ModelProto | str | os.PathLike,
+    sparsity: float | None = None,
+    pattern: str | None = None,
+    method: str | None = None,
+    *,
+    options: Options | None = None,
+    base_plan: Plan | dict | str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    spill: external.Spill | None = None,
+    **settings: Any,
+) -> tuple[onnx.ModelProto, Report]:
+    """Zero weights of the model's MatMul, Gemm and Conv layers in place: the same graph,
+    names and shapes, `sparsity` (default 0.5; implied by an N:M pattern) of each layer's
+    weights zero in `pattern` ("unstructured", "2:4", "N:M": N kept of every M along the
+    input channels), chosen by `method` ("magnitude", "wanda", "sparsegpt"). Options come
+    as keywords or `options` as for compress; those of sparsify: `sparse_scope` (layer kinds
+    linear, conv, head; default linear, conv), `protect`, `sequential` (data-driven methods:
+    each wave of layers' statistics from the model already sparsified upstream; default
+    True), `calib`/`calib_samples` (as for compress), `holdout` (the share of them held back
+    for the fidelity measurement, default 0.25). `base_plan`: the plan that made this model
+    from its original (compress's): `report.plan` then holds both, for `apply_plan` on the
+    original.
+
+    There is no exact check (weights change on purpose): the report's `sparsity` gives each
+    layer's sparsity, verified against the pattern in the written model, the layers left
+    dense and why, and fidelity against the input model on held-back samples. Raises
+    InputError (bad options or input), ValidationError (the output fails onnx.checker,
+    changes output shapes, becomes non-finite or lacks the pattern: nothing to write) and
+    StageError naming the stage of any other failure."""
+    opts = Options.build(options, sparsity=sparsity, pattern=pattern, method=method,
+                         **settings)
+    if base_plan is not None and not isinstance(base_plan, Plan):
+        base_plan = (Plan.from_dict(base_plan) if isinstance(base_plan, dict)
+                     else Plan.load(base_plan))
+    model = _as_model(model_or_path)
+    check_input_sizes(model, opts.input_sizes)
+    return _sparsify(RunContext(progress), opts, model, spill, base_plan, record=True)
+
+
+def _sparsify(ctx: RunContext, opts: Options, model: onnx.ModelProto,
+              spill: external.Spill | None, plan: Plan | None, *,
+              record: bool = False) -> tuple[onnx.ModelProto, Report]:
+    """Sparsify `model`: the plan's layers (`record` False: a plan replayed) or all (then the
+    run's plan extends `plan`, a base plan, when given)."""
+    calibration = None  # the data methods' samples, and the held-back ones
+    if opts.sparsify_needs_data or opts.calib is not None:
+        with stage("reading calibration data"):
+            calibration = Calibration(model, opts.calib, samples=opts.calib_samples,
+                                      seed=opts.seed, sizes=opts.input_sizes)
+    if opts.sparsify_needs_data and opts.calib is None:
+        ctx.note(f"{opts.method} ran on generated inputs (no --calib): real data tells more")
+    only = None if record else plan.sparsity["layers"]
+    result = sparsify_model(model, opts, ctx, calibration=calibration, spill=spill, only=only)
+    with stage("report"):
+        params = count_params(model)
+        feeds = validation.make_inputs(model, batch=1, seed=opts.seed, sizes=opts.input_sizes)
+        macs = count_macs(model, feeds)
+        report = Report(params_before=params, params_after=params, macs_before=macs,
+                        macs_after=macs, bytes_before=external.approx_bytes(model),
+                        bytes_after=external.approx_bytes(result.model), criterion="", ratio=0.0,
+                        aggregate="", normalize="", allocation="", notes=list(ctx.notes),
+                        scope=[], sparsity=result.record)
+        if record:
+            entry = {**opts.sparsity_dict(), "layers": result.layers}
+            report.plan = (dataclasses.replace(plan, sparsity=entry) if plan is not None
+                           else Plan(fingerprint(model), [], {}, sparsity=entry))
+        else:
+            report.plan = plan
+    ctx.lap("report")
+    report.timings, report.seconds = ctx.timings, ctx.seconds
+    return result.model, report
 
 
 def unmasked(an: Analysis, removed: np.ndarray) -> str | None:

@@ -16,7 +16,9 @@ Format (version 2)::
       "blocks": [                          # removed residual blocks (scope blocks)
         {"index": 3, "label": "layers.1: post_attention_layernorm, mlp",
          "entry": "/layers.1/Add_output_0", "exit": "/layers.1/Add_1"}
-      ]
+      ],
+      "sparsity": {"method": "sparsegpt", "pattern": "2:4", "sparsity": 0.5,   # optional
+                   "layers": ["/fc1/MatMul", …], …}
     }
 
 Groups are identified by their readable name (graphprune.names: the layer whose weight
@@ -41,6 +43,12 @@ with the names a person recognises; `apply` checks a given `exit` (the Add's nod
 against the block at that position. A hand-written plan may name blocks by index alone
 (ShortFormer-style alternating removal: `[{"index": 1}, {"index": 3}]`), or remove them
 as the units of a group named `blocks`.
+
+`sparsity` (optional) records a `graphprune sparsify` run on the model the groups leave
+(the model itself when there are none): its settings and the layers (node names) it zeroed;
+`apply` prunes the groups, then re-runs the sparsification on those layers (with the same
+calibration data when the method reads data). Its other keys are
+`passes.options.Options.sparsity_dict`'s.
 """
 
 from __future__ import annotations
@@ -115,6 +123,8 @@ class Plan:
     version: int = VERSION
     blocks: list[dict[str, Any]] = field(default_factory=list)
     """Removed residual blocks: {index, label, entry, exit} (index alone suffices)."""
+    sparsity: dict[str, Any] | None = None
+    """A `graphprune sparsify` run on the pruned model: its settings and the layers zeroed."""
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"format": FORMAT, "version": self.version,
@@ -124,6 +134,8 @@ class Plan:
         d = {**d, "settings": self.settings, "groups": self.groups}
         if self.blocks:
             d["blocks"] = self.blocks
+        if self.sparsity is not None:
+            d["sparsity"] = self.sparsity
         return d
 
     def to_json(self) -> str:
@@ -153,8 +165,13 @@ class Plan:
                 isinstance(b, dict) and isinstance(b.get("index"), int)
                 and not isinstance(b.get("index"), bool) for b in blocks):
             raise InputError(f"{where} is malformed (blocks[index])")
+        sparsity = d.get("sparsity")
+        if sparsity is not None and not (
+                isinstance(sparsity, dict) and isinstance(sparsity.get("layers"), list)
+                and all(isinstance(x, str) for x in sparsity["layers"])):
+            raise InputError(f"{where} is malformed (sparsity must hold a list of layers)")
         return cls(d["fingerprint"], groups, d.get("settings") or {}, shape, d["version"],
-                   blocks)
+                   blocks, sparsity)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Plan:

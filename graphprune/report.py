@@ -68,6 +68,9 @@ class Report:
     removed blocks together nodes_removed, params_removed, macs_removed, list}; each block
     with index, label, entry, exit, nodes, params, macs (the block alone), weights, score,
     removed, removable and the reasons it stays (graphprune.blocks.report)."""
+    sparsity: dict[str, Any] = field(default_factory=dict)
+    """What `sparsify` did (passes/sparsify.py): method, pattern, per-layer sparsity, layers
+    left dense and why, fidelity on held-back samples; empty when nothing was sparsified."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     plan: Any = field(default=None, repr=False, compare=False)
@@ -121,6 +124,13 @@ class Report:
         for w in self.warnings:
             say(f"warning: {w}")
         out += table.render(SIZES, self._size_rows(), width)
+        if self.sparsity and not self.exact_check:  # sparsify alone: no width pruning
+            for n in self.notes:
+                say(f"note: {n}")
+            for line in sparsity_lines(self.sparsity, max_groups):
+                say(line, "    " if line.startswith("  ") else "  ")
+            say(f"time: {self.seconds:.2f} s")
+            return "\n".join(out)
         say(f"criterion: {self.criterion} (aggregate {self.aggregate}, normalise "
             f"{self.normalize}); allocation: {self.allocation}")
         t = self.target
@@ -169,6 +179,8 @@ class Report:
         for name, f in self.fidelity.items():
             say(f"fidelity of the full (inexact) plan, output '{name}': cosine "
                 f"{f['cosine']:.4f}, relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
+        for line in sparsity_lines(self.sparsity, max_groups) if self.sparsity else ():
+            say(line, "    " if line.startswith("  ") else "  ")
         say(f"time: {self.seconds:.2f} s")
         return "\n".join(out)
 
@@ -241,6 +253,48 @@ def _inputs_lines(inputs: dict) -> list[str]:
                                 for k, v in shapes.items()) for shapes in inputs["shapes"])
     return ([f"  inputs ({inputs['source']}): {runs}"]
             + [f"  inputs: {n}" for n in inputs.get("notes", ())])
+
+
+def _fit(name: str, width: int) -> str:
+    """Long node names keep their end (the layer and op), which tells layers apart."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def sparsity_lines(s: dict[str, Any], max_layers: int = 12) -> list[str]:
+    """The terminal lines of a `sparsity` record."""
+    how = f"{s['method']}, {s['pattern']} (sparsity {s['sparsity']:.3f})"
+    if s.get("sequential"):
+        how += ", sequential"
+    out = [f"sparsify: {how}; scope {', '.join(s.get('scope', []))}"]
+    cal = s.get("calibration")
+    if cal:
+        out.append(f"calibration: {cal.get('samples')} samples ({cal.get('source')})")
+    layers, skipped = s.get("layers", []), s.get("skipped", [])
+    out.append(f"layers: {len(layers)} sparsified, {len(skipped)} left dense")
+    if layers:
+        out.append(f"  {'layer':<44}{'op':<8}{'shape':>14}{'sparsity':>10}")
+        for r in layers[:max_layers]:
+            out.append(f"  {_fit(r['node'], 43):<44}{r['op']:<8}"
+                       f"{'x'.join(map(str, r['shape'])):>14}{r['sparsity']:>10.3f}")
+        if len(layers) > max_layers:
+            out.append(f"  ... {len(layers) - max_layers} more (see --report)")
+    for r in skipped[:max_layers]:
+        out.append(f"  dense: {_fit(r['node'], 43)}: {r['reason']}")
+    if len(skipped) > max_layers:
+        out.append(f"  ... {len(skipped) - max_layers} more left dense (see --report)")
+    t = s.get("totals", {})
+    if t.get("weights"):
+        out.append(f"zeros: {_num(t['zeros'])} of the sparsified layers' {_num(t['weights'])} "
+                   f"weights ({t['sparsity']:.3f}), {t['model_sparsity']:.3f} of all "
+                   f"{_num(t['params'])} parameters; pattern verified in every sparsified "
+                   "weight of the written model")
+    out.append(s.get("check", ""))
+    held = s.get("holdout", {})
+    for name, f in s.get("fidelity", {}).items():
+        out.append(f"fidelity vs the original on {held.get('samples')} held-back samples "
+                   f"({held.get('source')}), output '{name}': cosine {f['cosine']:.4f}, "
+                   f"relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
+    return out
 
 
 def io_changes(model: onnx.ModelProto, pruned: onnx.ModelProto) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ Groups none of whose members can be scored from data (no sink) fall back to `l1`
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -61,7 +62,8 @@ class Calibration:
                  samples: int = 32, batch: int = 8, seed: int = 0,
                  sizes: dict[str, list[int]] | None = None,
                  inputs: CheckInputs | None = None, hold_back: int = 0) -> None:
-        self.model, self.seed = model, seed
+        self.model, self.seed, self.sizes = model, seed, sizes
+        self.offset = 0  # the first sample (a split's second part starts later)
         self.specs = validation.input_specs(model)
         self.inputs = inputs or _default_inputs(model, sizes, seed)
         self.given = None if data is None else load_arrays(data, self.specs, "calibration data")
@@ -120,9 +122,25 @@ class Calibration:
                 else axes[0] if axes else 0 for name, axes in self.inputs.batch_axes.items()}
 
     def _batch(self, start: int, b: int) -> dict[str, np.ndarray]:
+        start += self.offset
         if self.given is not None:
             return self.given.take(start, b)
         return self.inputs.generated(self.model, b, self.seed + 7919 + start)
+
+    def split(self, share: float) -> tuple[Calibration, Calibration | None]:
+        """The samples to fit on, and the last `share` of them held back (never used for
+        fitting; None when there are too few to hold any back: a model with a fixed batch
+        size holds back whole batches)."""
+        step = self.static_batch or 1
+        held = int(round(self.samples * share / step)) * step
+        if share > 0 and held == 0 and self.samples >= 2 * step:
+            held = step
+        if held <= 0 or self.samples - held < step:
+            return self, None
+        fit, back = copy.copy(self), copy.copy(self)
+        fit.samples = self.samples - held
+        back.samples, back.offset = held, self.offset + fit.samples
+        return fit, back
 
     def describe(self) -> dict:
         out = {"source": self.source, "samples": self.samples}
@@ -213,7 +231,7 @@ def activation_stats(ctx: ScoreContext) -> Stats:
     stats = Stats({x: TensorStats(*(np.zeros(s.ids.shape) for _ in range(3)))
                    for x, s in spans.items()}, uses)
     sess = fast_session(_with_outputs(ctx.model, list(spans)))
-    chunks = _chunks(an, list(spans), calib.batch)
+    chunks = _chunks(an.graph.shape, list(spans), calib.batch)
     ctx.run.say(f"calibration statistics: {calib.samples} samples, {len(spans)} tensors in "
                 f"{len(chunks)} pass{'es' if len(chunks) > 1 else ''}")
     total = len(chunks) * calib.count()
@@ -249,12 +267,13 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return out
 
 
-def _chunks(an: Analysis, names: list[str], batch: int) -> list[list[str]]:
-    """Split `names` so one batch of their values stays under STATS_BYTES."""
+def _chunks(shape_of, names: list[str], batch: int) -> list[list[str]]:
+    """Split `names` so one batch of their values stays under STATS_BYTES (`shape_of`: a
+    tensor's dims, dynamic ones guessed at 32)."""
     chunks: list[list[str]] = [[]]
     used = 0
     for n in names:
-        dims = an.graph.shape(n) or []
+        dims = shape_of(n) or []
         size = batch * 4 * int(np.prod([d if isinstance(d, int) else 32 for d in dims[1:]]))
         if chunks[-1] and used + size > STATS_BYTES:
             chunks.append([])
@@ -305,3 +324,29 @@ def obd(ctx: ScoreContext) -> np.ndarray:
         return per_unit(ctx.an, u.span.ids, 0.5 * _rows(ctx, u, 2) * t.mean_sq())
 
     return _per_sink(ctx, score)
+
+
+# -- per-channel statistics of any tensors ------------------------------------------------------
+def channel_stats(model: onnx.ModelProto, shape_of, axes: dict[str, int],
+                  calib: Calibration, say=None,
+                  overrides: dict[str, np.ndarray] | None = None) -> dict[str, TensorStats]:
+    """Streamed TensorStats of the tensors `axes` names, per position of each one's channel
+    axis (negative: from the end), as `activation_stats` takes them for units: one pass per
+    chunk of tensors whose batch stays under STATS_BYTES (`shape_of(name)`: a tensor's dims,
+    as `Graph.shape` gives them); `overrides` replace initializers' values (a model whose
+    weights were changed)."""
+    names = list(axes)
+    stats: dict[str, TensorStats] = {}
+    sess = validation.session(_with_outputs(model, names), overrides=overrides, optimize=True)
+    chunks = _chunks(shape_of, names, calib.batch)
+    for k, chunk in enumerate(chunks):
+        if say is not None:
+            say(f"calibration statistics: pass {k + 1}/{len(chunks)} over {calib.samples} "
+                f"samples ({len(chunk)} tensors)")
+        for feeds in calib.batches():
+            for name, value in zip(chunk, sess.run(chunk, feeds), strict=True):
+                axis = axes[name] % value.ndim
+                if name not in stats:
+                    stats[name] = TensorStats(*(np.zeros(value.shape[axis]) for _ in range(3)))
+                stats[name].add(value, (axis,))
+    return stats

@@ -27,10 +27,15 @@ from graphprune.errors import InputError
 from graphprune.version import __version__
 
 from . import depth, scoring
+from .sparse_layers import DEFAULT_KINDS, KINDS
+from .sparse_masks import parse_pattern, resolve_sparsity
 
 ALLOCATIONS = ("uniform", "global", "sensitivity")
 ROUNDINGS = ("down", "up")
 TARGETS = ("macs", "params", "latency")
+METHODS = ("magnitude", "wanda", "sparsegpt")
+"""Ways `sparsify` chooses the weights to zero (passes/sparsify.py)."""
+DATA_METHODS = ("wanda", "sparsegpt")
 
 
 @dataclass(frozen=True)
@@ -62,12 +67,19 @@ class Options:
                                                                        compare=False)
     """Real inputs for the exact check (passes/inputs.py): arrays by input name, or .npz."""
     block_criterion: str = depth.DEFAULT_BLOCK_CRITERION
+    # sparsify (zeroing weights in place; see passes/sparsify.py)
+    sparsity: float | None = None  # None: 0.5, or what an N:M pattern implies
+    pattern: str = "unstructured"
+    method: str = "magnitude"
+    sparse_scope: tuple[str, ...] = DEFAULT_KINDS
+    sequential: bool = True
+    holdout: float = 0.25
 
     def __post_init__(self) -> None:
-        scope = self.scope
-        scope = (tuple(x.strip() for x in scope.split(",")) if isinstance(scope, str)
-                 else tuple(scope))
-        object.__setattr__(self, "scope", scope)
+        for name in ("scope", "sparse_scope"):
+            v = getattr(self, name)
+            object.__setattr__(self, name, tuple(x.strip() for x in v.split(","))
+                               if isinstance(v, str) else tuple(v))
         self.validate()
 
     def validate(self) -> None:
@@ -116,6 +128,18 @@ class Options:
         if self.calib_samples < 1:
             raise InputError(f"calib-samples must be a positive integer, got "
                              f"{self.calib_samples}")
+        self._validate_sparsify()
+
+    def _validate_sparsify(self) -> None:
+        if self.method not in METHODS:
+            raise InputError(f"unknown method '{self.method}' (choose from {', '.join(METHODS)})")
+        resolve_sparsity(parse_pattern(self.pattern), self.sparsity)
+        bad = sorted(set(self.sparse_scope) - set(KINDS))
+        if bad or not self.sparse_scope:
+            raise InputError(f"unknown sparsify scope {', '.join(bad) or '(empty)'} (choose "
+                             f"from {', '.join(KINDS)})")
+        if not 0.0 <= self.holdout < 1.0:
+            raise InputError(f"holdout must be a share in [0, 1), got {self.holdout}")
 
     def _targets(self) -> dict[str, float]:
         return {k: v for k, v in (("macs", self.target_macs), ("params", self.target_params),
@@ -143,6 +167,15 @@ class Options:
         return (self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
                 or "blocks" in self.scope)  # blocks are scored by running the model
 
+    @property
+    def sparse_fraction(self) -> float:
+        """The fraction of each layer's weights sparsify zeroes."""
+        return resolve_sparsity(parse_pattern(self.pattern), self.sparsity)
+
+    @property
+    def sparsify_needs_data(self) -> bool:
+        return self.method in DATA_METHODS
+
     # -- plans ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         """The plan's `settings` (keys in this order; `graphprune` is the version)."""
@@ -156,6 +189,32 @@ class Options:
                 "target": ({"metric": self.metric, "value": self.target} if self.metric
                            else None),
                 "graphprune": __version__}
+
+    def sparsity_dict(self) -> dict[str, Any]:
+        """A plan's `sparsity` record without its layers (see passes/sparsify.py)."""
+        return {"sparsity": self.sparse_fraction, "pattern": parse_pattern(self.pattern).name,
+                "method": self.method, "scope": list(self.sparse_scope),
+                "protect": self.protect, "sequential": self.sequential,
+                "calib_samples": self.calib_samples, "holdout": self.holdout,
+                "seed": self.seed}
+
+    @classmethod
+    def from_sparsity_dict(cls, record: dict[str, Any], **overrides: Any) -> Options:
+        """Options of a plan's `sparsity` record, then `overrides` (None: not given)."""
+        if not isinstance(record, dict):
+            raise InputError("plan sparsity must be a JSON object")
+        kw = {k: record[k] for k in ("sparsity", "pattern", "method", "protect", "sequential",
+                                     "calib_samples", "holdout", "seed")
+              if record.get(k) is not None}
+        if record.get("scope"):
+            kw["sparse_scope"] = record["scope"]
+        if parse_pattern(kw.get("pattern", "unstructured")).structured:
+            kw.pop("sparsity", None)  # implied by the pattern
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls(**kw)
+        except TypeError as exc:
+            raise InputError(f"plan sparsity is malformed ({exc})") from None
 
     @classmethod
     def from_dict(cls, settings: dict[str, Any], **overrides: Any) -> Options:

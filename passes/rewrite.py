@@ -437,6 +437,15 @@ def apply_edit(rw: Rewriter, edit: Edit) -> None:
     fn(rw, edit)
 
 
+def store(dst: onnx.TensorProto, value: np.ndarray,
+          spill: external.Spill | None = None) -> None:
+    """Give initializer `dst` the value `value` (same name), as the rewrite writes its own:
+    large values go to `spill`'s file and are referred to there. For passes that change
+    weights in the original's shape (recovery, sparsity) on their own copy of the model."""
+    value = spill.put(value) if spill is not None else value
+    _fill_tensor(dst, dst, value if external.mapping(value) else np.ascontiguousarray(value))
+
+
 def _fill_tensor(dst: onnx.TensorProto, src: onnx.TensorProto | None, value: np.ndarray,
                  name: str | None = None) -> None:
     """`dst` := the tensor numpy_helper.from_array(value, name) makes (the name of `src` by
