@@ -319,6 +319,8 @@ def _groups(report: Report, choices: list[GroupChoice]) -> None:
         why = sorted({r for rs in g.frozen.values() for r in rs})
         if c.protected:
             why = ["protected by --protect", *why]
+        if c.kept:
+            why = [c.kept, *why]
         report.group_details.append(GroupReport(
             g.name, len(g.units), len(g.units) - len(c.removed), len(g.frozen), why, g.kind))
         for rs in g.frozen.values():

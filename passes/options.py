@@ -29,6 +29,7 @@ from . import scoring
 
 ALLOCATIONS = ("uniform", "global", "sensitivity")
 ROUNDINGS = ("down", "up")
+FRAGILE_CHECKS = ("auto", "on", "off")
 TARGETS = ("macs", "params", "latency")
 
 
@@ -57,6 +58,9 @@ class Options:
     inputs: str | os.PathLike | dict[str, np.ndarray] | None = field(default=None,
                                                                        compare=False)
     """Real inputs for the exact check (passes/inputs.py): arrays by input name, or .npz."""
+    fragile_check: str = "auto"
+    """Uniform allocation keeps groups whose removal alone wrecks the output (passes/fragile.py):
+    auto (with `calib` given), on (on generated inputs too) or off."""
 
     def __post_init__(self) -> None:
         scope = self.scope
@@ -100,6 +104,9 @@ class Options:
         bad = sorted(set(self.scope) - set(SCOPES))
         if bad:
             raise InputError(f"unknown scope {', '.join(bad)} (choose from {', '.join(SCOPES)})")
+        if self.fragile_check not in FRAGILE_CHECKS:
+            raise InputError(f"unknown fragile-check '{self.fragile_check}' (choose from "
+                             f"{', '.join(FRAGILE_CHECKS)})")
         if self.calib_samples < 1:
             raise InputError(f"calib-samples must be a positive integer, got "
                              f"{self.calib_samples}")
@@ -127,7 +134,15 @@ class Options:
     @property
     def needs_calibration(self) -> bool:
         """Whether the run feeds calibration data through the model (criterion or scan)."""
-        return self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
+        return (self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
+                or self.checks_fragile)
+
+    @property
+    def checks_fragile(self) -> bool:
+        """Whether uniform allocation runs its fragile-group check (passes/fragile.py)."""
+        return self.allocation == "uniform" and (
+            self.fragile_check == "on" or (self.fragile_check == "auto"
+                                           and self.calib is not None))
 
     # -- plans ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -149,7 +164,7 @@ class Options:
         if not isinstance(settings, dict):
             raise InputError("plan settings must be a JSON object")
         names = {f.name for f in fields(cls)} - {"calib", "calib_samples", "input_sizes",
-                                                  "inputs"}
+                                                  "inputs", "fragile_check"}
         kw = {k: v for k, v in settings.items() if k in names}
         target = settings.get("target")
         if target:
