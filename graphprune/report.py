@@ -30,6 +30,9 @@ class Report:
     bytes_before: int = 0
     bytes_after: int = 0
     criterion: str = "l1"
+    criterion_detail: str = ""
+    """How the criterion was applied where not as asked: taylor probed in blocks of units, or
+    a fallback to another criterion for some groups (empty: as asked)."""
     ratio: float = 0.0
     aggregate: str = "sum"
     normalize: str = "mean"
@@ -108,8 +111,9 @@ class Report:
                          lat["after"] / lat["before"]))
         out = [f"{'':<12}{'before':>12}{'after':>12}{'ratio':>8}"]
         out += [f"{a:<12}{b:>12}{c:>12}{r:>8.3f}" for a, b, c, r in rows]
-        out.append(f"criterion: {self.criterion} (aggregate {self.aggregate}, normalise "
-                   f"{self.normalize}); allocation: {self.allocation}")
+        detail = f" [{self.criterion_detail}]" if self.criterion_detail else ""
+        out.append(f"criterion: {self.criterion}{detail} (aggregate {self.aggregate}, "
+                   f"normalise {self.normalize}); allocation: {self.allocation}")
         t = self.target
         if t:
             verdict = "met" if t.get("met") else "not met"

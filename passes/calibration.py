@@ -238,7 +238,10 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 
 def _chunks(an: Analysis, names: list[str], batch: int) -> list[list[str]]:
-    """Split `names` so one batch of their values stays under STATS_BYTES."""
+    """Split `names` so one batch of their values stays under STATS_BYTES (none: no chunk; a
+    session asked for no outputs would return them all)."""
+    if not names:
+        return []
     chunks: list[list[str]] = [[]]
     used = 0
     for n in names:

@@ -161,7 +161,8 @@ class Scan:
         """What was measured, for the report."""
         per = [len(c) - 1 for c in self.curves.values()] or [0]
         return (f"sensitivity: {len(self.ok)} groups measured at {min(per)}-{max(per)} "
-                f"removal counts each ({self.spent} trials in {self.rounds} rounds) on "
+                f"removal counts each ({self.spent} trials in {self.rounds} "
+                f"round{'s' if self.rounds != 1 else ''}) on "
                 f"{self.samples} calibration samples: {self.spent * self.samples} "
                 f"sample-forwards of {self.macs:.3g} MACs (budget {self.budget:.0f}), "
                 f"{self.seconds:.1f} s")
