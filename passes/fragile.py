@@ -59,12 +59,14 @@ class Check:
     median: float = 0.0
     samples: int = 0
     seconds: float = 0.0
+    """Not in the notes: a report holds no clock reading outside its timings (the same
+    input gives the same report); the check's time is the selection stage's."""
 
     def notes(self, an: Analysis) -> list[str]:
         """The report's lines: one for what was measured, one naming the fragile groups."""
         out = [f"fragile-group check: {len(self.errors)} groups each alone at its uniform "
-               f"count on {self.samples} calibration samples ({len(self.errors)} trials, "
-               f"{self.seconds:.1f} s); median output error {self.median:.3g}"]
+               f"count on {self.samples} calibration samples ({len(self.errors)} trials); "
+               f"median output error {self.median:.3g}"]
         if self.fragile:
             named = ", ".join(f"{an.groups[gi].name} ({self.counts[gi]} of "
                               f"{len(an.groups[gi].units)} units: {self.errors[gi]:.3g}, "

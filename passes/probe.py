@@ -27,7 +27,6 @@ A model with a fixed batch size runs one trial per call instead.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -207,7 +206,6 @@ def taylor(ctx: ScoreContext) -> np.ndarray:
     blocks = [[u] for u in units] if len(units) <= probes else taylor_blocks(ctx, units, probes)
     trials = [dict.fromkeys(b, 1.0 - TAYLOR_STEP) for b in blocks]
     report = _progress(ctx, "taylor", len(trials), "probes")
-    start = time.perf_counter()
     change, _ = measure(probe, calib.block(samples), trials, report)
     scores = np.zeros(len(an.roots))
     per_block = change / (samples * TAYLOR_STEP ** 2)
@@ -219,8 +217,7 @@ def taylor(ctx: ScoreContext) -> np.ndarray:
         ctx.run.note(f"taylor: {len(units)} units × {macs:.3g} MACs exceed the probe budget "
                      f"({probes} probes of {samples} samples); probed in {len(blocks)} blocks "
                      f"of {min(sizes)}-{max(sizes)} units (one gate per block of units "
-                     f"adjacent in obd order), shared within a block by obd; "
-                     f"{time.perf_counter() - start:.1f} s")
+                     f"adjacent in obd order), shared within a block by obd")
         ctx.run.detail("criterion", f"probed in {len(blocks)} blocks of units, obd within "
                                     "a block")
     else:

@@ -164,8 +164,7 @@ class Scan:
                 f"removal counts each ({self.spent} trials in {self.rounds} "
                 f"round{'s' if self.rounds != 1 else ''}) on "
                 f"{self.samples} calibration samples: {self.spent * self.samples} "
-                f"sample-forwards of {self.macs:.3g} MACs (budget {self.budget:.0f}), "
-                f"{self.seconds:.1f} s")
+                f"sample-forwards of {self.macs:.3g} MACs (budget {self.budget:.0f})")
 
 
 @stage("sensitivity scan")

@@ -102,6 +102,16 @@ def test_fragile_check_under_a_target_lets_the_others_meet_it():
     assert after[FRAGILE] == 10 and min(after[f"L{i}"] for i in (0, 1, 2, 4, 5)) < 10
 
 
+def test_measured_selection_notes_are_the_same_every_run():
+    """What the check, the scan and taylor's blocks say holds no clock reading: two runs on
+    the same input give the same notes and criterion line (their time is in `timings`)."""
+    model = chain()
+    for kw in ({}, {"allocation": "sensitivity"}, {"criterion": "taylor"}):
+        a, b = (graphprune.compress(model, 0.2, calib=calib_data(), **kw)[1] for _ in "ab")
+        assert a.notes == b.notes and a.criterion_detail == b.criterion_detail, kw
+        assert not any(" s)" in n or n.endswith(" s") for n in a.notes), a.notes
+
+
 def test_fragile_is_twice_the_median():
     assert fragile.fragile({0: 1.0, 1: 1.0, 2: 1.1, 3: 0.9, 4: 2.0, 5: 1.99, 6: 1.0}) == ([4], 1.0)
     assert fragile.fragile({0: 1.0, 1: 1.0, 2: 1.0, 3: 5.0}) == ([], 1.0)  # too few groups
