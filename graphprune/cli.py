@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--allocation", default="uniform", metavar="KIND",
                    help="uniform (same ratio per group) | global (one ranking over all groups) "
                         "| sensitivity (measured output error per removed cost) (default uniform)")
+    c.add_argument("--fragile-check", default="auto", choices=("auto", "on", "off"),
+                   help="uniform allocation: measure each group alone at its ratio and keep "
+                        "whole those whose removal alone gives 2x the median group's output "
+                        "error (auto: with --calib; on: on generated inputs too) (default auto)")
     c.add_argument("--max-group-ratio", type=float, default=0.9, metavar="R",
                    help="at most this fraction of a group is removed under global/sensitivity "
                         "allocation and targets (default 0.9)")
@@ -270,7 +274,8 @@ def _compress_options(args: argparse.Namespace):
         target_macs=args.target_macs, target_params=args.target_params,
         target_latency=args.target_latency, calib=args.calib,
         calib_samples=args.calib_samples, input_sizes=_input_sizes(args.input_shape),
-        inputs=args.inputs, latency=_latency(args), block_criterion=args.block_criterion)
+        inputs=args.inputs, latency=_latency(args), block_criterion=args.block_criterion,
+        fragile_check=args.fragile_check)
 
 
 def _latency(args: argparse.Namespace):

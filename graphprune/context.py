@@ -42,6 +42,9 @@ class RunContext:
         self.notes: list[str] = []
         self.figures: dict[str, object] = {}
         """Numbers a pass measured that the report shows (the blocks' raw scores)."""
+        self.details: dict[str, str] = {}
+        """What a stage did otherwise than asked, by what it qualifies ("criterion": taylor
+        probed in blocks, or fell back): the report shows it beside the setting."""
         self.timings: dict[str, float] = {}
         self._steps: dict[str, float] = {}
         self._start = self._lap = time.perf_counter()
@@ -66,6 +69,13 @@ class RunContext:
         """A note for the report (said once however often it is noted)."""
         if message not in self.notes:
             self.notes.append(message)
+
+    def detail(self, key: str, message: str) -> None:
+        """Qualify a setting in the report (`key`: "criterion"); a later detail adds to it
+        (once: a criterion computed twice says it once)."""
+        known = self.details.get(key, "")
+        if message not in known.split("; "):
+            self.details[key] = "; ".join(x for x in (known, message) if x)
 
     def lap(self, stage: str) -> None:
         """Time since the previous lap, recorded as `stage`'s."""

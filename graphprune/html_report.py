@@ -324,7 +324,9 @@ def _facts(r: dict[str, Any]) -> str:
     facts = []
     if r.get("criterion"):
         extra = ", ".join(f"{k} {r[k]}" for k in ("aggregate", "normalize") if r.get(k))
-        facts.append(("criterion", f"{r['criterion']}" + (f" ({extra})" if extra else "")))
+        detail = f" [{r['criterion_detail']}]" if r.get("criterion_detail") else ""
+        facts.append(("criterion", f"{r['criterion']}{detail}" + (f" ({extra})" if extra
+                                                                   else "")))
     t = r.get("target") or {}
     if r.get("allocation"):
         ratio = "" if t else f", ratio {r.get('ratio', 0):g}"  # a target replaces the ratio

@@ -546,6 +546,7 @@ def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
         bytes_before=external.approx_bytes(model),
         bytes_after=external.approx_bytes(pruned),
         criterion=str(settings.get("criterion", "plan")) if plan else opts.criterion,
+        criterion_detail=ctx.details.get("criterion", ""),
         ratio=float(settings.get("ratio", 0.0)) if plan else opts.ratio,
         aggregate=opts.aggregate, normalize=opts.normalization,
         allocation="plan" if plan else opts.allocation,
@@ -594,6 +595,8 @@ def _groups(report: Report, choices: list[GroupChoice], an: Analysis, removed) -
         why = sorted({r for rs in g.frozen.values() for r in rs})
         if c.protected:
             why = ["protected by --protect", *why]
+        if c.kept:
+            why = [c.kept, *why]
         after = 0 if g.units[0] in gone else len(g.units) - len(c.removed)
         report.group_details.append(GroupReport(
             g.name, len(g.units), after, len(g.frozen), why, g.kind))

@@ -33,6 +33,9 @@ class Report:
     bytes_before: int = 0
     bytes_after: int = 0
     criterion: str = "l1"
+    criterion_detail: str = ""
+    """How the criterion was applied where not as asked: taylor probed in blocks of units, or
+    a fallback to another criterion for some groups (empty: as asked)."""
     ratio: float = 0.0
     aggregate: str = "sum"
     normalize: str = "mean"
@@ -131,7 +134,8 @@ class Report:
                 say(line, "    " if line.startswith("  ") else "  ")
             say(f"time: {self.seconds:.2f} s")
             return "\n".join(out)
-        say(f"criterion: {self.criterion} (aggregate {self.aggregate}, normalise "
+        detail = f" [{self.criterion_detail}]" if self.criterion_detail else ""
+        say(f"criterion: {self.criterion}{detail} (aggregate {self.aggregate}, normalise "
             f"{self.normalize}); allocation: {self.allocation}")
         t = self.target
         if t:

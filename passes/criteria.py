@@ -111,9 +111,11 @@ def fallback(ctx: ScoreContext, out: np.ndarray, scored: set[int], name: str,
               and not any(u in scored for u in g.units)]  # blocks: scored by passes/depth
     if not groups:
         return
-    alt = fn(ctx)
-    for g in groups:
-        out[g.units] = alt[g.units]
     prunable = sum(1 for g in ctx.an.groups if g.prunable and g.kind != "blocks")
     ctx.run.note(f"{len(groups)} of {prunable} prunable groups could not be scored from "
                  f"calibration data; scored by {name}")
+    # before `fn` runs: a fallback of its own reads after this one, as the chain it is
+    ctx.run.detail("criterion", f"FELL BACK to {name} for {len(groups)} of {prunable} groups")
+    alt = fn(ctx)
+    for g in groups:
+        out[g.units] = alt[g.units]

@@ -32,6 +32,7 @@ from .sparse_masks import parse_pattern, resolve_sparsity
 
 ALLOCATIONS = ("uniform", "global", "sensitivity")
 ROUNDINGS = ("down", "up")
+FRAGILE_CHECKS = ("auto", "on", "off")
 TARGETS = ("macs", "params", "latency")
 METHODS = ("magnitude", "wanda", "sparsegpt")
 """Ways `sparsify` chooses the weights to zero (passes/sparsify.py)."""
@@ -74,6 +75,9 @@ class Options:
     sparse_scope: tuple[str, ...] = DEFAULT_KINDS
     sequential: bool = True
     holdout: float = 0.25
+    fragile_check: str = "auto"
+    """Uniform allocation keeps groups whose removal alone wrecks the output (passes/fragile.py):
+    auto (with `calib` given), on (on generated inputs too) or off."""
 
     def __post_init__(self) -> None:
         for name in ("scope", "sparse_scope"):
@@ -125,6 +129,9 @@ class Options:
         if self.block_criterion not in depth.BLOCK_CRITERIA:
             raise InputError(f"unknown block criterion '{self.block_criterion}' (choose from "
                              f"{', '.join(depth.BLOCK_CRITERIA)})")
+        if self.fragile_check not in FRAGILE_CHECKS:
+            raise InputError(f"unknown fragile-check '{self.fragile_check}' (choose from "
+                             f"{', '.join(FRAGILE_CHECKS)})")
         if self.calib_samples < 1:
             raise InputError(f"calib-samples must be a positive integer, got "
                              f"{self.calib_samples}")
@@ -165,7 +172,8 @@ class Options:
     def needs_calibration(self) -> bool:
         """Whether the run feeds calibration data through the model (criterion or scan)."""
         return (self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
-                or "blocks" in self.scope)  # blocks are scored by running the model
+                or "blocks" in self.scope  # blocks are scored by running the model
+                or self.checks_fragile)
 
     @property
     def sparse_fraction(self) -> float:
@@ -175,6 +183,13 @@ class Options:
     @property
     def sparsify_needs_data(self) -> bool:
         return self.method in DATA_METHODS
+
+    @property
+    def checks_fragile(self) -> bool:
+        """Whether uniform allocation runs its fragile-group check (passes/fragile.py)."""
+        return self.allocation == "uniform" and (
+            self.fragile_check == "on" or (self.fragile_check == "auto"
+                                           and self.calib is not None))
 
     # -- plans ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -223,7 +238,7 @@ class Options:
         if not isinstance(settings, dict):
             raise InputError("plan settings must be a JSON object")
         names = {f.name for f in fields(cls)} - {"calib", "calib_samples", "input_sizes",
-                                                  "inputs", "latency"}
+                                                  "inputs", "latency", "fragile_check"}
         kw = {k: v for k, v in settings.items() if k in names}
         target = settings.get("target")
         if target:

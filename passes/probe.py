@@ -14,8 +14,15 @@ A model with a fixed batch size runs one trial per call instead.
   difference (step `TAYLOR_STEP`) through onnxruntime, averaged over calibration samples.
   Without labels a loss-based first-order term vanishes (the model is at its own optimum of
   ‖f − f₀‖²), so we expand the output itself; onnxruntime has no backward pass, so each unit
-  costs one forward per sample. Units are batched along the batch axis (above); a
-  model whose units × samples × MACs exceed `TAYLOR_BUDGET` falls back to `obd` (reported).
+  costs one forward per sample. Probes are batched along the batch axis (above), on
+  `TAYLOR_SAMPLES` samples. A model whose units × samples exceed the probe budget
+  (`TAYLOR_FORWARDS` sample-forwards, or `TAYLOR_BUDGET` MACs when more: time that scales
+  with the model) is probed in **blocks**: each group's units sorted by `obd` and cut into
+  contiguous runs, as many per group as its share of the units, one gate per block; a
+  block's measured ‖∂f/∂g_block‖² is shared among its units by their `obd` (units that
+  contribute independently add: ‖Σ ∂f/∂g_u‖² ≈ Σ ‖∂f/∂g_u‖²). The ranking across blocks
+  is the model output's, within a block the layer's. The report says so (note, and the
+  criterion line of the table); groups whose sinks cannot be gated take `obd` (said alike).
 """
 
 from __future__ import annotations
@@ -36,8 +43,12 @@ from .criteria import ScoreContext, criterion, fallback
 
 ROWS_PER_RUN = 64
 TAYLOR_STEP = 1e-2
+TAYLOR_FORWARDS = 1024
+"""Sample-forwards (one sample through the model once) `taylor` may spend: its time scales
+with the model's cost per sample..."""
 TAYLOR_BUDGET = 1e11
-"""Multiply-accumulates `taylor` may spend (≈ 10 s of a 2-core CPU); beyond it, `obd`."""
+"""...or this many multiply-accumulates, when more (≈ 10 s of a 2-core CPU): small models
+probe every unit."""
 TAYLOR_SAMPLES = 8
 Trial = dict[int, float]
 """Unit root → gate value for one trial ({} is the unmodified model)."""
@@ -184,22 +195,62 @@ def taylor(ctx: ScoreContext) -> np.ndarray:
     an, calib = ctx.an, calibration_of(ctx)
     probe = probe_for(ctx.model, an, calib.static_batch, calib.sample_axes)
     units = [u for g in an.groups for u in g.prunable if u in probe.units]
-    macs = max(1, count_macs(ctx.model, next(iter(calib.batches(1)))))
-    samples = min(calib.samples, TAYLOR_SAMPLES, int(TAYLOR_BUDGET // max(1, len(units) * macs)))
-    if calib.static_batch:
-        samples -= samples % calib.static_batch
-    if samples < 1 or not units:
-        ctx.run.note(f"taylor: {len(units)} units × {macs:.3g} MACs per sample exceed the "
-                         "probe budget; scored by obd")
+    if not units:
+        ctx.run.note("taylor: no unit's sinks can be gated (probed); scored by obd")
+        ctx.run.detail("criterion", "FELL BACK to obd: no unit's sinks can be gated")
         return obd(ctx)
-    trials = [{u: 1.0 - TAYLOR_STEP} for u in units]
-    ctx.run.say(f"Taylor probes: {len(units)} units on {samples} samples")
+    macs = max(1, count_macs(ctx.model, next(iter(calib.batches(1)))))
+    samples = min(calib.samples, TAYLOR_SAMPLES)
+    if calib.static_batch:
+        samples = max(calib.static_batch, samples - samples % calib.static_batch)
+    probes = int(max(TAYLOR_FORWARDS, TAYLOR_BUDGET / macs) // samples)
+    blocks = [[u] for u in units] if len(units) <= probes else taylor_blocks(ctx, units, probes)
+    trials = [dict.fromkeys(b, 1.0 - TAYLOR_STEP) for b in blocks]
+    ctx.run.say(f"Taylor probes: {len(trials)} probes of {len(units)} units on {samples} "
+                f"samples")
     report = _progress(ctx, "Taylor probes")
     change, _ = measure(probe, calib.block(samples), trials, report)
     scores = np.zeros(len(an.roots))
-    scores[units] = change / (samples * TAYLOR_STEP ** 2)
+    per_block = change / (samples * TAYLOR_STEP ** 2)
+    if len(blocks) < len(units):
+        shares = ctx.cache["taylor_shares"]
+        for b, value in zip(blocks, per_block, strict=True):
+            scores[b] = value * shares[b]
+        sizes = [len(b) for b in blocks]
+        ctx.run.note(f"taylor: {len(units)} units × {macs:.3g} MACs exceed the probe budget "
+                     f"({probes} probes of {samples} samples); probed in {len(blocks)} blocks "
+                     f"of {min(sizes)}-{max(sizes)} units (one gate per block of units "
+                     f"adjacent in obd order), shared within a block by obd")
+        ctx.run.detail("criterion", f"probed in {len(blocks)} blocks of units, obd within "
+                                    "a block")
+    else:
+        scores[units] = per_block
     fallback(ctx, scores, set(units), "obd", obd)
     return scores
+
+
+def taylor_blocks(ctx: ScoreContext, units: list[int], probes: int) -> list[list[int]]:
+    """`units` cut into about `probes` blocks: a group's units sorted by obd and cut into
+    contiguous runs, as many per group as its share of the units (at least one). Leaves each
+    unit's share of its block's obd in `ctx.cache["taylor_shares"]` (equal shares where the
+    block's obd is 0): the blocks' measured change is split by it, so a block of units that
+    contribute independently scores as their sum (‖Σ ∂f/∂g‖² ≈ Σ ‖∂f/∂g‖²)."""
+    base = obd(ctx)
+    gate = set(units)
+    shares = np.zeros(len(ctx.an.roots))
+    blocks = []
+    for g in ctx.an.groups:
+        mine = sorted((u for u in g.prunable if u in gate), key=lambda u: (base[u], u))
+        if not mine:
+            continue
+        k = max(1, min(len(mine), round(probes * len(mine) / len(units))))
+        for part in np.array_split(np.asarray(mine), k):
+            b = [int(u) for u in part]
+            total = float(base[b].sum())
+            shares[b] = base[b] / total if total > 0 else 1.0 / len(b)
+            blocks.append(b)
+    ctx.cache["taylor_shares"] = shares
+    return blocks
 
 
 def _progress(ctx: ScoreContext, what: str) -> Callable[[int, int], None]:

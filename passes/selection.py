@@ -34,6 +34,9 @@ class GroupChoice:
     group: Group
     removed: list[int]
     protected: bool = False
+    kept: str = ""
+    """Why the selection kept the group whole although it could lose units (a fragile group
+    under uniform allocation), for the report; empty otherwise."""
 
 
 def keep_count(n: int, ratio: float, round_to: int = 1, rounding: str = "down") -> int:

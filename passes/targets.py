@@ -21,7 +21,7 @@ from graphprune.analysis import Analysis
 from graphprune.context import RunContext
 from graphprune.metrics import count_macs, count_params
 
-from . import latency, rewrite, sensitivity, validation
+from . import fragile, latency, rewrite, sensitivity, validation
 from .allocation import (
     Step,
     bisect,
@@ -33,7 +33,7 @@ from .allocation import (
 )
 from .cost import METRICS, CostModel
 from .options import Options
-from .selection import GroupChoice, removal, select_uniform
+from .selection import GroupChoice, removal, uniform_counts
 
 TOLERANCE = 0.02
 FILL_STEPS = 256
@@ -68,6 +68,7 @@ class Selector:
         self.curves: dict[int, list[tuple[int, float]]] = {}
         self.meter = (latency.OrtMeter() if opts.latency is None else latency.CallableMeter(
             opts.latency, getattr(opts.latency, "name", "the given latency function")))
+        self.fragile: fragile.Check | None = None
 
     @property
     def feeds(self) -> dict[str, np.ndarray]:
@@ -94,10 +95,30 @@ class Selector:
             return uniform_order(an, self.free, self.opts)
         if kind == "global":
             return global_order(an, self.scores, self.free, self.opts)
-        self.curves = sensitivity.scan(self.model, an, self.scores, self.free, self.opts,
-                                       self.calibration, self.run)
         metric = self.opts.metric if self.opts.metric in METRICS else "macs"
-        return sensitivity.order(an, self.curves, self.opts, self.cost, metric, self.scores)
+
+        def ordered(curves: dict[int, list[tuple[int, float]]]) -> list[Step]:
+            return sensitivity.order(an, curves, self.opts, self.cost, metric, self.scores)
+
+        self.curves = sensitivity.scan(self.model, an, self.scores, self.free, self.opts,
+                                       self.calibration, self.run,
+                                       focus=lambda curves: self.focus(ordered(curves)))
+        return ordered(self.curves)
+
+    def focus(self, order: list[Step]) -> dict[int, int]:
+        """The removal counts the ratio or target gives along `order`, by the cost model (a
+        latency target by MACs: what the sensitivity scan refines around)."""
+        opts = self.opts
+        if opts.target is None:
+            return counts_at(order, prefix_for_units(self.an, order, opts.ratio, self.free,
+                                                     opts.rounding))
+        metric = opts.metric if opts.metric in ("macs", "params") else "macs"
+
+        def fraction(j: int) -> float:
+            removed, _ = removal(self.an, self.scores, counts_at(order, j), self.protected)
+            return self.cost.fraction(removed, metric)
+
+        return counts_at(order, bisect(len(order), fraction, opts.target))
 
     def at(self, k: int) -> tuple[np.ndarray, list[GroupChoice]]:
         return removal(self.an, self.scores, counts_at(self.order, k), self.protected)
@@ -106,8 +127,12 @@ class Selector:
         """The selection for `target` (default: the options'), or for the ratio."""
         opts = self.opts
         target = opts.target if target is None else target
+        if opts.checks_fragile and self.fragile is None:
+            self.check_fragile(target)
         if target is None and opts.allocation == "uniform":
-            return Selection(*select_uniform(self.an, self.scores, opts))
+            return self._kept(Selection(*removal(
+                self.an, self.scores, uniform_counts(self.an, opts, self.protected | self.kept),
+                self.protected)))
         if target is None:
             k = prefix_for_units(self.an, self.order, opts.ratio, self.free, opts.rounding)
         elif opts.metric == "latency":
@@ -118,9 +143,34 @@ class Selector:
             counts = self.fill(k, target)
             if counts is not None:
                 removed, choices = removal(self.an, self.scores, counts, self.protected)
-                return Selection(removed, choices, {}, self.curves)
+                return self._kept(Selection(removed, choices, {}, self.curves))
         removed, choices = self.at(k)
-        return Selection(removed, choices, {}, self.curves)
+        return self._kept(Selection(removed, choices, {}, self.curves))
+
+    # -- uniform allocation's fragile-group check -------------------------------------------
+    @property
+    def kept(self) -> set[int]:
+        """Groups kept whole as fragile (passes/fragile.py)."""
+        return set(self.fragile.fragile) if self.fragile is not None else set()
+
+    def check_fragile(self, target: float | None) -> None:
+        """Measure every group alone at the count uniform allocation gives it (at `target`);
+        fragile groups leave the candidates, so the ratio or target is met without them."""
+        self.fragile = fragile.Check()  # the selection below runs unchecked
+        plain = self.select(target)
+        counts = {gi: len(plain.choices[gi].removed) for gi in self.free}
+        self.fragile = fragile.check(self.model, self.an, self.scores, counts,
+                                     self.calibration, self.run)
+        for line in self.fragile.notes(self.an):
+            self.run.note(line)
+        if self.fragile.fragile:
+            self.free = [gi for gi in self.free if gi not in self.kept]
+            self._order = None
+
+    def _kept(self, sel: Selection) -> Selection:
+        for gi in self.kept:
+            sel.choices[gi].kept = "fragile: kept whole by uniform allocation's check"
+        return sel
 
     def fill(self, k: int, target: float) -> dict[int, int] | None:
         """When step k overshoots the target by more than the tolerance (one step of a large

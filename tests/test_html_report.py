@@ -145,8 +145,9 @@ def test_pages_are_self_contained(resnet: dict, vit: dict, blocked: dict) -> Non
 def test_sections_follow_the_report(resnet: dict, vit: dict, blocked: dict) -> None:
     always = ["summary", "widths", "groups", "frozen-reasons", "check-inputs", "exact-check",
               "timings"]
+    # the sensitivity scan notes what it measured (samples, counts per group, seconds)
     assert sections(html_report.render(resnet)) == (
-        always[:2] + ["sensitivity"] + always[2:])
+        always[:2] + ["sensitivity"] + always[2:4] + ["notes"] + always[4:])
     assert sections(html_report.render(vit)) == always[:2] + ["fidelity"] + always[2:]
     assert sections(html_report.render(blocked)) == always[:4] + ["blockers"] + always[4:]
     assert sections(html_report.render({})) == []

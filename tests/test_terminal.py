@@ -52,7 +52,7 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
 def test_every_option_has_help_and_every_command_examples():
     parser = cli._parser()
     commands = _subparsers(parser)
-    assert set(commands) == {"compress", "apply", "analyze"}
+    assert set(commands) == {"compress", "apply", "analyze", "sparsify"}
     for p in (parser, *commands.values()):
         for action in p._actions:
             if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
