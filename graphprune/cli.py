@@ -56,6 +56,15 @@ def _parser() -> argparse.ArgumentParser:
                         "(default: generated inputs)")
     c.add_argument("--calib-samples", type=int, default=32, metavar="N",
                    help="calibration samples to use (default 32)")
+    _recover_flags(c)
+    c.add_argument("--refit-order", choices=("sequential", "independent"),
+                   default="sequential",
+                   help="refit layers front to back, each from the model refit so far "
+                        "(sequential, default), or all from the original's statistics in one "
+                        "pass (independent: faster, less accurate)")
+    c.add_argument("--recover-budget", type=int, default=512, metavar="MB",
+                   help="memory for one layer's input statistics; a layer over it gets bias "
+                        "compensation instead of a refit (default 512)")
     c.add_argument("--plan-out", metavar="JSON", help="save the plan here (apply it with "
                    "`graphprune apply`)")
     c.add_argument("--round-to", type=int, default=1, metavar="N",
@@ -83,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("-o", "--output", help="output path (default: <model>.pruned.onnx)")
     ap.add_argument("--input-shape", action="append", default=[], metavar="NAME:1x3x224x224",
                     help="concrete shape for a dynamic input during validation (repeatable)")
+    ap.add_argument("--calib", metavar="NPZ",
+                    help="calibration inputs to re-run the plan's recovery on (a plan that "
+                         "recovers weights needs them)")
+    ap.add_argument("--calib-samples", type=int, default=32, metavar="N",
+                    help="calibration samples to use (default 32)")
+    _recover_flags(ap, apply=True)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report", metavar="JSON", help="write the report as JSON here")
     _html_flag(ap)
@@ -94,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
     _io_flag(a)
     _common(a)
     return p
+
+
+def _recover_flags(p: argparse.ArgumentParser, apply: bool = False) -> None:
+    p.add_argument("--recover", choices=("none", "bias", "refit"), default=None,
+                   help=("replace the plan's recovery (none: apply without it)" if apply else
+                         "repair the layers that read removed units from calibration data: "
+                         "bias (move the removed inputs' mean into the bias) or refit "
+                         "(least-squares refit of the kept weights and bias); default refit "
+                         "with --calib, none without"))
+    p.add_argument("--holdout", type=float, default=0.25, metavar="SHARE",
+                   help="share of the calibration samples held back from recovery to "
+                        "measure its fidelity (default 0.25)")
 
 
 def _html_flag(p: argparse.ArgumentParser) -> None:
@@ -140,7 +167,9 @@ def _options(args: argparse.Namespace):
         allow_io_change=args.allow_io_change, target_macs=args.target_macs,
         target_params=args.target_params, target_latency=args.target_latency,
         calib=args.calib, calib_samples=args.calib_samples,
-        input_sizes=_input_sizes(args.input_shape))
+        input_sizes=_input_sizes(args.input_shape), recover=args.recover,
+        refit_order=args.refit_order, recover_budget_mb=args.recover_budget,
+        holdout=args.holdout)
 
 
 def _progress(args: argparse.Namespace):
@@ -186,7 +215,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         pruned, report = apply_plan(model, plan, seed=args.seed,
                                     input_sizes=_input_sizes(args.input_shape),
-                                    progress=_progress(args), spill=spill)
+                                    progress=_progress(args), spill=spill, calib=args.calib,
+                                    calib_samples=args.calib_samples, holdout=args.holdout,
+                                    recover=args.recover)
         wrote_external = save_atomic(pruned, out, external=external or None)
     finally:
         if spill is not None:

@@ -24,11 +24,12 @@ from .errors import InputError, stage
 from .io import check_loaded, check_opset, guard_input, load
 from .ir import Graph, approx_bytes
 from .metrics import count_macs, count_params
-from .passes import rewrite, targets, validation
+from .passes import heldout, rewrite, targets, validation
 from .passes.calibration import Calibration
 from .passes.options import Options
+from .passes.recovery import Summary
 from .passes.selection import GroupChoice
-from .passes.stages import Analyse, FromPlan, Proof, Rewrite, Score, Select, Validate
+from .passes.stages import Analyse, FromPlan, Proof, Recover, Rewrite, Score, Select, Validate
 from .plan import Plan, check_fingerprint, make_plan
 from .report import GroupReport, Report, io_changes
 
@@ -162,17 +163,15 @@ def compress(
     ctx = RunContext(progress)
     model = _as_model(model_or_path)
     check_input_sizes(model, opts.input_sizes)
-    calibration = None
-    if opts.needs_calibration:
-        with stage("reading calibration data"):
-            calibration = Calibration(model, opts.calib, samples=opts.calib_samples,
-                                      seed=opts.seed, sizes=opts.input_sizes)
+    calibration = _calibration(model, opts)
+    fit, held = _split(calibration, opts)
     ctx.say("analysing dependencies")
     an = run_stage(ctx, Analyse(opts), model)
-    scores = run_stage(ctx, Score(opts, calibration, ctx), an)
-    picked = run_stage(ctx, Select(opts, model, calibration, ctx), an, scores)
-    proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill)
-    report = _report(ctx, opts, model, an, picked, proof, calibration=calibration)
+    scores = run_stage(ctx, Score(opts, fit, ctx), an)
+    picked = run_stage(ctx, Select(opts, model, fit, ctx), an, scores)
+    proof, recovered = _recover_rewrite_prove(ctx, opts, model, an, picked, spill, fit, held)
+    report = _report(ctx, opts, model, an, picked, proof, calibration=calibration,
+                     recovery=recovered)
     return proof.pruned, report
 
 
@@ -185,39 +184,106 @@ def apply_plan(
     input_sizes: dict[str, list[int]] | None = None,
     progress: Progress | None = None,
     spill: rewrite.Spill | None = None,
+    calib: Any = None,
+    calib_samples: int = 32,
+    holdout: float = 0.25,
+    recover: str | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Apply a saved plan (graphprune.plan) to the model it was made for, with the same
     exact check as compress (`seed`, `input_sizes`: of that check; `spill`: as for compress).
-    The plan's settings say the scope and whether the interface may change. Raises
-    InputError when the plan does not fit the model."""
+    The plan's settings say the scope, whether the interface may change and the recovery;
+    a plan that recovers weights re-runs it on `calib` (a fine-tuned copy has other weights;
+    `calib_samples`, `holdout` as for compress), which it then needs, unless `recover`
+    replaces the plan's method ("none"). Raises InputError when the plan does not fit the
+    model or its recovery has no data."""
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
-    opts = Options.from_dict(plan.settings, seed=seed, input_sizes=input_sizes)
+    given = {"recover": recover} if recover is not None else {}
+    opts = Options.from_dict(plan.settings, seed=seed, input_sizes=input_sizes, calib=calib,
+                             calib_samples=calib_samples, holdout=holdout, **given)
+    if opts.recovery != "none" and calib is None:
+        raise InputError(f"the plan recovers the kept weights ({opts.recovery}) from "
+                         "calibration data: give the data to recover from (--calib), or "
+                         "--recover none")
     ctx = RunContext(progress)
     model = _as_model(model_or_path)
     check_input_sizes(model, opts.input_sizes)
     check_fingerprint(model, plan)
+    calibration = _calibration(model, opts) if opts.recovery != "none" else None
+    fit, held = _split(calibration, opts)
     ctx.say("analysing dependencies")
     an = run_stage(ctx, Analyse(opts), model)
     picked = run_stage(ctx, FromPlan(plan, model), an)
-    proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill)
-    report = _report(ctx, opts, model, an, picked, proof, plan=plan)
+    proof, recovered = _recover_rewrite_prove(ctx, opts, model, an, picked, spill, fit, held)
+    report = _report(ctx, opts, model, an, picked, proof, plan=plan, calibration=calibration,
+                     recovery=recovered)
     return proof.pruned, report
 
 
+def _calibration(model: onnx.ModelProto, opts: Options) -> Calibration | None:
+    if not opts.needs_calibration:
+        return None
+    with stage("reading calibration data"):
+        return Calibration(model, opts.calib, samples=opts.calib_samples, seed=opts.seed,
+                           sizes=opts.input_sizes)
+
+
+def _split(calibration: Calibration | None, opts: Options,
+           ) -> tuple[Calibration | None, Calibration | None]:
+    """(samples for statistics, samples held back to measure recovery): with recovery the
+    last `holdout` share of the calibration data is never used by anything else."""
+    if calibration is None or opts.recovery == "none":
+        return calibration, None
+    return calibration.split(opts.holdout)
+
+
+def _recover_rewrite_prove(ctx: RunContext, opts: Options, model: onnx.ModelProto,
+                           an: Analysis, picked: targets.Selection,
+                           spill: rewrite.Spill | None, fit: Calibration | None,
+                           held: Calibration | None) -> tuple[Proof, Summary]:
+    """Recovery (when asked for and something was removed), then the rewrite of the updated
+    model proven against it, then fidelity on the held-back samples."""
+    method = opts.recovery
+    if method == "none":
+        why = ("--recover none" if opts.recover == "none" else
+               "no calibration data: give real samples (--calib) to refit the kept weights "
+               "(--recover refit)")
+        return _rewrite_and_prove(ctx, opts, model, an, picked.removed, spill), Summary(
+            "none", reason=why)
+    if not picked.removed.any():
+        proof = _rewrite_and_prove(ctx, opts, model, an, picked.removed, spill)
+        return proof, Summary(method, reason="nothing was removed")
+    rec = run_stage(ctx, Recover(opts, model, fit, ctx, spill), an, picked.removed)
+    proof = _rewrite_and_prove(ctx, opts, rec.model, rec.an, rec.removed, spill)
+    rec.summary.samples_used = fit.samples
+    if held is not None:
+        ctx.say(f"recovery: fidelity on {held.samples} held-back samples")
+        with stage("fidelity on held-back samples"):
+            rec.summary.fidelity_before, rec.summary.fidelity_after = heldout.before_and_after(
+                model, an, picked.removed, proof.pruned, held.batches())
+            rec.summary.samples_held_back = held.samples
+        ctx.lap("held-back fidelity")
+    else:
+        ctx.note(f"recovery: no calibration samples held back to measure it ({fit.samples} "
+                 "samples, --holdout)")
+    return proof, rec.summary
+
+
 def _rewrite_and_prove(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
-                       picked: targets.Selection, spill: rewrite.Spill | None) -> Proof:
-    rewritten = run_stage(ctx, Rewrite(model, spill, ctx), an, picked.removed)
+                       removed, spill: rewrite.Spill | None) -> Proof:
+    rewritten = run_stage(ctx, Rewrite(model, spill, ctx), an, removed)
     return run_stage(ctx, Validate(opts, model, spill, ctx), rewritten, an)
 
 
 # -- the report -----------------------------------------------------------------------------
 def _report(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
             picked: targets.Selection, proof: Proof, *, calibration: Calibration | None = None,
-            plan: Plan | None = None) -> Report:
+            plan: Plan | None = None, recovery: Summary | None = None) -> Report:
     """The report of a run, filled here and nowhere else (`plan`: the run applied it)."""
     with stage("report"):
         report = _fill(ctx, opts, model, an, picked, proof, calibration, plan)
+        if recovery is not None:
+            report.recovery = recovery.to_dict()
     ctx.lap("report")
     report.timings, report.seconds = ctx.timings, ctx.seconds
     return report

@@ -53,6 +53,11 @@ class Report:
     """Graph inputs/outputs whose declared shapes changed (allow_io_change): {name, kind
     ("input"/"output"), before, after}, dims as ints or symbol names."""
     frozen_reasons: dict[str, int] = field(default_factory=dict)
+    recovery: dict[str, Any] = field(default_factory=dict)
+    """What recovery did (passes/recovery.py): {method, order, ridge, sinks_refit,
+    sinks_bias_only {sink: why}, sinks_not_recovered {sink: why}, samples_used,
+    samples_held_back, fidelity_before, fidelity_after {output: {rel_l2, cosine, top1}}};
+    with method "none", its `reason`."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     plan: Any = field(default=None, repr=False, compare=False)
@@ -157,11 +162,48 @@ class Report:
                                f"{run['max_abs_err']:.2e} on a scale of {run['scale']:.2e}, "
                                f"within {_noise_multiple(ec)}× the masked original's own "
                                f"float noise ({run['noise_floor']:.2e}, {run['noise_by']})")
+        out += recovery_lines(self.recovery)
         for name, f in self.fidelity.items():
             out.append(f"fidelity of the full (inexact) plan, output '{name}': cosine "
                        f"{f['cosine']:.4f}, relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
         out.append(f"time: {self.seconds:.2f} s")
         return "\n".join(out)
+
+
+def recovery_lines(rec: dict[str, Any]) -> list[str]:
+    """The terminal lines on recovery: what was done to how many sinks, on how many samples,
+    and the fidelity on held-back samples before → after."""
+    if not rec:
+        return []
+    if rec["method"] == "none":
+        return [f"recovery: none ({rec.get('reason', '')})"]
+    if rec.get("reason"):
+        return [f"recovery: {rec['method']}: {rec['reason']}"]
+    how = rec["method"] + (f" ({rec['order']})" if rec.get("order") else "")
+    refit, bias = len(rec.get("sinks_refit", [])), len(rec.get("sinks_bias_only", {}))
+    parts = [f"{refit} layers refit"] if rec["method"] == "refit" else []
+    if bias:
+        parts.append(f"{bias} bias-compensated only" if rec["method"] == "refit"
+                     else f"{bias} layers bias-compensated")
+    if rec.get("sinks_not_recovered"):
+        parts.append(f"{len(rec['sinks_not_recovered'])} left as they were")
+    out = [f"recovery: {how}: {', '.join(parts) or 'no layer to update'}; "
+           f"{rec.get('samples_used', 0)} calibration samples, "
+           f"{rec.get('samples_held_back', 0)} held back"]
+    if rec["method"] == "refit" and bias:
+        for sink, why in list(rec["sinks_bias_only"].items())[:3]:
+            out.append(f"  bias only: {_fit(sink, 40)}: {why}")
+    for sink, why in list(rec.get("sinks_not_recovered", {}).items())[:3]:
+        out.append(f"  not recovered: {_fit(sink, 40)}: {why}")
+    before, after = rec.get("fidelity_before", {}), rec.get("fidelity_after", {})
+    for name in after:
+        b, a = before.get(name, {}), after[name]
+        line = (f"  held-back fidelity '{_fit(name, 24)}': cosine {b.get('cosine', 0):.4f} -> "
+                f"{a['cosine']:.4f}, relative L2 {b.get('rel_l2', 0):.3e} -> {a['rel_l2']:.3e}")
+        if "top1" in a:
+            line += f", top-1 {b.get('top1', 0):.3f} -> {a['top1']:.3f}"
+        out.append(line)
+    return out
 
 
 def io_changes(model: onnx.ModelProto, pruned: onnx.ModelProto) -> list[dict[str, Any]]:

@@ -26,6 +26,7 @@ Groups none of whose members can be scored from data (no sink) fall back to `l1`
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class Calibration:
                  samples: int = 32, batch: int = 8, seed: int = 0,
                  sizes: dict[str, list[int]] | None = None) -> None:
         self.model, self.seed, self.sizes = model, seed, sizes
+        self.offset = 0  # the first sample (a split's second part starts later)
         self.specs = validation.input_specs(model)
         static = {d[0] for _, _, d in self.specs if d and isinstance(d[0], int)}
         self.static_batch = min(static) if static else None
@@ -86,10 +88,26 @@ class Calibration:
         return [{k: np.concatenate([p[k] for p in parts]) for k in parts[0]}]
 
     def _batch(self, start: int, b: int) -> dict[str, np.ndarray]:
+        start += self.offset
         if self.arrays is not None:
             return {k: v[start:start + b] for k, v in self.arrays.items()}
         return validation.make_inputs(self.model, batch=b, seed=self.seed + 7919 + start,
                                       sizes=self.sizes)
+
+    def split(self, share: float) -> tuple[Calibration, Calibration | None]:
+        """The samples to fit on, and the last `share` of them held back (never used for
+        fitting; None when there are too few to hold any back: a model with a fixed batch
+        size holds back whole batches)."""
+        step = self.static_batch or 1
+        held = int(round(self.samples * share / step)) * step
+        if share > 0 and held == 0 and self.samples >= 2 * step:
+            held = step
+        if held <= 0 or self.samples - held < step:
+            return self, None
+        fit, back = copy.copy(self), copy.copy(self)
+        fit.samples = self.samples - held
+        back.samples, back.offset = held, self.offset + fit.samples
+        return fit, back
 
     def describe(self) -> dict:
         return {"source": self.source, "samples": self.samples}

@@ -261,15 +261,16 @@ class Moments:
         if p is not None and p.shape != r.shape:
             raise Unsupported(f"{self.site.name}: paired input has rows {p.shape}, "
                               f"not {r.shape}")
-        for start in range(0, r.shape[1], ROW_CHUNK):
-            a = r[:, start:start + ROW_CHUNK].astype(np.float64)
-            self.sum += a.sum(axis=1)
-            if self.gram is not None:
-                self.gram += np.matmul(a.transpose(0, 2, 1), a)
-            if p is not None and self.cross is not None:
-                b = p[:, start:start + ROW_CHUNK].astype(np.float64)
-                self.psum += b.sum(axis=1)
-                self.cross += np.matmul(b.transpose(0, 2, 1), a)
+        for g in range(r.shape[0]):
+            for start in range(0, r.shape[1], ROW_CHUNK):
+                a = np.ascontiguousarray(r[g, start:start + ROW_CHUNK], dtype=np.float64)
+                self.sum[g] += a.sum(axis=0)
+                if self.gram is not None:
+                    self.gram[g] += a.T @ a
+                if p is not None and self.cross is not None:
+                    b = np.ascontiguousarray(p[g, start:start + ROW_CHUNK], dtype=np.float64)
+                    self.psum[g] += b.sum(axis=0)
+                    self.cross[g] += b.T @ a
         self.n += r.shape[1]
 
     def mean(self) -> np.ndarray:

@@ -4,8 +4,9 @@ plan records as its `settings`.
 `Options` is frozen and validated when made (bad values raise InputError with one line, in the
 order below). Every driver builds it once (`graphprune.compress`, `apply_plan`, the CLI) and
 the passes read the fields they need. `to_dict()` is the plan's `settings` (the decisions a
-plan replays; data that only serves to make or prove them, `calib`, `calib_samples` and
-`input_sizes`, stays out) and `from_dict()` reads it back.
+plan replays, the recovery method included; data that only serves to make or prove them,
+`calib`, `calib_samples`, `holdout` and `input_sizes`, stays out) and `from_dict()` reads it
+back.
 
 It sits in the passes layer, above the scoring pass, because a valid criterion is one the
 scoring registry holds.
@@ -28,6 +29,8 @@ from graphprune.version import __version__
 from . import scoring
 
 ALLOCATIONS = ("uniform", "global", "sensitivity")
+RECOVERY = ("none", "bias", "refit")
+REFIT_ORDERS = ("sequential", "independent")
 ROUNDINGS = ("down", "up")
 TARGETS = ("macs", "params", "latency")
 
@@ -54,6 +57,10 @@ class Options:
     calib: str | os.PathLike | dict[str, np.ndarray] | None = field(default=None, compare=False)
     calib_samples: int = 32
     input_sizes: dict[str, list[int]] | None = None
+    recover: str | None = None  # None: refit with real calibration data, else none
+    refit_order: str = "sequential"
+    recover_budget_mb: int = 512
+    holdout: float = 0.25
 
     def __post_init__(self) -> None:
         scope = self.scope
@@ -100,6 +107,17 @@ class Options:
         if self.calib_samples < 1:
             raise InputError(f"calib-samples must be a positive integer, got "
                              f"{self.calib_samples}")
+        if self.recover is not None and self.recover not in RECOVERY:
+            raise InputError(f"unknown recovery '{self.recover}' (choose from "
+                             f"{', '.join(RECOVERY)})")
+        if self.refit_order not in REFIT_ORDERS:
+            raise InputError(f"unknown refit order '{self.refit_order}' (choose from "
+                             f"{', '.join(REFIT_ORDERS)})")
+        if not isinstance(self.recover_budget_mb, int) or self.recover_budget_mb < 1:
+            raise InputError(f"recover-budget must be a positive number of MB, got "
+                             f"{self.recover_budget_mb}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise InputError(f"holdout must be a share in [0, 1), got {self.holdout}")
 
     def _targets(self) -> dict[str, float]:
         return {k: v for k, v in (("macs", self.target_macs), ("params", self.target_params),
@@ -122,9 +140,19 @@ class Options:
         return self.normalize or scoring.DEFAULT_NORMALIZE[self.criterion]
 
     @property
+    def recovery(self) -> str:
+        """The recovery run: `recover`, or by default refit when calibration data is given
+        (real samples), none without it (generated inputs teach a refit nothing)."""
+        if self.recover is not None:
+            return self.recover
+        return "refit" if self.calib is not None else "none"
+
+    @property
     def needs_calibration(self) -> bool:
-        """Whether the run feeds calibration data through the model (criterion or scan)."""
-        return self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
+        """Whether the run feeds calibration data through the model (criterion, scan,
+        recovery)."""
+        return (self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
+                or self.recovery != "none")
 
     # -- plans ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +165,8 @@ class Options:
                 "allow_io_change": self.allow_io_change,
                 "target": ({"metric": self.metric, "value": self.target} if self.metric
                            else None),
+                "recover": self.recovery, "refit_order": self.refit_order,
+                "recover_budget_mb": self.recover_budget_mb,
                 "graphprune": __version__}
 
     @classmethod
@@ -145,8 +175,10 @@ class Options:
         ignored), then `overrides`."""
         if not isinstance(settings, dict):
             raise InputError("plan settings must be a JSON object")
-        names = {f.name for f in fields(cls)} - {"calib", "calib_samples", "input_sizes"}
+        names = {f.name for f in fields(cls)} - {"calib", "calib_samples", "input_sizes",
+                                                 "holdout"}
         kw = {k: v for k, v in settings.items() if k in names}
+        kw.setdefault("recover", "none")  # plans from before recovery recovered nothing
         target = settings.get("target")
         if target:
             if not isinstance(target, dict) or target.get("metric") not in TARGETS:

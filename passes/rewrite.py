@@ -497,6 +497,14 @@ def _copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
+def store(dst: onnx.TensorProto, value: np.ndarray, spill: Spill | None = None) -> None:
+    """Give initializer `dst` the value `value` (same name), as the rewrite writes its own:
+    large values go to `spill`'s file and are referred to there. For passes that change
+    weights in the original's shape (recovery) on their own copy of the model."""
+    value = spill.put(value) if spill is not None else value
+    _fill_tensor(dst, dst, value if _mapped_file(value) else np.ascontiguousarray(value))
+
+
 def _fill_tensor(dst: onnx.TensorProto, src: onnx.TensorProto | None, value: np.ndarray,
                  name: str | None = None) -> None:
     """`dst` := the tensor numpy_helper.from_array(value, name) makes (the name of `src` by
