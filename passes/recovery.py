@@ -29,6 +29,7 @@ listed with the reason.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -61,6 +62,7 @@ class Sink:
     weight: str = ""  # initializer holding the weight (in the prepared model)
     bias: str = ""  # initializer holding the bias (Conv B, Gemm C, the Add's constant)
     beta: float = 1.0  # the bias as applied: beta × initializer (Gemm)
+    ridge: float | None = None  # the λ fraction of the refit (the largest over groups)
     w_like: np.ndarray | None = None  # the weight as stored (layout, dtype)
     b_like: np.ndarray | None = None  # the bias initializer as stored
 
@@ -72,6 +74,7 @@ class Summary:
     method: str
     order: str | None = None
     refit: list[str] = field(default_factory=list)
+    ridge: dict[str, float] = field(default_factory=dict)
     bias_only: dict[str, str] = field(default_factory=dict)
     not_recovered: dict[str, str] = field(default_factory=dict)
     samples_used: int = 0
@@ -85,8 +88,8 @@ class Summary:
         if self.method == "none":
             out["reason"] = self.reason
             return out
-        out.update(order=self.order, ridge=refit.RIDGE if self.method == "refit" else None,
-                   sinks_refit=list(self.refit), sinks_bias_only=dict(self.bias_only),
+        out.update(order=self.order, sinks_refit=list(self.refit), ridge=dict(self.ridge),
+                   sinks_bias_only=dict(self.bias_only),
                    sinks_not_recovered=dict(self.not_recovered),
                    samples_used=self.samples_used, samples_held_back=self.samples_held_back,
                    fidelity_before=self.fidelity_before, fidelity_after=self.fidelity_after)
@@ -417,8 +420,8 @@ def recover(model: onnx.ModelProto, an: Analysis, removed: np.ndarray, opts: Opt
     budget = opts.recover_budget_mb << 20
     sequential = method == "refit" and opts.refit_order == "sequential"
     for s in live:
-        if s.mode == "refit" and s.site.accumulator_bytes(sequential) > budget:
-            need = s.site.accumulator_bytes(sequential) / 2**20
+        if s.mode == "refit" and s.site.accumulator_bytes(sequential, halves=True) > budget:
+            need = s.site.accumulator_bytes(sequential, halves=True) / 2**20
             s.mode, s.why = "bias", (f"its input statistics need {need:.0f} MB (rows of "
                                      f"{s.site.width}), over the budget of "
                                      f"{opts.recover_budget_mb} MB")
@@ -436,6 +439,7 @@ def recover(model: onnx.ModelProto, an: Analysis, removed: np.ndarray, opts: Opt
     elif todo:
         _independent(updates, todo, model, calibration, run)
     summary.refit = [s.name for s in live if s.mode == "refit"]
+    summary.ridge = {s.name: s.ridge for s in live if s.mode == "refit"}
     summary.bias_only = {s.name: s.why for s in live if s.mode == "bias"}
     updated = updates.write(model, spill)
     return Recovered(updated, reanalysed(updated, new_an_of), removed, summary)
@@ -497,12 +501,26 @@ def _independent(updates: Updates, sinks: list[Sink], model: onnx.ModelProto, ca
                  run: RunContext) -> None:
     """Every sink refit from the original's statistics (x̂ = x_K), in one pass."""
     run.say(f"recovery: input statistics of {len(sinks)} layers")
-    got = moments.collect(model, [s.site for s in sinks], calibration.batches(),
+    got = moments.collect(model, [s.site for s in sinks], calibration.batches(), halves=True,
                           budget=1 << 62, progress=run.say)
     for s in sinks:
-        aug = got.moments[s.site.node].augmented()
-        updates.w[s.node], updates.b[s.node] = refit.refit(
-            updates.w[s.node], updates.b[s.node], aug, aug, s.keep)
+        m = got.moments[s.site.node]
+        halves = m.folds()
+        folds = None if halves is None else tuple((h.augmented(), h.augmented())
+                                                  for h in halves)
+        aug = m.augmented()
+        _apply(updates, s, *refit.refit(updates.w[s.node], updates.b[s.node], aug, aug,
+                                        s.keep, folds))
+
+
+def _apply(updates: Updates, s: Sink, w: np.ndarray, b: np.ndarray,
+           chosen: list[float]) -> None:
+    updates.w[s.node], updates.b[s.node] = w, b
+    if all(math.isinf(f) for f in chosen):
+        s.mode, s.why = "bias", ("cross-validation on the calibration samples kept its "
+                                 "weights: no refit of them generalised")
+    else:
+        s.ridge = max(f for f in chosen if not math.isinf(f))
 
 
 def _sequential(updates: Updates, sinks: list[Sink], model: onnx.ModelProto,
@@ -522,13 +540,16 @@ def _sequential(updates: Updates, sinks: list[Sink], model: onnx.ModelProto,
                 f"({len(pending)} left)")
         overrides = {**masked, **updates.overrides()}
         got = moments.collect(session_model, [s.site for s in ready], calibration.batches(),
-                              paired=model, overrides=overrides, budget=1 << 62,
-                              progress=run.say)
+                              paired=model, overrides=overrides, halves=True,
+                              budget=1 << 62, progress=run.say)
         for s in ready:
             m = got.moments[s.site.node]
-            updates.w[s.node], updates.b[s.node] = refit.refit(
-                updates.w[s.node], updates.b[s.node], m.augmented_cross(), m.augmented(),
-                s.keep)
+            halves = m.folds()
+            folds = None if halves is None else tuple(
+                (h.augmented_cross(), h.augmented()) for h in halves)
+            _apply(updates, s, *refit.refit(updates.w[s.node], updates.b[s.node],
+                                            m.augmented_cross(), m.augmented(), s.keep,
+                                            folds))
             del pending[s.node]
 
 

@@ -140,7 +140,7 @@ def test_refit_lowers_the_reconstruction_error_on_its_statistics() -> None:
     none = refit.reconstruction_error(w, b, w, b, s.keep, aug, aug, aug)
     bias = b + refit.bias_delta(w, m.mean(), s.keep)
     with_bias = refit.reconstruction_error(w, b, w, bias, s.keep, aug, aug, aug)
-    new_w, new_b = refit.refit(w, b, aug, aug, s.keep)
+    new_w, new_b, _ = refit.refit(w, b, aug, aug, s.keep)
     refitted = refit.reconstruction_error(w, b, new_w, new_b, s.keep, aug, aug, aug)
     assert refitted < with_bias < none
     assert refitted < 0.5 * with_bias
@@ -151,6 +151,61 @@ def test_refit_lowers_the_reconstruction_error_on_its_statistics() -> None:
     direct = np.mean(np.sum((hidden @ w[0].T + b[0] - hidden[:, keep] @ new_w[0][:, keep].T
                              - new_b[0]) ** 2, axis=1))
     assert direct == pytest.approx(refitted, rel=1e-6)
+
+
+def test_centred_solution_is_the_ridge_least_squares_solution() -> None:
+    """Problem.fit (centred, one eigendecomposition) equals the direct solve of the
+    augmented normal equations [W'_K, b'](G + λΛ) = W̃C + λ[W_K, 0], Λ = diag(1, …, 1, 0)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((50, 6)) @ rng.standard_normal((6, 6)) + 0.5
+    z = x[:, [0, 2, 3, 5]] + 0.1 * rng.standard_normal((50, 4))
+    xt, zt = np.hstack([x, np.ones((50, 1))]), np.hstack([z, np.ones((50, 1))])
+    target = rng.standard_normal((3, 7))
+    keep = np.array([True, False, True, True, False, True])
+    cross, gram = np.zeros((7, 7)), np.zeros((7, 7))
+    cols = np.array([0, 2, 3, 5, 6])
+    cross[:, cols], gram[np.ix_(cols, cols)] = xt.T @ zt / 50, zt.T @ zt / 50
+    w_k = target[:, :6][:, keep]
+    for fraction in (1e-2, 1.0):
+        got = refit.Problem(target, w_k, cross, gram, cols).fit(fraction)
+        g = zt.T @ zt / 50
+        lam = fraction * np.trace(g[:4, :4]) / 4
+        rhs = target @ (xt.T @ zt / 50) + lam * np.hstack([w_k, np.zeros((3, 1))])
+        want = np.linalg.solve(g + lam * np.diag([1, 1, 1, 1, 0]), rhs.T).T
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_cross_validation_keeps_weights_when_a_refit_would_overfit() -> None:
+    """Twelve samples for a layer 40 inputs wide: the plain refit fits noise and does worse
+    than bias compensation on samples it has not seen; the ridge chosen by two-fold
+    cross-validation does not."""
+    rng = np.random.default_rng(1)
+    d, keep = 40, np.arange(40) % 4 != 0
+    mix = rng.standard_normal((d, d)) / np.sqrt(d)
+    w, b = rng.standard_normal((1, 5, d)), np.zeros((1, 5))
+
+    def moments_of(x: np.ndarray):
+        xt = np.hstack([x, np.ones((len(x), 1))])
+        m = xt.T @ xt / len(x)
+        return m[None], m[None]
+
+    fit_x = rng.standard_normal((12, d)) @ mix
+    test_x = rng.standard_normal((400, d)) @ mix
+    cross, gram = moments_of(fit_x)
+    halves = (moments_of(fit_x[::2]), moments_of(fit_x[1::2]))
+    xx = moments_of(test_x)[0]
+
+    def test_error(fraction=None, folds=None) -> float:
+        if fraction is None and folds is None:  # bias compensation
+            nw, nb = w, b + refit.bias_delta(w, fit_x.mean(0)[None], keep)
+        else:
+            nw, nb, _ = refit.refit(w, b, cross, gram, keep, folds,
+                                    ridge=fraction or refit.RIDGE)
+        return refit.reconstruction_error(w, b, nw, nb, keep, xx, xx, xx)
+
+    plain, bias, chosen = test_error(1e-3), test_error(), test_error(folds=halves)
+    assert plain > bias
+    assert chosen < plain and chosen <= 1.05 * bias
 
 
 def _activation(model: onnx.ModelProto, x: np.ndarray, name: str) -> np.ndarray:
