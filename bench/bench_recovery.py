@@ -219,10 +219,10 @@ def compare_table(sim_rows: list[dict], gp_rows: list[dict], what: str,
 
 # -- digits ---------------------------------------------------------------------------------
 def cmd_digits(args) -> dict:
+    import bench_criteria_digits as d
     import onnx
     import torch
 
-    import bench_criteria_digits as d
     from models.export import export_onnx
 
     xtr, ytr, xte, yte = d.load_data()
@@ -264,6 +264,131 @@ def cmd_digits(args) -> dict:
     return result
 
 
+# -- MiniLM ---------------------------------------------------------------------------------
+def parse_runs(specs: list[str]) -> list[dict]:
+    """SCOPE:RATIO strings as compress keywords."""
+    out = []
+    for spec in specs:
+        scope, _, ratio = spec.rpartition(":")
+        out.append({"scope": scope, "ratio": float(ratio)})
+    return out
+
+
+def fmt_run(size: dict) -> str:
+    if "target_macs" in size:
+        return f"{size.get('scope', '')} MACs {size['target_macs']:.3g}".strip()
+    return f"{size['scope']} {size['ratio']:g}"
+
+
+def cmd_minilm(args) -> dict:
+    import bench_minilm as bm
+    import calib_sentences
+    from sentences import SENTENCES
+
+    calib_sentences.check()
+    path = bm.model_dir()
+    model, tokenizer = bm.load_model(path)
+    batches = bm.tokenize(tokenizer, SENTENCES, 32)
+    texts = list(calib_sentences.CALIB_SENTENCES[:args.calib])
+    enc = tokenizer(texts, padding="longest", truncation=True, max_length=128,
+                    return_tensors="np")
+    calib = {k: np.ascontiguousarray(enc[k], dtype=np.int64) for k in bm.INPUT_NAMES}
+    tmp = tempfile.mkdtemp(prefix="bench-recovery-minilm-")
+    onnx_path = bm.export(model, tokenizer, args.exporter, Path(tmp) / "minilm.onnx")
+    ref, _ = bm.ort_embeddings(onnx_path.read_bytes(), batches)
+    print(f"all-MiniLM-L6-v2 ({args.exporter} export): {len(SENTENCES)} evaluation sentences "
+          f"(bench/sentences.py); calibration: {len(texts)} other sentences "
+          f"(bench/calib_sentences.py), padded to {calib['input_ids'].shape[1]} tokens")
+
+    def measure(m) -> float:
+        emb, _ = bm.ort_embeddings(m.SerializeToString(), batches)
+        return float(bm.cosines(emb, ref).mean())
+
+    sizes = parse_runs(args.runs)
+    rows = grid(str(onnx_path), calib, sizes, args.criteria, args.allocations, measure,
+                fmt_run)
+    print("\n" + grid_table(rows, fmt_run, "cos"))
+    result = {"exporter": args.exporter, "sentences": len(SENTENCES),
+              "calibration": len(texts), "rows": rows}
+    import onnx
+
+    sim_side(args, onnx.load(str(onnx_path)), str(onnx_path), calib, sizes, measure, result,
+             "cos", higher_better=True)
+    return result
+
+
+def sim_side(args, original, model, calib: dict, sizes: list[dict], measure: Callable,
+             result: dict, what: str, higher_better: bool) -> None:
+    """onnxsim at each scope:ratio size (FFN pruning and/or head pruning), then graphprune at
+    onnxsim's MACs in the same scope; into `result`."""
+    sim = onnxsim_module(args.onnxsim)
+    if sim is None:
+        print("\nonnxsim not importable (--onnxsim DIR): its side is left out")
+        return
+    n = len(next(iter(calib.values())))
+    sim_batches = [{k: v[i:i + 16] for k, v in calib.items()} for i in range(0, n, 16)]
+    feeds = {k: v[:1] for k, v in calib.items()}
+    sim_rows, gp = [], []
+    for size in sizes:
+        kinds = size["scope"].split(",")
+        try:
+            r = onnxsim_runs(sim, original, sim_batches, size["ratio"], heads="heads" in kinds,
+                             ffn="ffn" in kinds, measure=measure, feeds=feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxsim failing on a model is a result
+            msg = f"{type(exc).__name__}: {exc}"[:200]
+            print(f"  onnxsim {fmt_run(size)}: failed: {msg}", flush=True)
+            result.setdefault("onnxsim_failed", []).append({**size, "error": msg})
+            continue
+        r["scope"] = size["scope"]
+        sim_rows.append(r)
+        print(f"  onnxsim {fmt_run(size)}: MACs {r['macs_ratio']:.3f}  " + "  ".join(
+            f"{k} {v:.4f}" for k, v in r["quality"].items() if v is not None), flush=True)
+        if r["macs_ratio"] >= 0.999:
+            print("    (onnxsim removed nothing: no equal size to compare)", flush=True)
+            continue
+        gp += equal_size([r], model, calib, measure, args.equal_criteria,
+                         lambda macs, scope=size["scope"]: {"target_macs": macs,
+                                                            "scope": scope})
+    if sim_rows:
+        print("\n" + compare_table(sim_rows, gp, what, higher_better))
+    result.update(onnxsim=sim_rows, equal_size=gp)
+
+
+# -- decoder --------------------------------------------------------------------------------
+def cmd_decoder(args) -> dict:
+    import onnx
+
+    from models import decoder as dec
+    from models.decoder_data import calibration_npz, eval_windows, load_corpus
+
+    corpus = load_corpus()
+    windows = eval_windows(corpus)
+    net, _, where = dec.load_or_train()
+    src = dec.exported(net, where, args.exporter)
+    original = onnx.load(str(src))
+    name = original.graph.input[0].name
+    with tempfile.TemporaryDirectory() as tmp:
+        path = calibration_npz(Path(tmp) / "calib.npz", args.calib, corpus, input_name=name)
+        with np.load(path) as f:
+            calib = {name: np.ascontiguousarray(f[name])}
+    base = dec.perplexity_onnx(original, windows).ppl
+    print(f"trained decoder ({args.exporter} export, {where.name}): perplexity {base:.4f}/byte "
+          f"on {len(windows)} held-out windows; calibration: {args.calib} windows of the "
+          "calibration files")
+
+    def measure(m) -> float:
+        return dec.perplexity_onnx(m, windows).ppl
+
+    sizes = parse_runs(args.runs)
+    rows = grid(str(src), calib, sizes, args.criteria, args.allocations, measure, fmt_run)
+    print("\n" + grid_table(rows, fmt_run, "ppl"))
+    result = {"exporter": args.exporter, "baseline_ppl": base, "windows": len(windows),
+              "calibration": args.calib, "rows": rows}
+    sim_side(args, original, str(src), calib, sizes, measure, result, "ppl",
+             higher_better=False)
+    return result
+
+
 # -- cost -----------------------------------------------------------------------------------
 COST_SCRIPT = """
 import json, resource, sys, time
@@ -292,6 +417,53 @@ def cost_row(path: Path, calib: Path, kw: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def cmd_cost(args) -> dict:
+    """compress in fresh processes on the digits CNN and MiniLM: no recovery and each one."""
+    import bench_criteria_digits as d
+    import onnx
+    import torch
+
+    from models.export import export_onnx
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-recovery-cost-"))
+    cases = []
+    if "digits" in args.models:
+        xtr, ytr, _, _ = d.load_data()
+        net = d.train(d.build(False), xtr, ytr, args.epochs)
+        path = Path(export_onnx(net, torch.from_numpy(xtr[:1]), tmp / "digits.onnx"))
+        np.savez(tmp / "digits.npz", input=xtr[:args.calib])
+        cases.append(("digits CNN", path, tmp / "digits.npz", {"target_macs": 0.6}))
+    if "minilm" in args.models:
+        import bench_minilm as bm
+        import calib_sentences
+
+        model, tokenizer = bm.load_model(bm.model_dir())
+        path = bm.export(model, tokenizer, "torchscript", tmp / "minilm.onnx")
+        enc = tokenizer(list(calib_sentences.CALIB_SENTENCES[:args.calib]), padding="longest",
+                        truncation=True, max_length=128, return_tensors="np")
+        np.savez(tmp / "minilm.npz", **{k: enc[k].astype(np.int64) for k in bm.INPUT_NAMES})
+        cases.append(("MiniLM", path, tmp / "minilm.npz", {"scope": "heads,ffn",
+                                                           "ratio": 0.3}))
+    rows, out = [], []
+    for name, path, npz, size in cases:
+        n = len(np.load(npz)[onnx.load(str(path), load_external_data=False)
+                            .graph.input[0].name])
+        for rec, order in RECOVERIES:
+            kw = {**size, "criterion": "wanda", "calib_samples": n, "recover": rec}
+            if order:
+                kw["refit_order"] = order
+            r = cost_row(path, npz, kw)
+            out.append({"model": name, "recovery": label(rec, order), **size, **r})
+            rows.append([name, json.dumps(size)[1:-1], label(rec, order),
+                         f"{r.get('seconds', float('nan')):.1f}",
+                         f"{r.get('peak_rss_mb', float('nan')):.0f}",
+                         r.get("error", "pass" if r.get("passed") else "FAIL")])
+            print("  " + "  ".join(rows[-1]), flush=True)
+    print("\n" + common.table(["model", "size", "recovery", "compress s", "peak RSS MB",
+                               "exact check"], rows))
+    return {"rows": out}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -301,7 +473,25 @@ def main() -> None:
                     help="onnxsim's per-layer sparsities (their MACs are the equal sizes)")
     dg.add_argument("--calib", type=int, default=128, help="calibration images (training set)")
     dg.add_argument("--epochs", type=int, default=20)
-    for p in (dg,):
+    mn = sub.add_parser("minilm", help="all-MiniLM-L6-v2: cosine of sentence embeddings")
+    mn.add_argument("--runs", nargs="+", default=["heads:0.3", "heads:0.5", "ffn:0.3",
+                                                  "ffn:0.5", "heads,ffn:0.3", "heads,ffn:0.5"],
+                    help="SCOPE:RATIO sizes")
+    mn.add_argument("--calib", type=int, default=150, help="calibration sentences")
+    mn.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"))
+    dc = sub.add_parser("decoder", help="the trained decoder: perplexity per byte")
+    dc.add_argument("--runs", nargs="+", default=["ffn:0.3", "heads:0.5", "heads,ffn:0.3"],
+                    help="SCOPE:RATIO sizes")
+    dc.add_argument("--calib", type=int, default=64, help="calibration windows")
+    dc.add_argument("--exporter", default="torchscript",
+                    choices=("torchscript", "dynamo", "default"))
+    co = sub.add_parser("cost", help="seconds and peak RSS of compress with each recovery")
+    co.add_argument("--models", nargs="+", default=["digits", "minilm"],
+                    choices=("digits", "minilm"))
+    co.add_argument("--calib", type=int, default=128)
+    co.add_argument("--epochs", type=int, default=20)
+    co.add_argument("--json", type=Path)
+    for p in (dg, mn, dc):
         p.add_argument("--criteria", nargs="+", default=list(CRITERIA))
         p.add_argument("--allocations", nargs="+", default=list(ALLOCATIONS))
         p.add_argument("--equal-criteria", nargs="+", default=["l1", "wanda"],
@@ -312,7 +502,8 @@ def main() -> None:
     t0 = time.perf_counter()
     load = os.getloadavg()
     print(common.machine())
-    result = {"digits": cmd_digits}[args.command](args)
+    result = {"digits": cmd_digits, "minilm": cmd_minilm, "decoder": cmd_decoder,
+              "cost": cmd_cost}[args.command](args)
     result.update(versions=common.versions(), seconds=round(time.perf_counter() - t0, 1),
                   loadavg_start=load, loadavg_end=os.getloadavg(),
                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
