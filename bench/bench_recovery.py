@@ -204,7 +204,10 @@ def compare_table(sim_rows: list[dict], gp_rows: list[dict], what: str,
                  *[("-" if s["quality"].get(k) is None else f"{s['quality'][k]:.4f}")
                    for k in ("none", "correct_bias", "finetune", "finetune+bias",
                              "recover_bn")]]
-        mine = [r for r in gp_rows if r["onnxsim_sparsity"] == s["sparsity"]]
+        mine = [r for r in gp_rows if r["onnxsim_sparsity"] == s["sparsity"]
+                and r.get("scope") == s.get("scope")]
+        if not mine:
+            body.append([*cells, *["-"] * 6])
         for r in mine:
             best = (max if higher_better else min)(r["quality"].values())
             body.append([*cells, r["criterion"], f"{r['macs_ratio']:.3f}",
@@ -492,10 +495,11 @@ def main() -> None:
     co.add_argument("--epochs", type=int, default=20)
     co.add_argument("--json", type=Path)
     for p in (dg, mn, dc):
-        p.add_argument("--criteria", nargs="+", default=list(CRITERIA))
+        p.add_argument("--criteria", nargs="*", default=list(CRITERIA),
+                       help="none given: onnxsim's side only")
         p.add_argument("--allocations", nargs="+", default=list(ALLOCATIONS))
-        p.add_argument("--equal-criteria", nargs="+", default=["l1", "wanda"],
-                       help="graphprune criteria run at onnxsim's sizes (uniform)")
+        p.add_argument("--equal-criteria", nargs="*", default=["l1", "wanda"],
+                       help="graphprune criteria run at onnxsim's sizes (uniform; none: skip)")
         p.add_argument("--onnxsim", help="folder holding onnxsim 0.8.1 (pip install --target)")
         p.add_argument("--json", type=Path)
     args = ap.parse_args()
