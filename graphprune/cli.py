@@ -105,6 +105,15 @@ def _parser() -> argparse.ArgumentParser:
                         "held back from scoring for the exact check")
     c.add_argument("--calib-samples", type=int, default=32, metavar="N",
                    help="calibration samples to use (default 32)")
+    _recover_flags(c)
+    c.add_argument("--refit-order", choices=("sequential", "independent"),
+                   default="sequential",
+                   help="refit layers front to back, each from the model refit so far "
+                        "(sequential, default), or all from the original's statistics in one "
+                        "pass (independent: faster, less accurate)")
+    c.add_argument("--recover-budget", type=int, default=512, metavar="MB",
+                   help="memory for one layer's input statistics; a layer over it gets bias "
+                        "compensation instead of a refit (default 512)")
     c.add_argument("--plan-out", metavar="JSON", help="save the plan here (apply it with "
                    "`graphprune apply`)")
     c.add_argument("--block-criterion", default="influence", metavar="HOW",
@@ -121,10 +130,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("plan", help="plan JSON written by `compress --plan-out`")
     ap.add_argument("-o", "--output", help="output path (default: <model>.pruned.onnx)")
     _validation_flags(ap)
-    ap.add_argument("--calib", metavar="NPZ", help="calibration inputs for a plan whose "
-                    "sparsity method reads data (wanda, sparsegpt): the file it was made with")
+    ap.add_argument("--calib", metavar="NPZ",
+                    help="calibration inputs of a plan that reads data: to re-run its recovery "
+                         "(--recover) or its sparsity method (wanda, sparsegpt)")
     ap.add_argument("--calib-samples", type=int, metavar="N",
-                    help="calibration samples (default: the plan's)")
+                    help="calibration samples (default: the plan's, else 32)")
+    _recover_flags(ap, apply=True)
     _report_flags(ap, io=False)
     _common(ap)
 
@@ -138,6 +149,18 @@ def _parser() -> argparse.ArgumentParser:
     _io_flag(a)
     _common(a)
     return p
+
+
+def _recover_flags(p: argparse.ArgumentParser, apply: bool = False) -> None:
+    p.add_argument("--recover", choices=("none", "bias", "refit"), default=None,
+                   help=("replace the plan's recovery (none: apply without it)" if apply else
+                         "repair the layers that read removed units from calibration data: "
+                         "bias (move the removed inputs' mean into the bias) or refit "
+                         "(least-squares refit of the kept weights and bias); default refit "
+                         "with --calib, none without"))
+    p.add_argument("--holdout", type=float, default=0.25, metavar="SHARE",
+                   help="share of the calibration samples held back from recovery to "
+                        "measure its fidelity (default 0.25)")
 
 
 def _sparsify_parser(command) -> None:
@@ -275,7 +298,8 @@ def _compress_options(args: argparse.Namespace):
         target_latency=args.target_latency, calib=args.calib,
         calib_samples=args.calib_samples, input_sizes=_input_sizes(args.input_shape),
         inputs=args.inputs, latency=_latency(args), block_criterion=args.block_criterion,
-        fragile_check=args.fragile_check)
+        fragile_check=args.fragile_check, recover=args.recover, refit_order=args.refit_order,
+        recover_budget_mb=args.recover_budget, holdout=args.holdout)
 
 
 def _latency(args: argparse.Namespace):
@@ -437,7 +461,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
         pruned, report = apply_plan(model, plan, seed=args.seed,
                                     input_sizes=_input_sizes(args.input_shape),
                                     progress=_progress(args), spill=spill, inputs=args.inputs,
-                                    calib=args.calib, calib_samples=args.calib_samples)
+                                    calib=args.calib, calib_samples=args.calib_samples,
+                                    holdout=args.holdout, recover=args.recover)
         wrote_external = save_atomic(pruned, out, external=external or None)
     finally:
         if spill is not None:

@@ -114,6 +114,36 @@ def fidelity(r: dict[str, Any]) -> str | None:
          ("top-1 agreement", "num")], rows, "compact"))
 
 
+def recovery(r: dict[str, Any]) -> str | None:
+    """What recovery updated, and the fidelity on held-back samples before → after."""
+    rec = r.get("recovery") or {}
+    if rec.get("method", "none") == "none" or rec.get("reason"):
+        return None
+    how = rec["method"] + (f" ({rec['order']})" if rec.get("order") else "")
+    lead = (f"<p class=\"lead\">Recovery by {_e(how)}: {len(rec.get('sinks_refit') or [])} "
+            f"layers refit, {len(rec.get('sinks_bias_only') or {})} bias-compensated only, "
+            f"{len(rec.get('sinks_not_recovered') or {})} left as they were; statistics of "
+            f"{_e(rec.get('samples_used'))} calibration samples, fidelity against the "
+            f"original on {_e(rec.get('samples_held_back'))} samples held back from them.</p>")
+    before, after = rec.get("fidelity_before") or {}, rec.get("fidelity_after") or {}
+    rows = []
+    for name, a in after.items():
+        b = before.get(name, {})
+        rows.append([_e(name), _f(b.get("cosine"), 4), _f(a.get("cosine"), 4),
+                     _meter(a.get("cosine")), _sci(b.get("rel_l2")), _sci(a.get("rel_l2")),
+                     _f(b.get("top1", "–"), 3), _f(a.get("top1", "–"), 3)])
+    table = _table([("output", "name"), ("cosine before", "num"), ("after", "num"),
+                    ("", ""), ("relative L2 before", "num"), ("after", "num"),
+                    ("top-1 before", "num"), ("after", "num")], rows, "compact") if rows else ""
+    why = {**(rec.get("sinks_bias_only") or {}), **(rec.get("sinks_not_recovered") or {})}
+    if rec["method"] == "bias":
+        why = dict(rec.get("sinks_not_recovered") or {})
+    listed = _table([("layer", "name"), ("not refit because", "why")],
+                    [[_breakable(k), _e(v)] for k, v in why.items()], "compact") if why else ""
+    return _section("recovery", "Recovery", lead + table + _scroll(listed, len(why) > 16,
+                                                                     tall=False))
+
+
 def group_table(r: dict[str, Any]) -> str | None:
     """Every group: kind, units before/after, frozen units and why."""
     groups = r.get("group_details") or []
@@ -286,8 +316,8 @@ def sparsity(r: dict[str, Any]) -> str | None:
     return _section("sparsity", "Sparsity", body)
 
 
-SECTIONS: list[Section] = [summary, widths, sensitivity, fidelity, sparsity, blocks,
-                           group_table, frozen_reasons, blockers, io_changes, notes,
+SECTIONS: list[Section] = [summary, widths, sensitivity, fidelity, recovery, sparsity,
+                           blocks, group_table, frozen_reasons, blockers, io_changes, notes,
                            check_inputs, exact_check_runs, timings]
 
 
@@ -341,6 +371,11 @@ def _facts(r: dict[str, Any]) -> str:
     cal = r.get("calibration") or {}
     if cal:
         facts.append(("calibration", f"{cal.get('samples')} samples ({cal.get('source')})"))
+    rec = r.get("recovery") or {}
+    if rec:
+        facts.append(("recovery", rec["method"] + (f" ({rec['order']})" if rec.get("order")
+                                                   else "")
+                      + (f": {rec['reason']}" if rec.get("reason") else "")))
     if not facts:
         return ""
     return "<dl class=\"facts\">" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>"

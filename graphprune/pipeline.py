@@ -28,14 +28,24 @@ from .context import Progress, RunContext
 from .errors import GraphpruneError, InputError, one_line, stage
 from .io import check_opset, load
 from .metrics import count_macs, count_params, node_macs
+from .passes import heldout, rewrite, segments, targets, validation
 from .passes import inputs as check_inputs
-from .passes import rewrite, segments, targets, validation
 from .passes.calibration import Calibration
 from .passes.inputs import CheckInputs
 from .passes.options import Options
+from .passes.recovery import Summary
 from .passes.selection import GroupChoice, protected_groups, uniform_counts
 from .passes.sparsify import sparsify_model
-from .passes.stages import Analyse, FromPlan, Proof, Rewrite, Score, Select, Validate
+from .passes.stages import (
+    Analyse,
+    FromPlan,
+    Proof,
+    Recover,
+    Rewrite,
+    Score,
+    Select,
+    Validate,
+)
 from .plan import Plan, check_fingerprint, fingerprint, make_plan
 from .reasons import plain, summary
 from .report import GroupReport, Report, io_changes
@@ -300,20 +310,18 @@ def compress(
     opts = Options.build(options, ratio=ratio, criterion=criterion, **settings)
     ctx = RunContext(progress)
     model = _as_model(model_or_path)
-    chosen, held = _check_inputs(model, opts, opts.calib)
+    chosen, held_n = _check_inputs(model, opts, opts.calib)
     ctx.lap("inputs")
-    calibration = None
-    if opts.needs_calibration:
-        with stage("reading calibration data"):
-            calibration = Calibration(model, opts.calib, samples=opts.calib_samples,
-                                      seed=opts.seed, inputs=chosen, hold_back=held)
+    calibration = _calibration(model, opts, chosen, held_n)
+    fit, held = _split(calibration, opts)
     ctx.say("analysing dependencies")
     an = run_stage(ctx, Analyse(opts), model)
-    scores = run_stage(ctx, Score(opts, calibration, ctx), an)
-    picked = run_stage(ctx, Select(opts, model, calibration, ctx, chosen.feeds(model)), an,
-                       scores)
-    proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill, chosen)
-    report = _report(ctx, opts, model, an, picked, proof, chosen, calibration=calibration)
+    scores = run_stage(ctx, Score(opts, fit, ctx), an)
+    picked = run_stage(ctx, Select(opts, model, fit, ctx, chosen.feeds(model)), an, scores)
+    proof, recovered = _recover_rewrite_prove(ctx, opts, model, an, picked, spill, fit, held,
+                                              chosen)
+    report = _report(ctx, opts, model, an, picked, proof, chosen, calibration=calibration,
+                     recovery=recovered)
     return proof.pruned, report
 
 
@@ -329,19 +337,32 @@ def apply_plan(
     inputs: str | os.PathLike | dict | None = None,
     calib: str | os.PathLike | dict | None = None,
     calib_samples: int | None = None,
+    holdout: float = 0.25,
+    recover: str | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
     """Apply a saved plan (graphprune.plan) to the model it was made for, with the same
     exact check as compress (`seed`, `input_sizes`, `inputs`: of that check; `spill`: as
-    for compress). The plan's settings say the scope and whether the interface may change.
-    A plan with a `sparsity` record then sparsifies the pruned model's layers it lists again
-    (`calib`, `calib_samples`: the data of a data-driven method, as for `sparsify`). Raises
-    InputError when the plan does not fit the model."""
+    for compress). The plan's settings say the scope, whether the interface may change and
+    the recovery; a plan that recovers weights re-runs it on `calib` (a fine-tuned copy has
+    other weights; `calib_samples`, `holdout` as for compress), which it then needs, unless
+    `recover` replaces the plan's method ("none"). A plan with a `sparsity` record then
+    sparsifies the pruned model's layers it lists again (`calib`, `calib_samples`: the data of
+    a data-driven method, as for `sparsify`). Raises InputError when the plan does not fit
+    the model or its recovery has no data."""
     if not isinstance(plan, Plan):
         plan = Plan.from_dict(plan) if isinstance(plan, dict) else Plan.load(plan)
-    opts = Options.from_dict(plan.settings, seed=seed, input_sizes=input_sizes, inputs=inputs)
+    given = {"recover": recover} if recover is not None else {}
+    if calib_samples is not None:
+        given["calib_samples"] = calib_samples
+    opts = Options.from_dict(plan.settings, seed=seed, input_sizes=input_sizes, inputs=inputs,
+                             calib=calib, holdout=holdout, **given)
     if (plan.blocks or any(g["name"] == "blocks" for g in plan.groups)) and (
             "blocks" not in opts.scope):  # a hand-written plan that names blocks
         opts = Options.build(opts, scope=(*opts.scope, "blocks"))
+    if opts.recovery != "none" and calib is None:
+        raise InputError(f"the plan recovers the kept weights ({opts.recovery}) from "
+                         "calibration data: give the data to recover from (--calib), or "
+                         "--recover none")
     ctx = RunContext(progress)
     model = _as_model(model_or_path)
     check_fingerprint(model, plan)
@@ -349,15 +370,20 @@ def apply_plan(
         sopts = Options.from_sparsity_dict(plan.sparsity, input_sizes=input_sizes, calib=calib,
                                            calib_samples=calib_samples)
         return _sparsify(ctx, sopts, model, spill, plan)
-    chosen, _ = _check_inputs(model, opts, None)
+    recovering = opts.recovery != "none"
+    chosen, held_n = _check_inputs(model, opts, calib if recovering else None)
     ctx.lap("inputs")
+    calibration = _calibration(model, opts, chosen, held_n) if recovering else None
+    fit, held = _split(calibration, opts)
     ctx.say("analysing dependencies")
     an = run_stage(ctx, Analyse(opts), model)
     picked = run_stage(ctx, FromPlan(plan, model), an)
     with stage("reading the removed units' weights"):
         warning = unmasked(an, picked.removed)
-    proof = _rewrite_and_prove(ctx, opts, model, an, picked, spill, chosen)
-    report = _report(ctx, opts, model, an, picked, proof, chosen, plan=plan)
+    proof, recovered = _recover_rewrite_prove(ctx, opts, model, an, picked, spill, fit, held,
+                                              chosen)
+    report = _report(ctx, opts, model, an, picked, proof, chosen, plan=plan,
+                     calibration=calibration, recovery=recovered)
     if warning:
         report.warnings.append(warning)
     if plan.sparsity is None:
@@ -478,10 +504,62 @@ def unmasked(an: Analysis, removed: np.ndarray) -> str | None:
             "plan's masks to make them zero")
 
 
+def _calibration(model: onnx.ModelProto, opts: Options, chosen: CheckInputs,
+                 held_n: int) -> Calibration | None:
+    """The calibration samples (the exact check's held-back ones, `held_n`, left out)."""
+    if not opts.needs_calibration:
+        return None
+    with stage("reading calibration data"):
+        return Calibration(model, opts.calib, samples=opts.calib_samples, seed=opts.seed,
+                           inputs=chosen, hold_back=held_n)
+
+
+def _split(calibration: Calibration | None, opts: Options,
+           ) -> tuple[Calibration | None, Calibration | None]:
+    """(samples for statistics, samples held back to measure recovery): with recovery the
+    last `holdout` share of the calibration data is never used by anything else."""
+    if calibration is None or opts.recovery == "none":
+        return calibration, None
+    return calibration.split(opts.holdout)
+
+
+def _recover_rewrite_prove(ctx: RunContext, opts: Options, model: onnx.ModelProto,
+                           an: Analysis, picked: targets.Selection,
+                           spill: external.Spill | None, fit: Calibration | None,
+                           held: Calibration | None,
+                           chosen: CheckInputs) -> tuple[Proof, Summary]:
+    """Recovery (when asked for and something was removed), then the rewrite of the updated
+    model proven against it, then fidelity on the held-back samples."""
+    method = opts.recovery
+    if method == "none":
+        why = ("--recover none" if opts.recover == "none" else
+               "no calibration data: give real samples (--calib) to refit the kept weights "
+               "(--recover refit)")
+        return _rewrite_and_prove(ctx, opts, model, an, picked.removed, spill, chosen), Summary(
+            "none", reason=why)
+    if not picked.removed.any():
+        proof = _rewrite_and_prove(ctx, opts, model, an, picked.removed, spill, chosen)
+        return proof, Summary(method, reason="nothing was removed")
+    rec = run_stage(ctx, Recover(opts, model, fit, ctx, spill), an, picked.removed)
+    proof = _rewrite_and_prove(ctx, opts, rec.model, rec.an, rec.removed, spill, chosen)
+    rec.summary.samples_used = fit.samples
+    if held is not None:
+        ctx.say(f"recovery: fidelity on {held.samples} held-back samples")
+        with stage("fidelity on held-back samples"):
+            rec.summary.fidelity_before, rec.summary.fidelity_after = heldout.before_and_after(
+                model, an, picked.removed, proof.pruned, held.batches())
+            rec.summary.samples_held_back = held.samples
+        ctx.lap("held-back fidelity")
+    else:
+        ctx.note(f"recovery: no calibration samples held back to measure it ({fit.samples} "
+                 "samples, --holdout)")
+    return proof, rec.summary
+
+
 def _rewrite_and_prove(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
-                       picked: targets.Selection, spill: external.Spill | None,
+                       removed: np.ndarray, spill: external.Spill | None,
                        chosen: CheckInputs) -> Proof:
-    rewritten = run_stage(ctx, Rewrite(model, spill, ctx), an, picked.removed)
+    rewritten = run_stage(ctx, Rewrite(model, spill, ctx), an, removed)
     return run_stage(ctx, Validate(opts, model, spill, ctx, chosen), rewritten, an)
 
 
@@ -523,10 +601,13 @@ def _large(model: onnx.ModelProto) -> bool:
 # -- the report -----------------------------------------------------------------------------
 def _report(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
             picked: targets.Selection, proof: Proof, chosen: CheckInputs, *,
-            calibration: Calibration | None = None, plan: Plan | None = None) -> Report:
+            calibration: Calibration | None = None, plan: Plan | None = None,
+            recovery: Summary | None = None) -> Report:
     """The report of a run, filled here and nowhere else (`plan`: the run applied it)."""
     with stage("report"):
         report = _fill(ctx, opts, model, an, picked, proof, chosen, calibration, plan)
+        if recovery is not None:
+            report.recovery = recovery.to_dict()
     ctx.lap("report")
     report.timings, report.seconds = ctx.timings, ctx.seconds
     return report

@@ -74,6 +74,11 @@ class Report:
     sparsity: dict[str, Any] = field(default_factory=dict)
     """What `sparsify` did (passes/sparsify.py): method, pattern, per-layer sparsity, layers
     left dense and why, fidelity on held-back samples; empty when nothing was sparsified."""
+    recovery: dict[str, Any] = field(default_factory=dict)
+    """What recovery did (passes/recovery.py): {method, order, ridge, sinks_refit,
+    sinks_bias_only {sink: why}, sinks_not_recovered {sink: why}, samples_used,
+    samples_held_back, fidelity_before, fidelity_after {output: {rel_l2, cosine, top1}}};
+    with method "none", its `reason`."""
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
     plan: Any = field(default=None, repr=False, compare=False)
@@ -179,6 +184,8 @@ class Report:
                     for c in self.io_changes]
             out += table.render(IO, rows, width, indent=2)[1:]
         for line in self._check_lines():
+            say(line, "    " if line.startswith("  ") else "  ")
+        for line in recovery_lines(self.recovery):
             say(line, "    " if line.startswith("  ") else "  ")
         for name, f in self.fidelity.items():
             say(f"fidelity of the full (inexact) plan, output '{name}': cosine "
@@ -298,6 +305,42 @@ def sparsity_lines(s: dict[str, Any], max_layers: int = 12) -> list[str]:
         out.append(f"fidelity vs the original on {held.get('samples')} held-back samples "
                    f"({held.get('source')}), output '{name}': cosine {f['cosine']:.4f}, "
                    f"relative L2 {f['rel_l2']:.3e}, top-1 {f['top1']:.3f}")
+    return out
+
+
+def recovery_lines(rec: dict[str, Any]) -> list[str]:
+    """The terminal lines on recovery: what was done to how many sinks, on how many samples,
+    and the fidelity on held-back samples before → after."""
+    if not rec:
+        return []
+    if rec["method"] == "none":
+        return [f"recovery: none ({rec.get('reason', '')})"]
+    if rec.get("reason"):
+        return [f"recovery: {rec['method']}: {rec['reason']}"]
+    how = rec["method"] + (f" ({rec['order']})" if rec.get("order") else "")
+    refit, bias = len(rec.get("sinks_refit", [])), len(rec.get("sinks_bias_only", {}))
+    parts = [f"{refit} layers refit"] if rec["method"] == "refit" else []
+    if bias:
+        parts.append(f"{bias} bias-compensated only" if rec["method"] == "refit"
+                     else f"{bias} layers bias-compensated")
+    if rec.get("sinks_not_recovered"):
+        parts.append(f"{len(rec['sinks_not_recovered'])} left as they were")
+    out = [f"recovery: {how}: {', '.join(parts) or 'no layer to update'}; "
+           f"{rec.get('samples_used', 0)} calibration samples, "
+           f"{rec.get('samples_held_back', 0)} held back"]
+    if rec["method"] == "refit" and bias:
+        for sink, why in list(rec["sinks_bias_only"].items())[:3]:
+            out.append(f"  bias only: {_fit(sink, 40)}: {why}")
+    for sink, why in list(rec.get("sinks_not_recovered", {}).items())[:3]:
+        out.append(f"  not recovered: {_fit(sink, 40)}: {why}")
+    before, after = rec.get("fidelity_before", {}), rec.get("fidelity_after", {})
+    for name in after:
+        b, a = before.get(name, {}), after[name]
+        line = (f"  held-back fidelity '{_fit(name, 24)}': cosine {b.get('cosine', 0):.4f} -> "
+                f"{a['cosine']:.4f}, relative L2 {b.get('rel_l2', 0):.3e} -> {a['rel_l2']:.3e}")
+        if "top1" in a:
+            line += f", top-1 {b.get('top1', 0):.3f} -> {a['top1']:.3f}"
+        out.append(line)
     return out
 
 

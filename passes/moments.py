@@ -37,6 +37,7 @@ API (everything the sparsity and recovery passes use):
                           budget=BUDGET, progress=print)
     got.moments[site.node].second()       # E[x xᵀ] of node's input in `model`
     got.skipped                           # {node: why}
+    a, b = got.moments[site.node].folds()  # with halves=True: every other sample, and the rest
     rows = moments.rows(site, value)      # [G, n, d]: a batch of the input as rows
     w = moments.weight_rows(site, W)      # the weight as [G, out/G, d] (dot with the rows)
     W = moments.weight_from_rows(site, w, like=W)   # and back to the weight's own layout
@@ -123,11 +124,12 @@ class Site:
         """Kernel positions per input channel (1 for MatMul/Gemm)."""
         return math.prod(self.conv.kernel) if self.conv else 1
 
-    def accumulator_bytes(self, paired: bool, second: bool = True) -> int:
-        """float64 bytes `collect` keeps for this site."""
+    def accumulator_bytes(self, paired: bool, second: bool = True,
+                          halves: bool = False) -> int:
+        """float64 bytes `collect` keeps for this site (twice as many with `halves`)."""
         d = self.width
         mats = (1 if second else 0) + (1 if paired else 0)
-        return 8 * self.groups * (mats * d * d + 2 * d)
+        return 8 * self.groups * (mats * d * d + 2 * d) * (2 if halves else 1)
 
 
 def site(graph: Graph, node: int) -> Site:
@@ -246,13 +248,18 @@ class Moments:
     gram: np.ndarray | None = None
     psum: np.ndarray | None = None
     cross: np.ndarray | None = None
+    half: Moments | None = None
+    """With `halves`: the same sums over every other sample (the first of each pair), for
+    two-fold cross-validation (`folds`)."""
+    samples: int = 0
 
     @classmethod
-    def empty(cls, s: Site, second: bool, paired: bool) -> Moments:
+    def empty(cls, s: Site, second: bool, paired: bool, halves: bool = False) -> Moments:
         g, d = s.groups, s.width
         return cls(s, 0, np.zeros((g, d)), np.zeros((g, d, d)) if second else None,
                    np.zeros((g, d)) if paired else None,
-                   np.zeros((g, d, d)) if paired else None)
+                   np.zeros((g, d, d)) if paired else None,
+                   cls.empty(s, second, paired) if halves else None)
 
     def add(self, value: np.ndarray, paired: np.ndarray | None = None) -> None:
         """Add one batch of the input (and the paired model's input on the same samples)."""
@@ -261,16 +268,42 @@ class Moments:
         if p is not None and p.shape != r.shape:
             raise Unsupported(f"{self.site.name}: paired input has rows {p.shape}, "
                               f"not {r.shape}")
-        for start in range(0, r.shape[1], ROW_CHUNK):
-            a = r[:, start:start + ROW_CHUNK].astype(np.float64)
-            self.sum += a.sum(axis=1)
-            if self.gram is not None:
-                self.gram += np.matmul(a.transpose(0, 2, 1), a)
-            if p is not None and self.cross is not None:
-                b = p[:, start:start + ROW_CHUNK].astype(np.float64)
-                self.psum += b.sum(axis=1)
-                self.cross += np.matmul(b.transpose(0, 2, 1), a)
+        self._sums(r, p)
+        lead = value.shape[1] if self.site.op == "Gemm" and self.site.trans_a else (
+            value.shape[0] if value.ndim else 1)
+        if self.half is not None and lead and r.shape[1] % lead == 0:
+            per = r.shape[1] // lead  # rows are sample-major: each leading item's rows
+            first = (np.arange(lead) + self.samples) % 2 == 0
+            pick = np.repeat(first, per)
+            self.half._sums(r[:, pick], None if p is None else p[:, pick])
+        self.samples += lead
+
+    def _sums(self, r: np.ndarray, p: np.ndarray | None) -> None:
+        for g in range(r.shape[0]):
+            for start in range(0, r.shape[1], ROW_CHUNK):
+                a = np.ascontiguousarray(r[g, start:start + ROW_CHUNK], dtype=np.float64)
+                self.sum[g] += a.sum(axis=0)
+                if self.gram is not None:
+                    self.gram[g] += a.T @ a
+                if p is not None and self.cross is not None:
+                    b = np.ascontiguousarray(p[g, start:start + ROW_CHUNK], dtype=np.float64)
+                    self.psum[g] += b.sum(axis=0)
+                    self.cross[g] += b.T @ a
         self.n += r.shape[1]
+
+    def folds(self) -> tuple[Moments, Moments] | None:
+        """The two halves (every other sample; with `halves`), None when one is empty."""
+        h = self.half
+        if h is None or h.n == 0 or h.n == self.n:
+            return None
+
+        def rest(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a - b
+
+        other = Moments(self.site, self.n - h.n, rest(self.sum, h.sum),
+                        rest(self.gram, h.gram), rest(self.psum, h.psum),
+                        rest(self.cross, h.cross))
+        return h, other
 
     def mean(self) -> np.ndarray:
         """E[x], [G, d]."""
@@ -326,26 +359,29 @@ def collect(model: onnx.ModelProto, sites: list[Site], batches: Iterable[dict[st
             *, second: bool = True, paired: onnx.ModelProto | None = None,
             overrides: dict[str, np.ndarray] | None = None,
             paired_overrides: dict[str, np.ndarray] | None = None,
-            budget: int = BUDGET, progress: Callable[[str], None] | None = None) -> Collected:
+            halves: bool = False, budget: int = BUDGET,
+            progress: Callable[[str], None] | None = None) -> Collected:
     """Moments of every site's input in `model` over `batches` (see the module docstring).
 
     `paired`: a model with the same site inputs (same tensor names and shapes: the original
     beside its updated or masked copy) run on the same batches; cross moments pair its input
     (rows) with `model`'s (columns). `overrides` / `paired_overrides`: initializer values by
-    name that replace the models' own (the weights of a sequential step). Sites over `budget`
-    bytes of accumulators are skipped (`Collected.skipped`). The statistics sessions use
+    name that replace the models' own (the weights of a sequential step). `halves`: also
+    keep the sums of every other sample (`Moments.folds`: two folds for cross-validation).
+    Sites over `budget` bytes of accumulators are skipped (`Collected.skipped`). The
+    statistics sessions use
     onnxruntime's optimisations: they measure, they prove nothing."""
     out = Collected()
     live = []
     for s in sites:
-        need = s.accumulator_bytes(paired is not None, second)
+        need = s.accumulator_bytes(paired is not None, second, halves)
         if need > budget:
             out.skipped[s.node] = (f"its input statistics need {need / 2**20:.0f} MB "
                                    f"(rows of {s.width}), over the budget of "
                                    f"{budget / 2**20:.0f} MB")
         else:
             live.append(s)
-            out.moments[s.node] = Moments.empty(s, second, paired is not None)
+            out.moments[s.node] = Moments.empty(s, second, paired is not None, halves)
     if not live:
         return out
     names = list(dict.fromkeys(s.x for s in live))

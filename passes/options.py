@@ -4,8 +4,9 @@ plan records as its `settings`.
 `Options` is frozen and validated when made (bad values raise InputError with one line, in the
 order below). Every driver builds it once (`graphprune.compress`, `apply_plan`, the CLI) and
 the passes read the fields they need. `to_dict()` is the plan's `settings` (the decisions a
-plan replays; data that only serves to make or prove them, `calib`, `calib_samples`,
-`input_sizes`, `inputs` and the `latency` measure, stays out) and `from_dict()` reads it back.
+plan replays, the recovery method included; data that only serves to make or prove them,
+`calib`, `calib_samples`, `holdout`, `input_sizes`, `inputs` and the `latency` measure, stays
+out) and `from_dict()` reads it back.
 
 It sits in the passes layer, above the scoring pass, because a valid criterion is one the
 scoring registry holds.
@@ -31,6 +32,8 @@ from .sparse_layers import DEFAULT_KINDS, KINDS
 from .sparse_masks import parse_pattern, resolve_sparsity
 
 ALLOCATIONS = ("uniform", "global", "sensitivity")
+RECOVERY = ("none", "bias", "refit")
+REFIT_ORDERS = ("sequential", "independent")
 ROUNDINGS = ("down", "up")
 FRAGILE_CHECKS = ("auto", "on", "off")
 TARGETS = ("macs", "params", "latency")
@@ -78,6 +81,9 @@ class Options:
     fragile_check: str = "auto"
     """Uniform allocation keeps groups whose removal alone wrecks the output (passes/fragile.py):
     auto (with `calib` given), on (on generated inputs too) or off."""
+    recover: str | None = None  # None: refit with real calibration data, else none
+    refit_order: str = "sequential"
+    recover_budget_mb: int = 512
 
     def __post_init__(self) -> None:
         for name in ("scope", "sparse_scope"):
@@ -135,6 +141,15 @@ class Options:
         if self.calib_samples < 1:
             raise InputError(f"calib-samples must be a positive integer, got "
                              f"{self.calib_samples}")
+        if self.recover is not None and self.recover not in RECOVERY:
+            raise InputError(f"unknown recovery '{self.recover}' (choose from "
+                             f"{', '.join(RECOVERY)})")
+        if self.refit_order not in REFIT_ORDERS:
+            raise InputError(f"unknown refit order '{self.refit_order}' (choose from "
+                             f"{', '.join(REFIT_ORDERS)})")
+        if not isinstance(self.recover_budget_mb, int) or self.recover_budget_mb < 1:
+            raise InputError(f"recover-budget must be a positive number of MB, got "
+                             f"{self.recover_budget_mb}")
         self._validate_sparsify()
 
     def _validate_sparsify(self) -> None:
@@ -169,11 +184,20 @@ class Options:
         return self.normalize or scoring.DEFAULT_NORMALIZE[self.criterion]
 
     @property
+    def recovery(self) -> str:
+        """The recovery run: `recover`, or by default refit when calibration data is given
+        (real samples), none without it (generated inputs teach a refit nothing)."""
+        if self.recover is not None:
+            return self.recover
+        return "refit" if self.calib is not None else "none"
+
+    @property
     def needs_calibration(self) -> bool:
-        """Whether the run feeds calibration data through the model (criterion or scan)."""
+        """Whether the run feeds calibration data through the model (criterion, scan,
+        recovery)."""
         return (self.criterion in scoring.NEEDS_DATA or self.allocation == "sensitivity"
                 or "blocks" in self.scope  # blocks are scored by running the model
-                or self.checks_fragile)
+                or self.checks_fragile or self.recovery != "none")
 
     @property
     def sparse_fraction(self) -> float:
@@ -203,6 +227,8 @@ class Options:
                 **({"block_criterion": self.block_criterion} if "blocks" in self.scope else {}),
                 "target": ({"metric": self.metric, "value": self.target} if self.metric
                            else None),
+                "recover": self.recovery, "refit_order": self.refit_order,
+                "recover_budget_mb": self.recover_budget_mb,
                 "graphprune": __version__}
 
     def sparsity_dict(self) -> dict[str, Any]:
@@ -238,8 +264,10 @@ class Options:
         if not isinstance(settings, dict):
             raise InputError("plan settings must be a JSON object")
         names = {f.name for f in fields(cls)} - {"calib", "calib_samples", "input_sizes",
-                                                  "inputs", "latency", "fragile_check"}
+                                                  "inputs", "latency", "fragile_check",
+                                                  "holdout"}
         kw = {k: v for k, v in settings.items() if k in names}
+        kw.setdefault("recover", "none")  # plans from before recovery recovered nothing
         target = settings.get("target")
         if target:
             if not isinstance(target, dict) or target.get("metric") not in TARGETS:

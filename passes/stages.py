@@ -9,8 +9,8 @@ which the driver's runner (`graphprune.pipeline.run_stage`) reports as an intern
 naming the stage (a StageError, exit 3), as it does any unexpected exception. The drivers
 chain them:
 
-    compress:  analysis → scoring → selection → rewrite → validation
-    apply:     analysis → selection (from the plan) → rewrite → validation
+    compress:  analysis → scoring → selection → [recovery] → rewrite → validation
+    apply:     analysis → selection (from the plan) → [recovery] → rewrite → validation
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from graphprune.ir import Graph
 from graphprune.plan import Plan, removed_from_plan
 from graphprune.report import io_changes
 
-from . import prove, rewrite, scoring, targets
+from . import prove, recovery, rewrite, scoring, targets
 from .inputs import CheckInputs, resolve
 from .options import Options
 from .selection import GroupChoice, check_selection, drop_inner, protect_blocks
@@ -168,6 +168,42 @@ class FromPlan:
 
     def ensures(self, sel: Selection, an: Analysis) -> None:
         expect(check_selection(an, sel.removed, sel.choices), "selection")
+
+
+# -- recovery -------------------------------------------------------------------------------
+@dataclass
+class Recover:
+    """The sinks of the removed units updated from calibration data (`recovery.recover`): a
+    model in the original's shape, its analysis and the same removal in it. Ensures the
+    updated model keeps the original's graph inputs and outputs and that every group loses
+    the same units as selected."""
+
+    opts: Options
+    model: onnx.ModelProto
+    calibration: object
+    ctx: RunContext
+    spill: external.Spill | None = None
+    name = "recovery"
+
+    @property
+    def label(self) -> str:
+        o = self.opts
+        return f"recovery ({o.recovery}" + (f", {o.refit_order})" if o.recovery == "refit"
+                                            else ")")
+
+    def requires(self, an: Analysis, removed: np.ndarray) -> None:
+        expect(None if removed.shape == (len(an.roots),) else
+               f"{removed.shape[0]} flags for {len(an.roots)} slots", "recovery input")
+
+    def run(self, an: Analysis, removed: np.ndarray) -> recovery.Recovered:
+        return recovery.recover(self.model, an, removed, self.opts, self.calibration,
+                                self.ctx, self.spill)
+
+    def ensures(self, rec: recovery.Recovered, an: Analysis, removed: np.ndarray) -> None:
+        expect(check_interface(self.model, rec.model, an, np.zeros_like(removed)), "recovery")
+        lost = [[int(rec.removed[u]) for u in g.units] for g in rec.an.groups]
+        want = [[int(removed[u]) for u in g.units] for g in an.groups]
+        expect(None if lost == want else "the removal changed", "recovery")
 
 
 # -- rewrite and validation -----------------------------------------------------------------

@@ -160,6 +160,21 @@ def test_compress_cnn_same_in_every_process(cnn: Path, tmp_path: Path) -> None:
     assert json.loads(results[0]["plan.json"])["groups"], "nothing was pruned"
 
 
+def test_compress_with_refit_same_in_every_process(cnn: Path, tmp_path: Path) -> None:
+    """Recovery (a sequential refit: statistics sessions, float64 sums, eigendecompositions,
+    cross-validated ridges) writes the same model in every process."""
+    import numpy as np
+
+    (name, _, dims), = validation.input_specs(onnx.load(str(cnn), load_external_data=False))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **{name: np.random.default_rng(0).standard_normal(
+        (8, *dims[1:])).astype(np.float32)})
+    results = _compress_everywhere(cnn, tmp_path, "--calib", calib, "--calib-samples", "8")
+    _assert_same(results)
+    report = json.loads(results[0]["report.json"])
+    assert report["recovery"]["method"] == "refit" and report["recovery"]["sinks_refit"]
+
+
 def test_report_counts_reasons_in_one_order(tmp_path: Path) -> None:
     """Units frozen for several reasons (conv A's channels reach three graph outputs): the
     report's `frozen_reasons` used to be counted in a set's order. `apply` of the plan

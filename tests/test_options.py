@@ -21,7 +21,7 @@ from graphprune.errors import InputError, StageError
 
 SETTINGS_KEYS = ["criterion", "aggregate", "normalize", "allocation", "ratio", "round_to",
                  "rounding", "protect", "max_group_ratio", "scope", "seed", "allow_io_change",
-                 "target", "graphprune"]
+                 "target", "recover", "refit_order", "recover_budget_mb", "graphprune"]
 """The plan's `settings`, in the order plans have always written them."""
 
 
@@ -47,7 +47,7 @@ def test_options_are_frozen_validated_and_round_trip():
     assert d["normalize"] == "mean" and d["target"] == {"metric": "params", "value": 0.5}
     # the plan records the normalisation used (None: the criterion's default, fpgm's mean)
     assert graphprune.Options.from_dict(json.loads(json.dumps(d))) == dataclasses.replace(
-        opts, normalize="mean")
+        opts, normalize="mean", recover="none")
     with pytest.raises(InputError, match=r"ratio must be in \[0, 1\), got 1.0"):
         graphprune.Options(ratio=1.0)
     with pytest.raises(InputError, match="unknown scope width"):
