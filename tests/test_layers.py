@@ -36,6 +36,7 @@ LAYERS = {
     "graphprune.html_report": CORE, "graphprune.io": CORE,
     "graphprune.passes": PASSES, "graphprune.passes.*": PASSES,
     "graphprune": DRIVERS, "graphprune.pipeline": DRIVERS, "graphprune.cli": DRIVERS,
+    "graphprune.torch": DRIVERS, "graphprune.torch.*": DRIVERS,
 }
 
 KNOWN_EDGES = {
