@@ -33,10 +33,10 @@ from onnx import numpy_helper
 
 from graphprune.analysis import Analysis
 from graphprune.context import Progress, RunContext
-from graphprune.errors import InputError, StageError
+from graphprune.errors import InputError, StageError, ValidationError, stage
 from graphprune.io import save_atomic
 from graphprune.ir import Graph
-from graphprune.passes import scoring
+from graphprune.passes import prove, scoring
 from graphprune.passes.calibration import Calibration
 from graphprune.passes.criteria import aggregate
 from graphprune.passes.options import Options
@@ -430,11 +430,32 @@ class Pruner:
         if fingerprint(exported.model) != fingerprint(self.exported.model):
             raise InputError("the module exports to another graph than when the Pruner "
                              "analysed it (its architecture or forward changed)")
+        masked = self._check_masked(exported.model, seed, input_sizes)
         pruned, report = apply_plan(exported.model, self.plan, seed=seed,
                                     input_sizes=input_sizes, progress=self.ctx.progress)
+        report.notes.append(masked)
         if path is not None:
             save_atomic(pruned, path, external=external)
         return pruned, report
+
+    def _check_masked(self, model: onnx.ModelProto, seed: int,
+                      sizes: dict[str, list[int]] | None) -> str:
+        """The masked module's export must equal the masked original of that export (its
+        removed units' sink slices zeroed by the rewrite's own reading of the analysis), so
+        that the exact check of the rewrite against the masked original is one against the
+        masked module. A mask on the wrong positions fails here (ValidationError)."""
+        exact = self.removed & ~prove.inexact_roots(self.an)
+        if not exact.any():
+            return "nothing removed: the export is the module"
+        an = dataclasses.replace(self.an, graph=Graph(model))
+        with stage("exact check of the masked module"):
+            check = prove.prove(model, model, an, exact, seed, sizes)
+        if not check.passed:
+            raise ValidationError("the masked module does not match the masked original of "
+                                  "its own export (its masks miss positions the plan removes): "
+                                  + check.failure())
+        return (f"masked module = masked original of its export (max abs err "
+                f"{check.max_abs_err:.1e})")
 
     def shrink(self) -> torch.nn.Module:
         """A physically smaller copy of the module (see graphprune.torch.shrink)."""
