@@ -131,3 +131,24 @@ def test_exported_plan_applies_to_the_masked_module_file(tmp_path):
     dense, report = graphprune.apply_plan(str(masked), pr.plan)
     assert report.exact_check["passed"]
     assert count_params(dense) == count_params(pr.export()[0])
+
+
+@pytest.mark.parametrize("name", ["resnet_basic", "mobilenet_v2"])
+def test_zoo_cnns_export_and_shrink(name):
+    """Residual couplings, bias-free convolutions (the exporter's zero-bias constants are
+    sliced in ONNX, nothing to mask), depthwise convolutions."""
+    import models
+
+    spec = models.get(name)
+    net = spec.build()
+    x = torch.as_tensor(spec.example_inputs(seed=0)[0])
+    pr = Pruner(net, x, ratio=0.4)
+    pr.prune()
+    dense, report = pr.export()
+    assert report.exact_check["passed"] and report.params_after < 0.6 * report.params_before
+    small = pr.shrink()
+    state = {k: v for k, v in small.state_dict().items() if "num_batches" not in k}
+    in_onnx = {t.name: int(np.prod(t.dims)) for t in dense.graph.initializer if t.name in state}
+    assert in_onnx == {k: v.numel() for k, v in state.items()}  # same tensors, same sizes
+    got = _ort(dense, {"x": x.numpy()})[0]
+    np.testing.assert_allclose(got, _torch(small, x), rtol=1e-4, atol=1e-4 * np.abs(got).max())

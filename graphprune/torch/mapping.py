@@ -16,8 +16,13 @@ Axes, for the common layers (the sink is the consuming side, `role == "sink"`):
   - nn.ConvTranspose*d weight [in, out/groups, *k]: source axis 1, sink axis 0;
   - biases, BatchNorm weight/bias/running_mean/running_var, LayerNorm (hidden scope): axis 0;
   - GPT-2's Conv1D weight [in, out] (addmm): source axis 1, sink axis 0.
-A member whose constant is not a module tensor (a constant computed in `forward`), or whose
-positions cannot be traced onto one, cannot be masked: its units are frozen, with the reason.
+A member whose constant is not a module tensor (a constant computed in `forward`, the zero
+bias the exporter gives a convolution without one), or whose positions cannot be traced onto
+one, cannot be masked. Where it is a sink, its units are frozen, with the reason: the masked
+module would still read them, and the rewrite (proven against the masked original, whose sinks
+are zero) would not be equal to it. Where it is a source or a per-unit parameter, the rewrite
+slices the constant and the module needs no mask there (the units' sinks are masked), so the
+member is only listed (`Mapping.constants`).
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class Mapping:
     shapes: dict[str, tuple[int, ...]]
     frozen: dict[int, str]
     """Unit root → why it cannot be masked on the module (its units are frozen)."""
+    constants: list[str]
+    """Source and parameter members that are no module tensor (sliced in ONNX only)."""
 
     def by_tensor(self) -> dict[str, list[Slice]]:
         out: dict[str, list[Slice]] = {}
@@ -82,11 +89,14 @@ def map_members(an: Analysis, names: dict[str, str],
     """Locate every member on the module (`names`: initializer → module tensor name;
     `shapes`: module tensor name → shape) and freeze, in `an.groups`, every unit carried by
     a member that is not on a module tensor."""
-    slices, frozen = [], {}
+    slices, frozen, constants = [], {}, []
     for m in an.members:
         got = locate(an, m, names)
         if isinstance(got, Slice):
             slices.append(got)
+            continue
+        if m.role != "sink":
+            constants.append(got)
             continue
         for r in np.unique(an.roots[m.span.ids]).tolist():
             frozen.setdefault(int(r), got)
@@ -96,7 +106,7 @@ def map_members(an: Analysis, names: dict[str, str],
         if g is not None and why not in g.frozen.get(r, []):
             g.frozen.setdefault(r, []).append(why)
     return Mapping(slices, {n: shapes[n] for n in dict.fromkeys(s.tensor for s in slices)},
-                   frozen)
+                   frozen, constants)
 
 
 def fold_chain(graph: Graph, name: str) -> tuple[str, list[tuple[int, int]]] | None:
