@@ -39,6 +39,8 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bench_scale.py": ["--sizes", "tiny", "--no-phases"],
     "bench_families.py": ["--family", "qwen2", "--family", "bloom", "--exporter", "dynamo"],
     "bench_session_memory.py": ["--mb", "30"],
+    "bench_torch.py": ["digits", "--targets", "0.4", "--epochs", "1", "--methods",
+                       "gp taylor+cubic", "gp l1 one-shot"],
 }
 # scripts or flags of the 1B-parameter tier: never part of the quick run
 BIG_TIER = re.compile(r"(^|_)(1b|billion)(_|\.|$)", re.I)

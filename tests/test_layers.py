@@ -38,6 +38,7 @@ LAYERS = {
     "graphprune.topology": CORE, "graphprune.blocks": CORE,
     "graphprune.passes": PASSES, "graphprune.passes.*": PASSES,
     "graphprune": DRIVERS, "graphprune.pipeline": DRIVERS, "graphprune.cli": DRIVERS,
+    "graphprune.torch": DRIVERS, "graphprune.torch.*": DRIVERS,
 }
 
 KNOWN_EDGES: set[tuple[str, str]] = set()
