@@ -41,7 +41,6 @@ import heapq
 import math
 from dataclasses import dataclass, field
 
-import networkx as nx
 import numpy as np
 import onnx
 
@@ -379,7 +378,10 @@ def _joins(graph: Graph, adds: list[int]) -> list[Join]:
 
 def _dominators(graph: Graph) -> dict[int, int]:
     """Immediate dominator of every node, from a virtual source (-1) that feeds every
-    node reading no node's output."""
+    node reading no node's output. (networkx is imported here, on first use: its import
+    costs about 0.07 s that runs without blocks need not pay.)"""
+    import networkx as nx
+
     g = nx.DiGraph()
     g.add_node(-1)
     for i in range(len(graph.nodes)):

@@ -605,7 +605,7 @@ def _report(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis
             recovery: Summary | None = None) -> Report:
     """The report of a run, filled here and nowhere else (`plan`: the run applied it)."""
     with stage("report"):
-        report = _fill(ctx, opts, model, an, picked, proof, chosen, calibration, plan)
+        report = _fill(ctx, opts, model, an, picked, proof, chosen, calibration, plan, recovery)
         if recovery is not None:
             report.recovery = recovery.to_dict()
     ctx.lap("report")
@@ -615,7 +615,8 @@ def _report(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis
 
 def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
           picked: targets.Selection, proof: Proof, chosen: CheckInputs,
-          calibration: Calibration | None, plan: Plan | None) -> Report:
+          calibration: Calibration | None, plan: Plan | None,
+          recovery: Summary | None = None) -> Report:
     pruned = proof.pruned
     feeds = chosen.feeds(model)
     io = rewrite.removed_io(an, picked.removed)
@@ -653,9 +654,15 @@ def _fill(ctx: RunContext, opts: Options, model: onnx.ModelProto, an: Analysis,
             opts.metric, _latency_ratio(picked.latency))
         report.target = {**targets.outcome(opts.metric, opts.target, reached), **picked.search}
         explained = picked.search.get("flat") or picked.search.get("reachable") is False
+        recovered = recovery is not None and recovery.method != "none" and not recovery.reason
         if plan is None and not report.target["met"] and reached > opts.target \
                 and not explained:
             report.notes.append(
+                f"the params target was not reached: recovery ({recovery.method}) added "
+                "parameters (a bias for each updated layer that had none, a copy of a shared "
+                f"weight it refit), so the written model keeps {reached:.3f} of them; "
+                "`--recover none` keeps the width plan's count, or aim lower"
+                if recovered and opts.metric == "params" else
                 f"the {opts.metric} target was not reached: removing at most "
                 f"{opts.max_group_ratio:.0%} of each group (--max-group-ratio) and keeping "
                 f"frozen units gets to {reached:.3f}")

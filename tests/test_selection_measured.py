@@ -96,10 +96,25 @@ def test_uniform_keeps_a_fragile_group_whole():
 
 def test_fragile_check_under_a_target_lets_the_others_meet_it():
     model = chain()
-    _, rep = graphprune.compress(model, target_params=0.8, calib=calib_data())
+    # recovery off: its refit gives each bias-free Gemm a bias, parameters a params target
+    # does not plan for (the next test)
+    _, rep = graphprune.compress(model, target_params=0.8, calib=calib_data(), recover="none")
     assert rep.target["met"] and rep.exact_check["passed"]
     after = {d.name: d.units_after for d in rep.group_details}
     assert after[FRAGILE] == 10 and min(after[f"L{i}_W"] for i in (0, 1, 2, 4, 5)) < 10
+
+
+def test_a_params_target_missed_by_recovery_says_why():
+    """The refit adds a bias to each of the six bias-free Gemms it updates: the written model
+    counts them, the target is reported missed, and the note names recovery, not the
+    groups' limits."""
+    model = chain()
+    _, none = graphprune.compress(model, target_params=0.8, calib=calib_data(), recover="none")
+    _, rep = graphprune.compress(model, target_params=0.8, calib=calib_data())
+    assert rep.recovery["method"] == "refit" and rep.exact_check["passed"]
+    assert rep.params_after > none.params_after and not rep.target["met"]
+    assert any(n.startswith("the params target was not reached: recovery (refit) added")
+               for n in rep.notes), rep.notes
 
 
 def test_measured_selection_notes_are_the_same_every_run():
