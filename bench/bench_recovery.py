@@ -102,12 +102,12 @@ def graphprune_runs(model, calib: dict, size: dict, criterion: str, allocation: 
 
 
 def grid(model, calib: dict, sizes: list[dict], criteria, allocations, measure,
-         fmt: Callable[[dict], str]) -> list[dict]:
+         fmt: Callable[[dict], str], recoveries=RECOVERIES) -> list[dict]:
     rows = []
     for crit in criteria:
         for alloc in allocations:
             for size in sizes:
-                r = graphprune_runs(model, calib, size, crit, alloc, measure)
+                r = graphprune_runs(model, calib, size, crit, alloc, measure, recoveries)
                 rows.append(r)
                 print(f"  {crit:<7}{alloc:<8}{fmt(size):<14} MACs {r['macs_ratio']:.3f}  "
                       + "  ".join(f"{k} {v:.4f}" for k, v in r["quality"].items())
@@ -115,8 +115,9 @@ def grid(model, calib: dict, sizes: list[dict], criteria, allocations, measure,
     return rows
 
 
-def grid_table(rows: list[dict], fmt: Callable[[dict], str], what: str) -> str:
-    keys = [label(r, o) for r, o in RECOVERIES]
+def grid_table(rows: list[dict], fmt: Callable[[dict], str], what: str,
+               recoveries=RECOVERIES) -> str:
+    keys = [label(r, o) for r, o in recoveries]
     body = [[r["criterion"], r["allocation"], fmt(r), f"{r['macs_ratio']:.3f}",
              *[f"{r['quality'][k]:.4f}" for k in keys]] for r in rows]
     return common.table(["criterion", "allocation", "size", "MACs", *[f"{what} {k}"
@@ -269,11 +270,14 @@ def cmd_digits(args) -> dict:
 
 # -- MiniLM ---------------------------------------------------------------------------------
 def parse_runs(specs: list[str]) -> list[dict]:
-    """SCOPE:RATIO strings as compress keywords."""
+    """SCOPE:RATIO (or SCOPE:macs=F, a MACs target) strings as compress keywords."""
     out = []
     for spec in specs:
         scope, _, ratio = spec.rpartition(":")
-        out.append({"scope": scope, "ratio": float(ratio)})
+        if ratio.startswith("macs="):
+            out.append({"scope": scope, "target_macs": float(ratio[5:])})
+        else:
+            out.append({"scope": scope, "ratio": float(ratio)})
     return out
 
 
@@ -308,9 +312,12 @@ def cmd_minilm(args) -> dict:
         return float(bm.cosines(emb, ref).mean())
 
     sizes = parse_runs(args.runs)
+    if args.fragile_check != "auto":
+        sizes = [{**s, "fragile_check": args.fragile_check} for s in sizes]
+    recoveries = [r for r in RECOVERIES if label(*r) in args.recoveries]
     rows = grid(str(onnx_path), calib, sizes, args.criteria, args.allocations, measure,
-                fmt_run)
-    print("\n" + grid_table(rows, fmt_run, "cos"))
+                fmt_run, recoveries)
+    print("\n" + grid_table(rows, fmt_run, "cos", recoveries))
     result = {"exporter": args.exporter, "sentences": len(SENTENCES),
               "calibration": len(texts), "rows": rows}
     import onnx
@@ -479,9 +486,14 @@ def main() -> None:
     mn = sub.add_parser("minilm", help="all-MiniLM-L6-v2: cosine of sentence embeddings")
     mn.add_argument("--runs", nargs="+", default=["heads:0.3", "heads:0.5", "ffn:0.3",
                                                   "ffn:0.5", "heads,ffn:0.3", "heads,ffn:0.5"],
-                    help="SCOPE:RATIO sizes")
+                    help="SCOPE:RATIO sizes, or SCOPE:macs=F for a MACs target")
     mn.add_argument("--calib", type=int, default=150, help="calibration sentences")
     mn.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"))
+    rec_labels = [label(r, o) for r, o in RECOVERIES]
+    mn.add_argument("--recoveries", nargs="+", default=rec_labels, choices=rec_labels,
+                    help="the recovery columns measured (the plan is always made without recovery)")
+    mn.add_argument("--fragile-check", default="auto", choices=("auto", "on", "off"),
+                    help="uniform allocation's fragile-group check (compress's fragile_check)")
     dc = sub.add_parser("decoder", help="the trained decoder: perplexity per byte")
     dc.add_argument("--runs", nargs="+", default=["ffn:0.3", "heads:0.5", "heads,ffn:0.3"],
                     help="SCOPE:RATIO sizes")
