@@ -524,21 +524,30 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(result.render(width=_width(args), limit=None if args.all else 40))
         found = result.to_dict()
         if "blocks" in found:
-            _print_blocks(found["blocks"], found["joins"], args.all)
+            _print_blocks(found["blocks"], found["joins"], args.all, _width(args))
     return 0
 
 
-def _print_blocks(blocks: list[dict], joins: list[dict], everything: bool) -> None:
-    """analyze --scope blocks: every residual block, removable or why not; the joins."""
+def _print_blocks(blocks: list[dict], joins: list[dict], everything: bool,
+                  width: int | None) -> None:
+    """analyze --scope blocks: every residual block, removable or why not; the joins (a
+    table like the others: names and reasons wrap, nothing is cut)."""
+    from .table import Column, paragraph, render, terminal_width
+
+    width = terminal_width() if width == 0 else width
     ok = sum(1 for b in blocks if b["removable"])
     print(f"\nresidual blocks: {len(blocks)} found, {ok} removable")
-    for b in blocks if everything else blocks[:40]:
-        why = "; ".join(b["reasons"]) or "removable"
-        print(f"  #{b['index']:<3} {b['label'][:48]:<49}{b['params']:>10} params  {why[:90]}")
-    if not everything and len(blocks) > 40:
-        print(f"  ... {len(blocks) - 40} more (--all)")
+    shown = blocks if everything else blocks[:40]
+    rows = [(f"#{b['index']}", b["label"], str(b["params"]),
+             "; ".join(b["reasons"]) or "removable") for b in shown]
+    columns = (Column("block"), Column("label", flex=True), Column("params", ">"),
+               Column("removable, or why not", flex=True, words=True))
+    if rows:
+        print("\n".join(render(columns, rows, width, indent=2)))
+    if len(shown) < len(blocks):
+        print(f"  ... {len(blocks) - len(shown)} more (--all)")
     for j in joins:
-        print(f"  not a block: Add '{j['add']}': {j['reason']}")
+        print("\n".join(paragraph(f"  not a block: Add '{j['add']}': {j['reason']}", width)))
 
 
 @functools.cache

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection
 
+from .analysis import SCOPES
+
 STATISTICS = ("LayerNormalization", "RMSNormalization", "SimplifiedLayerNormalization",
               "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceL1")
 """Ops whose statistic over the hidden size `--scope hidden` lets units through (inexactly)."""
@@ -83,12 +85,11 @@ def _input(m: re.Match, op: str | None, scope: set[str], state: set[str]) -> str
 
 def _scope(m: re.Match, op: str | None, scope: set[str], state: set[str]) -> str:
     kind = m[1]
-    wider = ",".join([*sorted(scope, key=_KINDS.index), kind]) if scope else kind
+    wider = ",".join([*sorted(scope, key=SCOPES.index), kind]) if scope else kind
     inexact = ", inexactly" if kind == "hidden" else ""
     return f"{kind} units are outside --scope; `--scope {wider}` prunes them{inexact}"
 
 
-_KINDS = ["channels", "heads", "ffn", "hidden", "blocks"]
 Explain = Callable[[re.Match, "str | None", "set[str]", "set[str]"], "str | None"]
 _EXPLAIN: list[tuple[str, Explain]] = [
     (r"^(?:normalisation or softmax|reduction) over a unit axis$", _mixing),

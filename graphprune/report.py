@@ -249,8 +249,7 @@ def _block_lines(blocks: dict[str, Any], most: int) -> list[str]:
            f"removable; scored by {blocks.get('criterion') or 'plan'})"]
     for b in gone[:most]:
         score = f"  score {b['score']:.4g}" if b.get("score") is not None else ""
-        label = b["label"] if len(b["label"]) <= 52 else b["label"][:51] + "…"
-        out.append(f"  #{b['index']:<3} {label:<53}{_num(b['params']):>8} params{score}")
+        out.append(f"  #{b['index']:<3} {b['label']:<53}{_num(b['params']):>8} params{score}")
     if len(gone) > most:
         out.append(f"  ... {len(gone) - most} more (see --report)")
     return out
@@ -264,11 +263,6 @@ def _inputs_lines(inputs: dict) -> list[str]:
                                 for k, v in shapes.items()) for shapes in inputs["shapes"])
     return ([f"  inputs ({inputs['source']}): {runs}"]
             + [f"  inputs: {n}" for n in inputs.get("notes", ())])
-
-
-def _fit(name: str, width: int) -> str:
-    """Long node names keep their end (the layer and op), which tells layers apart."""
-    return name if len(name) <= width else "…" + name[-(width - 1):]
 
 
 def sparsity_lines(s: dict[str, Any], max_layers: int = 12) -> list[str]:
@@ -285,12 +279,12 @@ def sparsity_lines(s: dict[str, Any], max_layers: int = 12) -> list[str]:
     if layers:
         out.append(f"  {'layer':<44}{'op':<8}{'shape':>14}{'sparsity':>10}")
         for r in layers[:max_layers]:
-            out.append(f"  {_fit(r['node'], 43):<44}{r['op']:<8}"
+            out.append(f"  {r['node']:<44}{r['op']:<8}"
                        f"{'x'.join(map(str, r['shape'])):>14}{r['sparsity']:>10.3f}")
         if len(layers) > max_layers:
             out.append(f"  ... {len(layers) - max_layers} more (see --report)")
     for r in skipped[:max_layers]:
-        out.append(f"  dense: {_fit(r['node'], 43)}: {r['reason']}")
+        out.append(f"  dense: {r['node']}: {r['reason']}")
     if len(skipped) > max_layers:
         out.append(f"  ... {len(skipped) - max_layers} more left dense (see --report)")
     t = s.get("totals", {})
@@ -330,13 +324,13 @@ def recovery_lines(rec: dict[str, Any]) -> list[str]:
            f"{rec.get('samples_held_back', 0)} held back"]
     if rec["method"] == "refit" and bias:
         for sink, why in list(rec["sinks_bias_only"].items())[:3]:
-            out.append(f"  bias only: {_fit(sink, 40)}: {why}")
+            out.append(f"  bias only: {sink}: {why}")
     for sink, why in list(rec.get("sinks_not_recovered", {}).items())[:3]:
-        out.append(f"  not recovered: {_fit(sink, 40)}: {why}")
+        out.append(f"  not recovered: {sink}: {why}")
     before, after = rec.get("fidelity_before", {}), rec.get("fidelity_after", {})
     for name in after:
         b, a = before.get(name, {}), after[name]
-        line = (f"  held-back fidelity '{_fit(name, 24)}': cosine {b.get('cosine', 0):.4f} -> "
+        line = (f"  held-back fidelity '{name}': cosine {b.get('cosine', 0):.4f} -> "
                 f"{a['cosine']:.4f}, relative L2 {b.get('rel_l2', 0):.3e} -> {a['rel_l2']:.3e}")
         if "top1" in a:
             line += f", top-1 {b.get('top1', 0):.3f} -> {a['top1']:.3f}"

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -44,6 +45,7 @@ from .criteria import MemberScore, ScoreContext, criterion, fallback, per_unit
 from .inputs import CheckInputs, load_arrays, resolve
 from .weights import l1
 
+T = TypeVar("T")
 ZERO = 1e-6
 STATS_BYTES = 256 << 20
 
@@ -230,8 +232,8 @@ def activation_stats(ctx: ScoreContext) -> Stats:
     spans = {u.x: u.span for u in uses}
     stats = Stats({x: TensorStats(*(np.zeros(s.ids.shape) for _ in range(3)))
                    for x, s in spans.items()}, uses)
-    sess = fast_session(_with_outputs(ctx.model, list(spans)))
-    chunks = _chunks(an.graph.shape, list(spans), calib.batch)
+    sess = fast_session(with_outputs(ctx.model, list(spans)))
+    chunks = runs(list(spans), lambda n: batch_bytes(an.graph.shape(n), calib.batch))
     ctx.run.say(f"calibration statistics: {calib.samples} samples, {len(spans)} tensors in "
                 f"{len(chunks)} pass{'es' if len(chunks) > 1 else ''}")
     total = len(chunks) * calib.count()
@@ -259,7 +261,8 @@ def _fits(value: np.ndarray, span: Span) -> bool:
                for a, n in zip(span.axes, span.ids.shape, strict=True))
 
 
-def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """A copy of `model` that also returns the tensors `names`."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     have = {o.name for o in out.graph.output}
@@ -267,22 +270,25 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return out
 
 
-def _chunks(shape_of, names: list[str], batch: int) -> list[list[str]]:
-    """Split `names` so one batch of their values stays under STATS_BYTES (`shape_of`: a
-    tensor's dims, dynamic ones guessed at 32)."""
-    if not names:  # a session asked for no outputs would return them all
-        return []
-    chunks: list[list[str]] = [[]]
+def runs(items: list[T], nbytes: Callable[[T], int]) -> list[list[T]]:
+    """`items` in runs whose `nbytes` stay under STATS_BYTES together (one item alone may
+    exceed it); none for no items (a session asked for no outputs would return them all)."""
+    out: list[list[T]] = []
     used = 0
-    for n in names:
-        dims = shape_of(n) or []
-        size = batch * 4 * int(np.prod([d if isinstance(d, int) else 32 for d in dims[1:]]))
-        if chunks[-1] and used + size > STATS_BYTES:
-            chunks.append([])
+    for item in items:
+        size = nbytes(item)
+        if not out or (out[-1] and used + size > STATS_BYTES):
+            out.append([])
             used = 0
-        chunks[-1].append(n)
+        out[-1].append(item)
         used += size
-    return chunks
+    return out
+
+
+def batch_bytes(dims: list | None, batch: int, itemsize: int = 4) -> int:
+    """Bytes of one batch of a tensor of `dims` (dynamic dims guessed at 32)."""
+    return batch * itemsize * int(np.prod([d if isinstance(d, int) else 32
+                                           for d in (dims or [])[1:]]))
 
 
 # -- criteria -----------------------------------------------------------------------------------
@@ -339,8 +345,8 @@ def channel_stats(model: onnx.ModelProto, shape_of, axes: dict[str, int],
     weights were changed)."""
     names = list(axes)
     stats: dict[str, TensorStats] = {}
-    sess = validation.session(_with_outputs(model, names), overrides=overrides, optimize=True)
-    chunks = _chunks(shape_of, names, calib.batch)
+    sess = validation.session(with_outputs(model, names), overrides=overrides, optimize=True)
+    chunks = runs(names, lambda n: batch_bytes(shape_of(n), calib.batch))
     for k, chunk in enumerate(chunks):
         if say is not None:
             say(f"calibration statistics: pass {k + 1}/{len(chunks)} over {calib.samples} "

@@ -33,7 +33,14 @@ from graphprune.blocks import Block
 from graphprune.errors import stage
 
 from . import blockedit
-from .calibration import STATS_BYTES, Calibration, calibration_of, fast_session
+from .calibration import (
+    Calibration,
+    batch_bytes,
+    calibration_of,
+    fast_session,
+    runs,
+    with_outputs,
+)
 from .criteria import ScoreContext
 
 BLOCK_CRITERIA = ("influence", "sensitivity")
@@ -74,7 +81,7 @@ def influence(model: onnx.ModelProto, an: Analysis, blocks: list[Block], calib: 
     names = list(dict.fromkeys(x for b in blocks for x in (b.entry, b.exit)))
     sess = fast_session(with_outputs(model, names))
     sums = {b.unit: [0.0, 0] for b in blocks}
-    chunks = _chunks(an, blocks, calib.batch)
+    chunks = runs(blocks, lambda b: 2 * batch_bytes(an.graph.shape(b.entry), calib.batch, 8))
     for k, chunk in enumerate(chunks):
         say(f"block influence: pass {k + 1}/{len(chunks)} over {calib.samples} samples "
             f"({len(chunk)} blocks)")
@@ -105,30 +112,6 @@ def cosines(x: np.ndarray, y: np.ndarray, axis: int | None) -> np.ndarray:
     norms = np.sqrt((x * x).sum(axis) * (y * y).sum(axis))
     both_zero = ((x == 0).all(axis)) & ((y == 0).all(axis))
     return np.where(both_zero, 1.0, dot / np.maximum(norms, 1e-300))
-
-
-def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
-    """A copy of `model` that also returns the tensors `names`."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    have = {o.name for o in out.graph.output}
-    out.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names if n not in have)
-    return out
-
-
-def _chunks(an: Analysis, blocks: list[Block], batch: int) -> list[list[Block]]:
-    """Blocks in runs whose inputs and outputs stay under STATS_BYTES per batch."""
-    chunks: list[list[Block]] = [[]]
-    used = 0
-    for b in blocks:
-        dims = an.graph.shape(b.entry) or []
-        size = 2 * batch * 8 * int(np.prod([d if isinstance(d, int) else 32 for d in dims[1:]]))
-        if chunks[-1] and used + size > STATS_BYTES:
-            chunks.append([])
-            used = 0
-        chunks[-1].append(b)
-        used += size
-    return chunks
 
 
 # -- the block probe and sensitivity ------------------------------------------------------------
