@@ -740,6 +740,96 @@ EVERYDAY_SENTENCES: tuple[str, ...] = (
     "There is something calming about the sound of rain on a tent.",
     "I was proud of my daughter for standing up for her friend.",
     "The waiting was the hardest part.",
+    # short sentences
+    "The milk has gone sour.",
+    "Dinner is almost ready.",
+    "Shut the window, please.",
+    "The lift is broken.",
+    "I need a holiday.",
+    "She passed her exam.",
+    "The baby is teething.",
+    "Nobody likes Monday mornings.",
+    "Save me a seat.",
+    "The car won't start.",
+    "He loves spicy food.",
+    "It was a long week.",
+    "The roof is leaking.",
+    "Bring an umbrella tomorrow.",
+    "The tickets sold out.",
+    "Wipe your muddy feet.",
+    "My watch stopped again.",
+    "They moved to Leeds.",
+    "The phone battery died.",
+    "We need more chairs.",
+    "Her train was early.",
+    "The bread is stale.",
+    "Lunch is on me.",
+    "The post has come.",
+    "Hold the door, please!",
+    # long sentences
+    "When the lights went out during the school concert, the music teacher kept playing the piano "
+    "in the dark and the children sang louder than ever.",
+    "Because the builders found an old well under the kitchen floor, the renovation took three "
+    "months longer than planned and cost twice as much.",
+    "My grandmother, who has never used a computer, managed to book her own flights online after "
+    "a single lesson from her twelve-year-old neighbour.",
+    "Although the forecast promised a dry weekend, we spent most of the camping trip sheltering "
+    "in the tent and playing cards by torchlight.",
+    "The hospital car park is so small that patients are advised to arrive by bus, which only "
+    "runs once an hour from the town centre.",
+    "After the cafe changed owners, the prices went up, the portions got smaller, and the "
+    "regulars slowly drifted to the place across the road.",
+    "If you are planning to visit the castle in August, book your tickets online in advance, "
+    "because the queue at the gate can take over an hour.",
+    "The volunteers who run the community garden meet every Saturday morning to weed the beds, "
+    "mend the fences and share whatever vegetables are ripe.",
+    "She learned to drive in her sixties, bought a small red car, and now visits friends all over "
+    "the county whenever she likes.",
+    "The old cinema on the high street, which had been empty for fifteen years, reopened last "
+    "month as a music venue with a bar upstairs.",
+    "Whenever my father tries to assemble flat-pack furniture, he ignores the instructions and "
+    "ends up with several screws left over.",
+    "The ferry company apologised to passengers after a fault with the ramp left cars stuck on "
+    "board for almost three hours.",
+    "Even though it was the middle of winter, a handful of swimmers gathered on the beach at dawn "
+    "to run into the freezing sea.",
+    "The small museum in the village holds a surprising collection of clocks, some of which still "
+    "chime together at midday.",
+    "We had planned a quiet weekend at home, but then my cousin arrived unannounced with her "
+    "three children and a very large dog.",
+    # jobs and everyday work
+    "The postwoman knows which houses have dogs and which have letterboxes that bite.",
+    "Farmers were up all night bringing in the hay before the storm.",
+    "The window cleaner comes every six weeks and always chats for longer than he cleans.",
+    "The night nurse checked on every patient once an hour.",
+    "Our electrician found that the whole house was wired back to front.",
+    "The barista remembers everybody's order after the second visit.",
+    "Bin collections have been moved to Friday this week because of the holiday.",
+    "The lifeguards put up the red flag when the currents got too strong.",
+    "The librarian helped him trace his family back to the seventeenth century.",
+    "The locksmith opened the door in about thirty seconds, which was slightly alarming.",
+    # clothes and appearance
+    "These boots let in water as soon as you step in a puddle.",
+    "She wore her grandmother's coat to the interview for luck.",
+    "My jeans shrank in the wash, or so I tell myself.",
+    "He owns twelve shirts, and they are all blue.",
+    "The school uniform costs a fortune and the kids grow out of it in months.",
+    "Take a jumper; it gets chilly in the evenings.",
+    "I lost a glove on the bus and bought a new pair the same day.",
+    "The hat blew off his head and landed in the river.",
+    "Her earrings are made from old bicycle parts.",
+    "The dress she wanted was only available in yellow.",
+    # geography and the wider world
+    "The Nile flows north through Egypt into the Mediterranean.",
+    "Iceland has more sheep than people.",
+    "Canada has the longest coastline of any country in the world.",
+    "The Sahara is roughly the size of the United States.",
+    "Venice is built on more than a hundred small islands.",
+    "Australia is wider than the Moon.",
+    "Lake Baikal holds about a fifth of the world's unfrozen fresh water.",
+    "It takes about fourteen hours to fly from London to Singapore.",
+    "The Amazon rainforest spreads across nine countries.",
+    "Norway's coast is cut by hundreds of long, narrow fjords.",
 )
 
 
