@@ -287,16 +287,21 @@ def fmt_run(size: dict) -> str:
     return f"{size['scope']} {size['ratio']:g}"
 
 
-def calibration_text(kind: str) -> list[str]:
-    """Calibration sentences, never the evaluation ones (both sources are checked disjoint)."""
+def calibration_text(kinds: list[str]) -> list[str]:
+    """Calibration sentences, never the evaluation ones (every source is checked disjoint)."""
     import calib_sentences
+    import everyday_sentences
     import prose
 
-    calib_sentences.check()
-    prose.check()
-    everyday = list(calib_sentences.CALIB_SENTENCES)
-    docs = list(prose.sentences())
-    return {"everyday": everyday, "prose": docs, "both": everyday + docs}[kind]
+    sources = {"calib": (calib_sentences.check, calib_sentences.CALIB_SENTENCES),
+               "everyday": (everyday_sentences.check, everyday_sentences.EVERYDAY_SENTENCES),
+               "prose": (prose.check, prose.sentences())}
+    texts: list[str] = []
+    for kind in kinds:
+        check, sentences = sources[kind]
+        check()
+        texts += sentences
+    return texts
 
 
 def cmd_minilm(args) -> dict:
@@ -316,7 +321,7 @@ def cmd_minilm(args) -> dict:
     ref, _ = bm.ort_embeddings(onnx_path.read_bytes(), batches)
     print(f"all-MiniLM-L6-v2 ({args.exporter} export): {len(SENTENCES)} evaluation sentences "
           f"(bench/sentences.py); calibration: {len(texts)} other sentences "
-          f"({args.calib_text}), padded to {calib['input_ids'].shape[1]} tokens")
+          f"({'+'.join(args.calib_text)}), padded to {calib['input_ids'].shape[1]} tokens")
 
     def measure(m) -> float:
         emb, _ = bm.ort_embeddings(m.SerializeToString(), batches)
@@ -499,9 +504,11 @@ def main() -> None:
                                                   "ffn:0.5", "heads,ffn:0.3", "heads,ffn:0.5"],
                     help="SCOPE:RATIO sizes, or SCOPE:macs=F for a MACs target")
     mn.add_argument("--calib", type=int, default=150, help="calibration sentences")
-    mn.add_argument("--calib-text", choices=("everyday", "prose", "both"), default="everyday",
-                    help="calibration text: bench/calib_sentences.py, the Python docs' prose "
-                         "(bench/prose.py), or both (everyday first); --calib caps the count")
+    mn.add_argument("--calib-text", nargs="+", choices=("calib", "everyday", "prose"),
+                    default=["calib"],
+                    help="calibration text, in this order: bench/calib_sentences.py (150), "
+                         "bench/everyday_sentences.py (889), the Python docs' prose "
+                         "(bench/prose.py, 950); --calib caps the count")
     mn.add_argument("--calib-words", type=int, default=0,
                     help="keep calibration sentences of at most this many words (less padding)")
     mn.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"))
