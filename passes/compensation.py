@@ -16,8 +16,10 @@ sink's output (`probe.py`): gating the removed inputs to 0 and adding W[:, P]·E
 sink's output is, term for term, the masked sink with the compensated bias, so a trial is
 exactly the model `--recover bias` would write for that removal alone (zero padding included;
 no approximation by substituting means for activations, which differs at padded borders).
-Under `--recover refit` it is a lower bound of what the refit repairs (the refit's λ = ∞
-candidate is this compensation).
+Under `--recover refit` it is the refit's λ = ∞ candidate (bias alone), which the refit
+usually improves on. Each trial removes one group's units: how compensations of several
+groups interact (a sink's kept inputs shift when upstream groups lose units, and recovery's
+means are the original's) is not measured.
 
 Cost: one pass over the calibration samples for the sinks' input means (first moments only;
 a conv's input unfolded batch by batch), and per trial a product of the removed columns of
