@@ -290,16 +290,27 @@ def fmt_run(size: dict) -> str:
     return f"{size['scope']} {size['ratio']:g}"
 
 
-def cmd_minilm(args) -> dict:
-    import bench_minilm as bm
+def calibration_text(kind: str) -> list[str]:
+    """Calibration sentences, never the evaluation ones (both sources are checked disjoint)."""
     import calib_sentences
-    from sentences import SENTENCES
+    import prose
 
     calib_sentences.check()
+    prose.check()
+    everyday = list(calib_sentences.CALIB_SENTENCES)
+    docs = list(prose.sentences())
+    return {"everyday": everyday, "prose": docs, "both": everyday + docs}[kind]
+
+
+def cmd_minilm(args) -> dict:
+    import bench_minilm as bm
+    from sentences import SENTENCES
+
     path = bm.model_dir()
     model, tokenizer = bm.load_model(path)
     batches = bm.tokenize(tokenizer, SENTENCES, 32)
-    texts = list(calib_sentences.CALIB_SENTENCES[:args.calib])
+    texts = [t for t in calibration_text(args.calib_text)
+             if not args.calib_words or len(t.split()) <= args.calib_words][:args.calib]
     enc = tokenizer(texts, padding="longest", truncation=True, max_length=128,
                     return_tensors="np")
     calib = {k: np.ascontiguousarray(enc[k], dtype=np.int64) for k in bm.INPUT_NAMES}
@@ -308,7 +319,7 @@ def cmd_minilm(args) -> dict:
     ref, _ = bm.ort_embeddings(onnx_path.read_bytes(), batches)
     print(f"all-MiniLM-L6-v2 ({args.exporter} export): {len(SENTENCES)} evaluation sentences "
           f"(bench/sentences.py); calibration: {len(texts)} other sentences "
-          f"(bench/calib_sentences.py), padded to {calib['input_ids'].shape[1]} tokens")
+          f"({args.calib_text}), padded to {calib['input_ids'].shape[1]} tokens")
 
     def measure(m) -> float:
         emb, _ = bm.ort_embeddings(m.SerializeToString(), batches)
@@ -491,6 +502,11 @@ def main() -> None:
                                                   "ffn:0.5", "heads,ffn:0.3", "heads,ffn:0.5"],
                     help="SCOPE:RATIO sizes, or SCOPE:macs=F for a MACs target")
     mn.add_argument("--calib", type=int, default=150, help="calibration sentences")
+    mn.add_argument("--calib-text", choices=("everyday", "prose", "both"), default="everyday",
+                    help="calibration text: bench/calib_sentences.py, the Python docs' prose "
+                         "(bench/prose.py), or both (everyday first); --calib caps the count")
+    mn.add_argument("--calib-words", type=int, default=0,
+                    help="keep calibration sentences of at most this many words (less padding)")
     mn.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"))
     rec_labels = [label(r, o) for r, o in RECOVERIES]
     for p in (dg, mn):
