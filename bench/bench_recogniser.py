@@ -40,7 +40,7 @@ VARIANTS = {
     # name: compress keywords (besides target, calib and recover)
     "uniform-noprotect": {"allocation": "uniform", "fragile_check": "off"},
     "uniform": {"allocation": "uniform", "fragile_check": "on"},
-    "sensitivity-plain": {"allocation": "sensitivity", "sensitivity_trials": "masked"},
+    "sensitivity-plain": {"allocation": "sensitivity", "sensitivity_trials": "plain"},
     "sensitivity-comp": {"allocation": "sensitivity", "sensitivity_trials": "compensated"},
 }
 
@@ -81,9 +81,6 @@ def matrix(args, path: Path, data: ocr.TextSet, chars: list[str]) -> list[dict]:
         for variant in args.variants:
             for recover in args.recover:
                 kw = dict(VARIANTS[variant])
-                if kw.get("sensitivity_trials") == "masked" and \
-                        "sensitivity_trials" not in _option_names():
-                    del kw["sensitivity_trials"]  # a graphprune whose trials are all masked
                 if recover != "none" or "recover" in _option_names():
                     kw["recover"] = recover
                 t = time.perf_counter()

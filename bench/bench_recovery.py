@@ -8,7 +8,8 @@ same sizes.
     python bench/bench_recovery.py minilm  [--calib 128] [--onnxsim /tmp/onnxsim081]
     python bench/bench_recovery.py decoder [--calib 64]  [--onnxsim /tmp/onnxsim081]
     python bench/bench_recovery.py cost                             # seconds and peak RSS
-    (each takes --json OUT, --criteria, --allocations, and a size list)
+    (each takes --json OUT, --criteria, --allocations, and a size list; an allocation
+    sensitivity:compensated scans with compensated trials, sensitivity:plain without)
 
 For every (criterion, allocation, size) graphprune compresses once without recovery with the
 calibration data (that plan fixes which units go), then applies the same plan again with
@@ -77,10 +78,11 @@ def graphprune_runs(model, calib: dict, size: dict, criterion: str, allocation: 
     samples = len(next(iter(calib.values())))
     out = {"criterion": criterion, "allocation": allocation, **size, "quality": {},
            "seconds": {}}
+    kind, _, trials = allocation.partition(":")  # sensitivity:plain|compensated
     t = time.perf_counter()
-    pruned, rep = graphprune.compress(model, criterion=criterion, allocation=allocation,
+    pruned, rep = graphprune.compress(model, criterion=criterion, allocation=kind,
                                       calib=calib, calib_samples=samples, recover="none",
-                                      **size)
+                                      sensitivity_trials=trials or None, **size)
     out["seconds"]["none"] = round(time.perf_counter() - t, 2)
     out["macs_ratio"], out["params_ratio"] = round(rep.macs_ratio, 4), round(
         rep.params_ratio, 4)
@@ -109,7 +111,7 @@ def grid(model, calib: dict, sizes: list[dict], criteria, allocations, measure,
             for size in sizes:
                 r = graphprune_runs(model, calib, size, crit, alloc, measure, recoveries)
                 rows.append(r)
-                print(f"  {crit:<7}{alloc:<8}{fmt(size):<14} MACs {r['macs_ratio']:.3f}  "
+                print(f"  {crit:<7}{alloc:<8} {fmt(size):<14} MACs {r['macs_ratio']:.3f}  "
                       + "  ".join(f"{k} {v:.4f}" for k, v in r["quality"].items())
                       + f"  ({sum(r['seconds'].values()):.1f} s)", flush=True)
     return rows
@@ -245,8 +247,9 @@ def cmd_digits(args) -> dict:
         return f"MACs {size['target_macs']:g}"
 
     sizes = [{"target_macs": t} for t in args.targets]
-    rows = grid(model, calib, sizes, args.criteria, args.allocations, measure, fmt)
-    print("\n" + grid_table(rows, fmt, "top-1"))
+    recoveries = [r for r in RECOVERIES if label(*r) in args.recoveries]
+    rows = grid(model, calib, sizes, args.criteria, args.allocations, measure, fmt, recoveries)
+    print("\n" + grid_table(rows, fmt, "top-1", recoveries))
     result = {"baseline": base, "test_images": len(xte), "calibration": args.calib,
               "rows": rows}
     sim = onnxsim_module(args.onnxsim)
@@ -513,8 +516,10 @@ def main() -> None:
                     help="keep calibration sentences of at most this many words (less padding)")
     mn.add_argument("--exporter", default="torchscript", choices=("torchscript", "dynamo"))
     rec_labels = [label(r, o) for r, o in RECOVERIES]
-    mn.add_argument("--recoveries", nargs="+", default=rec_labels, choices=rec_labels,
-                    help="the recovery columns measured (the plan is always made without recovery)")
+    for p in (dg, mn):
+        p.add_argument("--recoveries", nargs="+", default=rec_labels, choices=rec_labels,
+                       help="the recovery columns measured (the plan is always made without "
+                            "recovery)")
     mn.add_argument("--fragile-check", default="auto", choices=("auto", "on", "off"),
                     help="uniform allocation's fragile-group check (compress's fragile_check)")
     dc = sub.add_parser("decoder", help="the trained decoder: perplexity per byte")
@@ -532,7 +537,10 @@ def main() -> None:
     for p in (dg, mn, dc):
         p.add_argument("--criteria", nargs="*", default=list(CRITERIA),
                        help="none given: onnxsim's side only")
-        p.add_argument("--allocations", nargs="+", default=list(ALLOCATIONS))
+        p.add_argument("--allocations", nargs="+", default=list(ALLOCATIONS),
+                       help="uniform | global | sensitivity[:plain|:compensated] (the "
+                            "sensitivity scan's trials; the plan is made without recovery, "
+                            "so plain unless :compensated)")
         p.add_argument("--equal-criteria", nargs="*", default=["l1", "wanda"],
                        help="graphprune criteria run at onnxsim's sizes (uniform; none: skip)")
         p.add_argument("--onnxsim", help="folder holding onnxsim 0.8.1 (pip install --target)")

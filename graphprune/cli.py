@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--allocation", default="uniform", metavar="KIND",
                    help="uniform (same ratio per group) | global (one ranking over all groups) "
                         "| sensitivity (measured output error per removed cost) (default uniform)")
+    c.add_argument("--sensitivity-trials", choices=("plain", "compensated"), default=None,
+                   help="sensitivity allocation: measure each trial with the removed units "
+                        "zeroed (plain) or with their mean contribution moved into the biases "
+                        "of the layers that read them, as --recover bias does (compensated: "
+                        "one more pass over the calibration data); default compensated when "
+                        "recovery runs, plain otherwise")
     c.add_argument("--fragile-check", default="auto", choices=("auto", "on", "off"),
                    help="uniform allocation: measure each group alone at its ratio and keep "
                         "whole those whose removal alone gives 2x the median group's output "
@@ -299,7 +305,8 @@ def _compress_options(args: argparse.Namespace):
         calib_samples=args.calib_samples, input_sizes=_input_sizes(args.input_shape),
         inputs=args.inputs, latency=_latency(args), block_criterion=args.block_criterion,
         fragile_check=args.fragile_check, recover=args.recover, refit_order=args.refit_order,
-        recover_budget_mb=args.recover_budget, holdout=args.holdout)
+        recover_budget_mb=args.recover_budget, holdout=args.holdout,
+        sensitivity_trials=args.sensitivity_trials)
 
 
 def _latency(args: argparse.Namespace):

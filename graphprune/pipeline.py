@@ -279,7 +279,10 @@ def compress(
     sensitivity scan run `calib` (arrays per graph input, or an .npz path; generated when
     None; `calib_samples` of them) through onnxruntime. `allocation` is uniform (ratio per
     group), global (one ranking) or sensitivity (measured error per cost); at most
-    `max_group_ratio` of a group goes under global, sensitivity and targets. A target
+    `max_group_ratio` of a group goes under global, sensitivity and targets; the sensitivity
+    scan's `sensitivity_trials` are "plain" (removed units zeroed) or "compensated" (their
+    mean contribution moved into their sinks' biases, as `recover="bias"` does; the default
+    when recovery runs). A target
     (`target_macs`, `target_params`, `target_latency`: fractions of the original) replaces
     `ratio` and is met by search. `round_to` keeps unit counts at multiples of it, `protect`
     (a regex) keeps the groups touching matching node names. `rounding`: "down" removes

@@ -36,6 +36,9 @@ RECOVERY = ("none", "bias", "refit")
 REFIT_ORDERS = ("sequential", "independent")
 ROUNDINGS = ("down", "up")
 FRAGILE_CHECKS = ("auto", "on", "off")
+TRIALS = ("plain", "compensated")
+"""How the sensitivity scan measures a trial: the removed units zeroed, or zeroed with their
+sinks' biases compensated as recovery would (passes/compensation.py)."""
 TARGETS = ("macs", "params", "latency")
 METHODS = ("magnitude", "wanda", "sparsegpt")
 """Ways `sparsify` chooses the weights to zero (passes/sparsify.py)."""
@@ -84,6 +87,9 @@ class Options:
     recover: str | None = None  # None: refit with real calibration data, else none
     refit_order: str = "sequential"
     recover_budget_mb: int = 512
+    sensitivity_trials: str | None = None
+    """How the sensitivity scan measures a trial (TRIALS); None: compensated when recovery
+    runs, plain otherwise (`trials`)."""
 
     def __post_init__(self) -> None:
         for name in ("scope", "sparse_scope"):
@@ -144,6 +150,9 @@ class Options:
         if self.recover is not None and self.recover not in RECOVERY:
             raise InputError(f"unknown recovery '{self.recover}' (choose from "
                              f"{', '.join(RECOVERY)})")
+        if self.sensitivity_trials is not None and self.sensitivity_trials not in TRIALS:
+            raise InputError(f"unknown sensitivity trials '{self.sensitivity_trials}' (choose "
+                             f"from {', '.join(TRIALS)})")
         if self.refit_order not in REFIT_ORDERS:
             raise InputError(f"unknown refit order '{self.refit_order}' (choose from "
                              f"{', '.join(REFIT_ORDERS)})")
@@ -192,6 +201,15 @@ class Options:
         return "refit" if self.calib is not None else "none"
 
     @property
+    def trials(self) -> str:
+        """How the sensitivity scan measures a trial: `sensitivity_trials`, or by default
+        compensated when recovery runs (the written model's sinks are compensated too),
+        plain otherwise."""
+        if self.sensitivity_trials is not None:
+            return self.sensitivity_trials
+        return "compensated" if self.recovery != "none" else "plain"
+
+    @property
     def needs_calibration(self) -> bool:
         """Whether the run feeds calibration data through the model (criterion, scan,
         recovery)."""
@@ -225,6 +243,8 @@ class Options:
                 "scope": list(self.scope), "seed": self.seed,
                 "allow_io_change": self.allow_io_change,
                 **({"block_criterion": self.block_criterion} if "blocks" in self.scope else {}),
+                **({"sensitivity_trials": self.trials} if self.allocation == "sensitivity"
+                   else {}),
                 "target": ({"metric": self.metric, "value": self.target} if self.metric
                            else None),
                 "recover": self.recovery, "refit_order": self.refit_order,

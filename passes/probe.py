@@ -8,6 +8,12 @@ batch axis: K trials × S samples run as one batch of K·S rows, so one session 
 trial and no model is copied per trial (`taylor` scoring and the sensitivity scan use this).
 A model with a fixed batch size runs one trial per call instead.
 
+A probe can also carry *shifts*: an input added to a sink's output, one value per output
+feature ([B, O, 1, 1] for a conv), 0 by default (+ 0 is exact). A trial that gates units off
+and shifts their sinks by the removed inputs' mean contribution is the model with those units
+removed and bias compensation applied (`compensation.py`; the sensitivity scan's compensated
+trials).
+
 - `taylor` — first-order Taylor estimate of the change of the *model output*: the output's
   directional derivative along the unit's own activation, ‖∂f/∂g_u‖² with g_u a gate on the
   unit at its sinks (g = 1 is the model, g = 0 removes the unit), measured by a forward finite
@@ -54,6 +60,10 @@ Trial = dict[int, float]
 """Unit root → gate value for one trial ({} is the unmodified model)."""
 
 
+Shifts = dict[int, np.ndarray]
+"""Sink node → the values added to its output features for one trial ({}: none)."""
+
+
 @dataclass
 class Gate:
     name: str
@@ -62,10 +72,23 @@ class Gate:
     dtype: np.dtype
 
 
+@dataclass
+class Shift:
+    """An input added to sink `node`'s first output: [batch, *tail], the features on one
+    axis of the tail."""
+
+    name: str
+    node: int
+    tail: tuple[int, ...]
+    dtype: np.dtype
+
+
 class GateProbe:
     def __init__(self, model: onnx.ModelProto, an: Analysis, uses: list[SinkUse],
                  static_batch: int | None = None,
-                 axes: dict[str, int | None] | None = None) -> None:
+                 axes: dict[str, int | None] | None = None,
+                 shifts: dict[int, tuple[int, ...]] | None = None) -> None:
+        """`shifts`: sink node → the tail of its shift input (see the module docstring)."""
         self.an = an
         self.static_batch = static_batch
         self.axes = dict(axes or {})
@@ -73,16 +96,20 @@ class GateProbe:
         scalar sample rate say, fed as it is)."""
         self.gates: list[Gate] = []
         self.units: set[int] = set()
-        self.model = self._gated(model, uses)
+        self.shifts: list[Shift] = []
+        self.model = self._gated(model, uses, shifts or {})
         self.session = fast_session(self.model)
         self.outputs = [o.name for o in self.session.get_outputs()]
 
-    def _gated(self, model: onnx.ModelProto, uses: list[SinkUse]) -> onnx.ModelProto:
+    def _gated(self, model: onnx.ModelProto, uses: list[SinkUse],
+               shifts: dict[int, tuple[int, ...]]) -> onnx.ModelProto:
         out = onnx.ModelProto()
         out.CopyFrom(model)
         g = out.graph
         nodes = list(g.node)
         before: dict[int, list[onnx.NodeProto]] = {}
+        after = {node: self._shift(nodes[node], node, tail, g, k)
+                 for k, (node, tail) in enumerate(sorted(shifts.items()))}
         done: set[tuple[int, int]] = set()
         for u in uses:
             key = (u.member.node, u.act_index)
@@ -101,7 +128,24 @@ class GateProbe:
         for i, n in enumerate(nodes):
             g.node.extend(before.get(i, []))
             g.node.append(n)
+            if i in after:
+                g.node.append(after[i])
         return out
+
+    def _shift(self, node: onnx.NodeProto, i: int, tail: tuple[int, ...], g: onnx.GraphProto,
+               k: int) -> onnx.NodeProto:
+        """Renames `node`'s first output and returns the Add that adds shift k to it under
+        the old name (its readers and the graph outputs unchanged)."""
+        y = node.output[0]
+        elem = self.an.graph.dtypes.get(y, onnx.TensorProto.FLOAT)
+        shift = Shift(f"gp_shift_{k}", i, tuple(tail),
+                      np.dtype(helper.tensor_dtype_to_np_dtype(elem)))
+        node.output[0] = f"gp_unshifted_{k}"
+        batch = self.static_batch or "gp_probe_batch"
+        g.input.append(helper.make_tensor_value_info(shift.name, elem, [batch, *shift.tail]))
+        self.shifts.append(shift)
+        return helper.make_node("Add", [node.output[0], shift.name], [y],
+                                name=f"{shift.name}_add")
 
     def _gate(self, u: SinkUse, k: int) -> tuple[Gate, str]:
         rank = self.an.graph.rank(u.x) or (max(u.span.axes) + 1)
@@ -116,14 +160,18 @@ class GateProbe:
         dtype = np.dtype(helper.tensor_dtype_to_np_dtype(elem))
         return Gate(f"gp_gate_{k}", tuple(tail), positions, dtype), f"gp_gated_{k}"
 
-    def run(self, feeds: dict[str, np.ndarray], trials: list[Trial]) -> list[list[np.ndarray]]:
+    def run(self, feeds: dict[str, np.ndarray], trials: list[Trial],
+            shifts: list[Shifts] | None = None) -> list[list[np.ndarray]]:
         """Outputs of every trial on `feeds` (S samples along each input's sample axis, see
-        `axes`): a list per trial, one array per model output, S rows each."""
+        `axes`): a list per trial, one array per model output, S rows each. `shifts`: per
+        trial, the values added to sink outputs (none: 0)."""
         s = self.samples(feeds)
         per_run = 1 if self.static_batch else max(1, ROWS_PER_RUN // s)
+        shifts = shifts or [{}] * len(trials)
         results = []
         for start in range(0, len(trials), per_run):
-            results += self._run(feeds, trials[start:start + per_run], s)
+            results += self._run(feeds, trials[start:start + per_run],
+                                 shifts[start:start + per_run], s)
         return results
 
     def samples(self, feeds: dict[str, np.ndarray]) -> int:
@@ -131,7 +179,8 @@ class GateProbe:
         return next((v.shape[self.axes.get(n, 0)] for n, v in feeds.items()
                      if self.axes.get(n, 0) is not None), 1)
 
-    def _run(self, feeds, trials: list[Trial], s: int) -> list[list[np.ndarray]]:
+    def _run(self, feeds, trials: list[Trial], shifts: list[Shifts],
+             s: int) -> list[list[np.ndarray]]:
         k = len(trials)
         tiled = {n: np.concatenate([v] * k, axis=self.axes.get(n, 0))
                  if k > 1 and self.axes.get(n, 0) is not None else v for n, v in feeds.items()}
@@ -143,6 +192,12 @@ class GateProbe:
                     if pos is not None:
                         arr[t, :, pos] = value
             tiled[gate.name] = arr.reshape(k * s, *gate.tail)
+        for shift in self.shifts:
+            arr = np.zeros((k, s, int(np.prod(shift.tail))), dtype=shift.dtype)
+            for t, values in enumerate(shifts):
+                if shift.node in values:
+                    arr[t] = values[shift.node]
+            tiled[shift.name] = arr.reshape(k * s, *shift.tail)
         outs = self.session.run(None, tiled)
         for o in outs:
             if o.ndim == 0 or o.shape[0] != k * s:
@@ -160,8 +215,9 @@ def gateable(an: Analysis, uses: list[SinkUse]) -> list[SinkUse]:
 
 
 def probe_for(model: onnx.ModelProto, an: Analysis, static_batch: int | None,
-              axes: dict[str, int | None] | None = None) -> GateProbe:
-    return GateProbe(model, an, gateable(an, sink_uses(an)), static_batch, axes)
+              axes: dict[str, int | None] | None = None,
+              shifts: dict[int, tuple[int, ...]] | None = None) -> GateProbe:
+    return GateProbe(model, an, gateable(an, sink_uses(an)), static_batch, axes, shifts)
 
 
 def squared_change(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
@@ -170,9 +226,11 @@ def squared_change(ref: list[np.ndarray], out: list[np.ndarray]) -> float:
 
 
 def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[Trial],
-            progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, float]:
+            progress: Callable[[int, int], None] | None = None,
+            shifts: list[Shifts] | None = None) -> tuple[np.ndarray, float]:
     """Σ over samples of ‖f_trial − f‖² per trial, and Σ‖f‖² (for relative errors).
-    `progress(done, total)`: trial runs done (every trial once per block)."""
+    `progress(done, total)`: trial runs done (every trial once per block). `shifts`: per
+    trial, added to sink outputs (`GateProbe.run`)."""
     change = np.zeros(len(trials))
     norm = 0.0
     step = max(1, ROWS_PER_RUN // max(1, probe.samples(blocks[0])))
@@ -181,7 +239,8 @@ def measure(probe: GateProbe, blocks: list[dict[str, np.ndarray]], trials: list[
         norm += squared_change([np.zeros_like(r) for r in ref], ref)
         for start in range(0, len(trials), step * 8):
             chunk = trials[start:start + step * 8]
-            for k, out in enumerate(probe.run(feeds, chunk)):
+            moved = None if shifts is None else shifts[start:start + step * 8]
+            for k, out in enumerate(probe.run(feeds, chunk, moved)):
                 change[start + k] += squared_change(ref, out)
             if progress:
                 progress(n * len(trials) + start + len(chunk), len(blocks) * len(trials))

@@ -108,18 +108,29 @@ class Recovered:
 
 
 # -- which sinks --------------------------------------------------------------------------------
-def find_sinks(an: Analysis, removed: np.ndarray) -> tuple[list[Sink], dict[str, str]]:
-    """Sinks of removed units (in graph order) and the ones recovery cannot update, why."""
+def sink_members(an: Analysis) -> dict[tuple[int, int], list[Member]]:
+    """Sink members by the (node, input index) they read units at, in graph order."""
     by_use: dict[tuple[int, int], list[Member]] = {}
     for m in an.members:
         if m.role == "sink":
             by_use.setdefault((m.node, m.index), []).append(m)
+    return dict(sorted(by_use.items()))
+
+
+def gone_inputs(an: Analysis, members: list[Member], removed: np.ndarray) -> np.ndarray:
+    """Which positions of the sink's unit axis read `removed` units (bool, flat)."""
+    gone = np.zeros(0, dtype=bool)
+    for m in members:
+        g = removed[an.roots[m.span.ids]]
+        gone = g if not len(gone) else gone | g
+    return gone.reshape(-1)
+
+
+def find_sinks(an: Analysis, removed: np.ndarray) -> tuple[list[Sink], dict[str, str]]:
+    """Sinks of removed units (in graph order) and the ones recovery cannot update, why."""
     sinks, skipped = [], {}
-    for (node, index), members in sorted(by_use.items()):
-        gone = np.zeros(0, dtype=bool)
-        for m in members:
-            g = removed[an.roots[m.span.ids]]
-            gone = g if not len(gone) else gone | g
+    for (node, index), members in sink_members(an).items():
+        gone = gone_inputs(an, members, removed)
         if not gone.any():
             continue
         name = an.graph.node_name(node)
@@ -132,7 +143,7 @@ def find_sinks(an: Analysis, removed: np.ndarray) -> tuple[list[Sink], dict[str,
         if index != site.weight or any(m.span.axes != (axis,) for m in members):
             skipped[name] = "its units lie on an axis the statistics do not read"
             continue
-        sinks.append(Sink(node, name, site, np.repeat(~gone.reshape(-1), site.taps)))
+        sinks.append(Sink(node, name, site, np.repeat(~gone, site.taps)))
     return sinks, skipped
 
 

@@ -5,7 +5,10 @@ For every candidate group and up to `LEVELS` removal counts (spread over what it
 gates of `probe.py`: one session, trials batched along the batch axis, no model copies) and the
 relative L2 error of all outputs against the original is measured on calibration samples:
 ‖f_masked − f‖ / ‖f‖. Between measured counts the error is interpolated linearly, and made
-non-decreasing.
+non-decreasing. *Compensated* trials (`Options.trials`, the default when recovery runs) add
+recovery's bias compensation of the removed units to their sinks' outputs
+(`compensation.py`): the error of the model `--recover bias` writes for that removal alone,
+so groups that recovery repairs well are pruned more.
 
 Allocation (AIMET's greedy per-layer selection and ModelOpt FastNAS sort layers the same way):
 each group's curve is error against the cost removing c units saves (c × the group's per-unit
@@ -31,6 +34,7 @@ from graphprune.metrics import count_macs
 from . import depth
 from .allocation import allowed_counts, make_order
 from .calibration import Calibration
+from .compensation import Compensation
 from .cost import CostModel
 from .options import Options
 from .probe import measure, probe_for
@@ -82,7 +86,12 @@ class Scan:
 
     def __post_init__(self) -> None:
         an, calib = self.an, self.calib
-        self.probe = probe_for(self.model, an, calib.static_batch, calib.sample_axes)
+        self.compensation = None
+        if self.opts.trials == "compensated":
+            units = [u for gi in self.groups for u in an.groups[gi].prunable]
+            self.compensation = Compensation(self.model, an, units, calib, self.run)
+        self.probe = probe_for(self.model, an, calib.static_batch, calib.sample_axes,
+                               self.compensation.tails if self.compensation else None)
         self.ok = [gi for gi in self.groups if set(an.groups[gi].prunable) <= self.probe.units]
         if len(self.ok) < len(self.groups):
             self.run.note(f"sensitivity: {len(self.groups) - len(self.ok)} groups have sinks "
@@ -153,7 +162,10 @@ class Scan:
         def report(done: int, runs: int) -> None:
             self.run.count("sensitivity scan", done, runs, "trial runs")
 
-        change, norm = measure(self.probe, self.calib.block(self.samples), trials, report)
+        shifts = (None if self.compensation is None
+                  else [self.compensation.shifts(list(t)) for t in trials])
+        change, norm = measure(self.probe, self.calib.block(self.samples), trials, report,
+                               shifts)
         errors = np.sqrt(change / max(norm, 1e-30))
         for (gi, c), e in zip(plan, errors, strict=True):
             self.curves[gi].append((c, float(e)))
@@ -167,7 +179,9 @@ class Scan:
                 f"removal counts each ({self.spent} trials in {self.rounds} "
                 f"round{'s' if self.rounds != 1 else ''}) on "
                 f"{self.samples} calibration samples: {self.spent * self.samples} "
-                f"sample-forwards of {self.macs:.3g} MACs (budget {self.budget:.0f})")
+                f"sample-forwards of {self.macs:.3g} MACs (budget {self.budget:.0f}); "
+                + (self.compensation.describe() if self.compensation else
+                   "trials plain (removed units zeroed, no bias compensation)"))
 
 
 @stage("sensitivity scan")

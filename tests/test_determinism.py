@@ -175,6 +175,24 @@ def test_compress_with_refit_same_in_every_process(cnn: Path, tmp_path: Path) ->
     assert report["recovery"]["method"] == "refit" and report["recovery"]["sinks_refit"]
 
 
+def test_compensated_sensitivity_same_in_every_process(cnn: Path, tmp_path: Path) -> None:
+    """The sensitivity scan with compensated trials (the sinks' input means, shifts added to
+    their outputs in the probe) chooses the same units in every process."""
+    import numpy as np
+
+    (name, _, dims), = validation.input_specs(onnx.load(str(cnn), load_external_data=False))
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, **{name: np.random.default_rng(0).standard_normal(
+        (8, *dims[1:])).astype(np.float32)})
+    results = _compress_everywhere(cnn, tmp_path, "--calib", calib, "--calib-samples", "8",
+                                   "--allocation", "sensitivity", "--recover", "bias")
+    _assert_same(results)
+    report = json.loads(results[0]["report.json"])
+    assert any("trials compensated" in n for n in report["notes"]), report["notes"]
+    assert json.loads(results[0]["plan.json"])["settings"]["sensitivity_trials"] == \
+        "compensated"
+
+
 def test_report_counts_reasons_in_one_order(tmp_path: Path) -> None:
     """Units frozen for several reasons (conv A's channels reach three graph outputs): the
     report's `frozen_reasons` used to be counted in a set's order. `apply` of the plan
