@@ -174,9 +174,7 @@ def cmd_minilm(args: argparse.Namespace) -> dict:
     model, tokenizer = mini.load_model(mini.model_dir())
     batches = mini.tokenize(tokenizer, SENTENCES, 32)
     calib_sentences = list(SENTENCES[1::2])
-    enc = tokenizer(calib_sentences, padding="longest", truncation=True, max_length=128,
-                    return_tensors="np")
-    calib = {k: np.ascontiguousarray(enc[k], dtype=np.int64) for k in mini.INPUT_NAMES}
+    calib = mini.calibration(tokenizer, calib_sentences)
     with tempfile.TemporaryDirectory() as tmp:
         path = mini.export(model, tokenizer, args.exporter, Path(tmp) / "minilm.onnx")
         ref, _ = mini.ort_embeddings(path.read_bytes(), batches)

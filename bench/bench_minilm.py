@@ -94,6 +94,13 @@ def tokenize(tokenizer, sentences, batch: int) -> list[dict[str, np.ndarray]]:
     return out
 
 
+def calibration(tokenizer, sentences) -> dict[str, np.ndarray]:
+    """Calibration arrays (one per graph input) of `sentences`, padded to the longest."""
+    enc = tokenizer(list(sentences), padding="longest", truncation=True, max_length=128,
+                    return_tensors="np")
+    return {k: np.ascontiguousarray(enc[k], dtype=np.int64) for k in INPUT_NAMES}
+
+
 def pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """all-MiniLM-L6-v2's pooling: mean over the unmasked tokens, then L2-normalise."""
     m = mask[..., None].astype(np.float64)

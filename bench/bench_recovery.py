@@ -57,6 +57,7 @@ for _p in (ROOT, ROOT / "bench"):
         sys.path.insert(0, str(_p))
 
 import common  # noqa: E402
+from texts import SOURCES, unlabelled  # noqa: E402
 
 RECOVERIES = (("none", None), ("bias", None), ("refit", "independent"),
               ("refit", "sequential"))
@@ -290,23 +291,6 @@ def fmt_run(size: dict) -> str:
     return f"{size['scope']} {size['ratio']:g}"
 
 
-def calibration_text(kinds: list[str]) -> list[str]:
-    """Calibration sentences, never the evaluation ones (every source is checked disjoint)."""
-    import calib_sentences
-    import everyday_sentences
-    import prose
-
-    sources = {"calib": (calib_sentences.check, calib_sentences.CALIB_SENTENCES),
-               "everyday": (everyday_sentences.check, everyday_sentences.EVERYDAY_SENTENCES),
-               "prose": (prose.check, prose.sentences())}
-    texts: list[str] = []
-    for kind in kinds:
-        check, sentences = sources[kind]
-        check()
-        texts += sentences
-    return texts
-
-
 def cmd_minilm(args) -> dict:
     import bench_minilm as bm
     from sentences import SENTENCES
@@ -314,11 +298,9 @@ def cmd_minilm(args) -> dict:
     path = bm.model_dir()
     model, tokenizer = bm.load_model(path)
     batches = bm.tokenize(tokenizer, SENTENCES, 32)
-    texts = [t for t in calibration_text(args.calib_text)
+    texts = [t for t in unlabelled(args.calib_text)
              if not args.calib_words or len(t.split()) <= args.calib_words][:args.calib]
-    enc = tokenizer(texts, padding="longest", truncation=True, max_length=128,
-                    return_tensors="np")
-    calib = {k: np.ascontiguousarray(enc[k], dtype=np.int64) for k in bm.INPUT_NAMES}
+    calib = bm.calibration(tokenizer, texts)
     tmp = tempfile.mkdtemp(prefix="bench-recovery-minilm-")
     onnx_path = bm.export(model, tokenizer, args.exporter, Path(tmp) / "minilm.onnx")
     ref, _ = bm.ort_embeddings(onnx_path.read_bytes(), batches)
@@ -464,13 +446,11 @@ def cmd_cost(args) -> dict:
         cases.append(("digits CNN", path, tmp / "digits.npz", {"target_macs": 0.6}))
     if "minilm" in args.models:
         import bench_minilm as bm
-        import calib_sentences
 
         model, tokenizer = bm.load_model(bm.model_dir())
         path = bm.export(model, tokenizer, "torchscript", tmp / "minilm.onnx")
-        enc = tokenizer(list(calib_sentences.CALIB_SENTENCES[:args.calib]), padding="longest",
-                        truncation=True, max_length=128, return_tensors="np")
-        np.savez(tmp / "minilm.npz", **{k: enc[k].astype(np.int64) for k in bm.INPUT_NAMES})
+        np.savez(tmp / "minilm.npz",
+                 **bm.calibration(tokenizer, unlabelled(["calib"])[:args.calib]))
         cases.append(("MiniLM", path, tmp / "minilm.npz", {"scope": "heads,ffn",
                                                            "ratio": 0.3}))
     rows, out = [], []
@@ -507,7 +487,7 @@ def main() -> None:
                                                   "ffn:0.5", "heads,ffn:0.3", "heads,ffn:0.5"],
                     help="SCOPE:RATIO sizes, or SCOPE:macs=F for a MACs target")
     mn.add_argument("--calib", type=int, default=150, help="calibration sentences")
-    mn.add_argument("--calib-text", nargs="+", choices=("calib", "everyday", "prose"),
+    mn.add_argument("--calib-text", nargs="+", choices=SOURCES,
                     default=["calib"],
                     help="calibration text, in this order: bench/calib_sentences.py (150), "
                          "bench/everyday_sentences.py (889), the Python docs' prose "

@@ -47,10 +47,8 @@ from torch import nn  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-import prose  # noqa: E402
-from calib_sentences import CALIB_SENTENCES  # noqa: E402
-from everyday_sentences import EVERYDAY_SENTENCES  # noqa: E402
 from sentences import SENTENCES  # noqa: E402
+from texts import unlabelled  # noqa: E402
 
 from graphprune.torch import Distiller, Pruner, distill_loss  # noqa: E402
 
@@ -123,12 +121,10 @@ def training_text(held_out: list[str], data: str, *, smoke: bool = False) -> lis
     """Unlabelled training sentences, none of them held out: the rest of bench/sentences.py,
     then (`data` "everyday" or "all") bench/calib_sentences.py and bench/everyday_sentences.py,
     then ("all", not in the smoke run) bench/prose.py."""
-    text = [s for i, s in enumerate(SENTENCES) if i % 3]
-    if data in ("everyday", "all"):
-        text += [*CALIB_SENTENCES, *EVERYDAY_SENTENCES]
-    if data == "all" and not smoke:
-        text += prose.sentences()
-    text = list(dict.fromkeys(text))
+    kinds = {"sentences": [], "everyday": ["calib", "everyday"],
+             "all": ["calib", "everyday"] + ([] if smoke else ["prose"])}[data]
+    text = list(dict.fromkeys([*(s for i, s in enumerate(SENTENCES) if i % 3),
+                               *unlabelled(kinds)]))
     shared = set(text) & set(held_out)
     assert not shared, f"training text holds {len(shared)} held-out sentences"
     return text
